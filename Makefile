@@ -1,0 +1,37 @@
+# cloacina: PGXS build of the extension, plus the entry points that drive the SDK (CMake),
+# the tests, the demo and the benchmarks. See README.md for the two commands that matter.
+
+EXTENSION   = cloacina
+EXTVERSION  = $(shell grep -E '^default_version' $(EXTENSION).control | sed -E "s/.*'(.*)'.*/\1/")
+
+MODULE_big  = cloacina
+OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
+DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
+DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
+
+# install runs first (it creates the extension); the other suites run in name order
+REGRESS      = install $(filter-out install,$(patsubst regress/sql/%.sql,%,$(sort $(wildcard regress/sql/*.sql))))
+REGRESS_OPTS = --inputdir=regress --outputdir=build/regress
+ISOLATION      = $(patsubst regress/specs/%.spec,%,$(sort $(wildcard regress/specs/*.spec)))
+ISOLATION_OPTS = --inputdir=regress --outputdir=build/isolation
+EXTRA_CLEAN  = build
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)
+
+sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
+	cp $< $@
+
+installcheck: build-dirs
+build-dirs:
+	@mkdir -p build/regress build/isolation
+
+.PHONY: test demo build-dirs
+# The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
+# PostgreSQL cluster of its own.
+test:
+	scripts/test
+demo:
+	scripts/demo

@@ -1,0 +1,228 @@
+/*
+ * wait.c: cloacina.wait() and the wake-ups that end it.
+ *
+ * A run's finalising transaction calls cloacina._run_finished(id); when that transaction
+ * commits, the condition variable of the run's slot is broadcast, and every backend waiting
+ * in cloacina.wait() on a run of that slot re-reads its run. Slots are shared by hashing
+ * (a wake-up for another run is only a spurious re-read), so the shared state is a fixed
+ * array and needs no locking. Without shared_preload_libraries there is no shared memory:
+ * wait() then re-reads with a growing pause instead, which is slower but still correct.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/condition_variable.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "cloacina.h"
+
+PG_FUNCTION_INFO_V1(cloacina_run_finished);
+PG_FUNCTION_INFO_V1(cloacina_wait);
+
+#define WAIT_SLOTS 128
+#define SLOT_WORDS (WAIT_SLOTS / 64)
+/* Even with wake-ups, re-read now and then: a run can also end by COMMIT PREPARED. */
+#define MAX_SLEEP_MS 1000
+#define MAX_POLL_SLEEP_MS 100
+
+typedef struct WaitShared
+{
+	ConditionVariable run_finished[WAIT_SLOTS];
+} WaitShared;
+
+static WaitShared *wait_shared = NULL;
+
+/* Slots whose runs ended in the current transaction, broadcast at commit. */
+static uint64 slots_to_wake[SLOT_WORDS];
+static bool xact_callback_registered = false;
+
+void
+cloacina_wait_shmem_request(void)
+{
+	RequestAddinShmemSpace(sizeof(WaitShared));
+}
+
+void
+cloacina_wait_shmem_startup(void)
+{
+	bool		found;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	wait_shared = ShmemInitStruct("cloacina wait", sizeof(WaitShared), &found);
+	if (!found)
+	{
+		for (int i = 0; i < WAIT_SLOTS; i++)
+			ConditionVariableInit(&wait_shared->run_finished[i]);
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+static int
+slot_of(int64 execution_id)
+{
+	return (int) ((uint64) execution_id % WAIT_SLOTS);
+}
+
+static void
+wake_waiters_at_commit(XactEvent event, void *arg)
+{
+	if (event == XACT_EVENT_COMMIT && wait_shared != NULL)
+	{
+		for (int i = 0; i < WAIT_SLOTS; i++)
+			if (slots_to_wake[i / 64] & (UINT64CONST(1) << (i % 64)))
+				ConditionVariableBroadcast(&wait_shared->run_finished[i]);
+	}
+	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
+		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
+		event == XACT_EVENT_PREPARE)
+		memset(slots_to_wake, 0, sizeof(slots_to_wake));
+}
+
+Datum
+cloacina_run_finished(PG_FUNCTION_ARGS)
+{
+	int			slot = slot_of(PG_GETARG_INT64(0));
+
+	if (wait_shared == NULL)
+		PG_RETURN_VOID();
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(wake_waiters_at_commit, NULL);
+		xact_callback_registered = true;
+	}
+	slots_to_wake[slot / 64] |= UINT64CONST(1) << (slot % 64);
+	PG_RETURN_VOID();
+}
+
+static bool
+is_terminal(const char *status)
+{
+	return strcmp(status, "completed") == 0 || strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
+/* Microseconds in an interval, counting a month as 30 days like PostgreSQL does. */
+static int64
+interval_usecs(const Interval *span)
+{
+	return span->time + (int64) span->day * USECS_PER_DAY +
+		(int64) span->month * DAYS_PER_MONTH * USECS_PER_DAY;
+}
+
+/*
+ * cloacina._wait(schema text, execution_id bigint, timeout interval)
+ * Returns the run's (status, final_context, error) once it has ended or the timeout passed.
+ */
+Datum
+cloacina_wait(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	text	   *schema;
+	int64		execution_id;
+	TimestampTz deadline = DT_NOEND;
+	ConditionVariable *cv = NULL;
+	SPIPlanPtr	plan;
+	Oid			argtypes[1] = {INT8OID};
+	Datum		args[1];
+	Oid			check_types[1] = {TEXTOID};
+	Datum		check_args[1];
+	long		poll_sleep_ms = 1;
+
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("execution_id must not be NULL")));
+	execution_id = PG_GETARG_INT64(1);
+	if (!PG_ARGISNULL(2))
+	{
+		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(2));
+
+		if (usecs < 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("timeout must not be negative")));
+		deadline = GetCurrentTimestamp() + usecs;
+	}
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("cloacina.wait() needs the READ COMMITTED isolation level"),
+				 errdetail("In a transaction with one snapshot the run could never be seen to end.")));
+
+	InitMaterializedSRF(fcinfo, 0);
+	SPI_connect();
+
+	/* One check that the schema is a tenant, with the API's usual error. */
+	check_args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
+	SPI_execute_with_args("SELECT cloacina._require_tenant($1)", 1, check_types, check_args,
+						  PG_ARGISNULL(0) ? "n" : NULL, false, 1);
+	schema = PG_GETARG_TEXT_PP(0);
+
+	plan = SPI_prepare(psprintf("SELECT status, final_context, error FROM %s.executions WHERE id = $1",
+								quote_identifier(text_to_cstring(schema))),
+					   1, argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	args[0] = Int64GetDatum(execution_id);
+
+	if (wait_shared != NULL)
+	{
+		cv = &wait_shared->run_finished[slot_of(execution_id)];
+		/* Before the first read, so that a wake-up between read and sleep is not lost. */
+		ConditionVariablePrepareToSleep(cv);
+	}
+
+	for (;;)
+	{
+		bool		isnull;
+		char	   *status;
+		TimestampTz now;
+		long		sleep_ms;
+
+		/* read_only = false: in READ COMMITTED each read takes a fresh snapshot */
+		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not read execution %lld", (long long) execution_id);
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_OBJECT),
+					 errmsg("execution %lld does not exist", (long long) execution_id)));
+
+		status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		now = GetCurrentTimestamp();
+		if (is_terminal(status) || now >= deadline)
+		{
+			tuplestore_puttuple(rsinfo->setResult, SPI_tuptable->vals[0]);
+			break;
+		}
+		SPI_freetuptable(SPI_tuptable);
+
+		sleep_ms = (deadline == DT_NOEND) ? MAX_SLEEP_MS
+			: Min((deadline - now + 999) / 1000, MAX_SLEEP_MS);
+		if (cv != NULL)
+			ConditionVariableTimedSleep(cv, sleep_ms, PG_WAIT_EXTENSION);
+		else
+		{
+			sleep_ms = Min(sleep_ms, poll_sleep_ms);
+			poll_sleep_ms = Min(poll_sleep_ms * 2, MAX_POLL_SLEEP_MS);
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+		CHECK_FOR_INTERRUPTS();
+	}
+
+	if (cv != NULL)
+		ConditionVariableCancelSleep();
+	SPI_finish();
+	return (Datum) 0;
+}

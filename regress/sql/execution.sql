@@ -1,0 +1,236 @@
+-- The execution engine driven by hand, as a worker would: claims, completions, the context
+-- merge, retries, failure and skip propagation, trigger rules and conditions, stale fences,
+-- cancel, pause, resume, idempotency, priorities, delays, batches and the events log.
+CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+
+SELECT schema_name FROM cloacina.create_tenant('tenant_ex');
+SET search_path = tenant_ex;
+
+-- A three-level diamond: a -> (b, c) -> d.
+SELECT cloacina.register_workflow('{"name": "diamond", "tasks": [
+    {"id": "a"},
+    {"id": "b", "dependencies": ["a"]},
+    {"id": "c", "dependencies": ["a"]},
+    {"id": "d", "dependencies": ["b", "c"]}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('diamond', '{"input": 1, "shared": "input", "nested": {"keep": true}}') AS run \gset
+
+SELECT task, attempt, fence, context FROM cloacina.claim('worker-1', NULL, 10);
+SELECT cloacina.complete(id, fence, '{"a": "done", "nested": {"from_a": 1}}')
+  FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'a';
+-- b and c are ready together, both with a's output merged into the input
+SELECT task, attempt, context FROM cloacina.claim('worker-1', NULL, 10) ORDER BY task;
+SELECT cloacina.complete(id, fence, '{"b": 2, "shared": "b", "nested": {"who": "b"}}')
+  FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'b';
+-- d still waits for c
+SELECT count(*) AS claimable FROM cloacina.claim('worker-1', NULL, 10);
+SELECT cloacina.complete(id, fence, '{"c": 3, "shared": "c", "nested": {"who": "c"}}')
+  FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'c';
+-- d gets b then c merged in declaration order: c's "shared" and "who" win
+SELECT task, context FROM cloacina.claim('worker-1');
+-- a completion with a stale fence is refused and changes nothing
+SELECT cloacina.complete(id, fence - 1, '{"stale": true}') AS stale_accepted
+  FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'd';
+SELECT status, output FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'd';
+SELECT cloacina.complete(id, fence, '{"d": 4}') FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'd';
+-- each (task, attempt) completes at most once
+SELECT cloacina.complete(id, fence, '{"again": true}') AS second_completion
+  FROM tenant_ex.tasks WHERE execution_id = :run AND task = 'd';
+SELECT * FROM cloacina.wait(:run, '5 seconds');
+SELECT * FROM cloacina.execution_status(:run);
+SELECT task, status, attempt, output FROM cloacina.task_results(:run);
+-- exactly one event per state change
+SELECT task, attempt, from_status, to_status FROM tenant_ex.execution_events
+ WHERE execution_id = :run ORDER BY id;
+
+-- Retries: 3 attempts with exponential backoff from 200 ms; the failed attempts' output is
+-- discarded; then the run fails, all_success dependents are skipped (and skips propagate),
+-- and a one_failed handler runs.
+SELECT cloacina.register_workflow('{"name": "flaky", "tasks": [
+    {"id": "fetch", "retry": {"attempts": 3, "backoff": "exponential", "delay_ms": 200, "max_delay_ms": 300}},
+    {"id": "transform", "dependencies": ["fetch"]},
+    {"id": "load", "dependencies": ["transform"]},
+    {"id": "alert", "dependencies": ["fetch"], "trigger_rule": "one_failed"}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('flaky') AS flaky \gset
+CREATE TEMP TABLE retry_log (attempt int, delay interval);
+DO $$
+DECLARE
+    c record;
+    deadline timestamptz;
+BEGIN
+    FOR i IN 1 .. 3 LOOP
+        -- wait (bounded) for the retry to come due, as a polling worker would
+        deadline := clock_timestamp() + interval '10 seconds';
+        -- (each claim in its own transaction: now() is the transaction's start time)
+        LOOP
+            SELECT * INTO c FROM cloacina.claim('worker-2', ARRAY['flaky.fetch']);
+            COMMIT;
+            EXIT WHEN c.task_id IS NOT NULL OR clock_timestamp() > deadline;
+            PERFORM pg_sleep(0.02);
+        END LOOP;
+        PERFORM cloacina.fail(c.task_id, c.fence, format('timeout talking to upstream (attempt %s)', c.attempt));
+        INSERT INTO retry_log
+            SELECT c.attempt, t.ready_at - now()
+              FROM tenant_ex.tasks t WHERE t.id = c.task_id AND t.status = 'ready';
+        COMMIT;
+    END LOOP;
+END $$;
+-- attempt 1 waits 200 ms, attempt 2 waits 400 ms capped at 300 ms; attempt 3 ends it
+SELECT attempt, delay FROM retry_log ORDER BY attempt;
+SELECT t.attempt, t.status, t.error FROM tenant_ex.tasks t
+ WHERE t.execution_id = :flaky AND t.task = 'fetch';
+SELECT e.attempt, e.from_status, e.to_status FROM tenant_ex.execution_events e
+ WHERE e.execution_id = :flaky AND e.task = 'fetch' ORDER BY e.id;
+SELECT task, status FROM cloacina.task_results(:flaky);
+SELECT task, context FROM cloacina.claim('worker-2');
+SELECT cloacina.complete(id, fence, '{"alerted": true}') FROM tenant_ex.tasks WHERE execution_id = :flaky AND task = 'alert';
+SELECT * FROM cloacina.execution_status(:flaky);
+
+-- Retry delays follow the policy: fixed, linear, exponential, capped, and jitter in [d/2, d].
+SELECT b, a, extract(epoch FROM cloacina._retry_delay(a, b, 100, 1000, false)) * 1000 AS ms
+  FROM unnest(ARRAY['fixed', 'linear', 'exponential']) b, generate_series(1, 5) a ORDER BY b, a;
+SELECT bool_and(d BETWEEN 200 AND 400) AS jitter_in_range, count(DISTINCT d) > 1 AS jitter_varies
+  FROM (SELECT extract(epoch FROM cloacina._retry_delay(3, 'exponential', 100, 1000, true)) * 1000 AS d
+          FROM generate_series(1, 50)) x;
+
+-- A non-retryable failure ends the task at once.
+SELECT cloacina.register_workflow('{"name": "fragile", "tasks": [
+    {"id": "only", "retry": {"attempts": 5, "delay_ms": 0}}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('fragile') AS fragile \gset
+SELECT cloacina.fail(task_id, fence, 'bad input', false) FROM cloacina.claim('worker-3', ARRAY['fragile.only']);
+SELECT * FROM cloacina.execution_status(:fragile);
+
+-- Trigger rules and context conditions.
+SELECT cloacina.register_workflow('{"name": "rules", "tasks": [
+    {"id": "ok"},
+    {"id": "bad"},
+    {"id": "all_success", "dependencies": ["ok", "bad"]},
+    {"id": "all_done", "dependencies": ["ok", "bad"], "trigger_rule": "all_done"},
+    {"id": "one_success", "dependencies": ["ok", "bad"], "trigger_rule": "one_success"},
+    {"id": "one_failed", "dependencies": ["ok", "bad"], "trigger_rule": "one_failed"},
+    {"id": "always", "dependencies": ["all_success"], "trigger_rule": "always"},
+    {"id": "big_order", "dependencies": ["ok"], "when": {"key": "order.total", "op": "gt", "value": 100}},
+    {"id": "small_order", "dependencies": ["ok"], "when": {"key": "order.total", "op": "lt", "value": 100}},
+    {"id": "vip", "dependencies": ["ok"], "when": {"key": "tags", "op": "contains", "value": "vip"}},
+    {"id": "no_coupon", "dependencies": ["ok"], "when": {"key": "coupon", "op": "not_exists"}},
+    {"id": "gold", "when": {"key": "tier", "op": "equals", "value": "gold"}},
+    {"id": "not_gold", "when": {"key": "tier", "op": "not_equals", "value": "gold"}}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('rules', '{"order": {"total": 250}, "tags": ["new", "vip"], "tier": "silver"}') AS rules \gset
+SELECT cloacina.complete(task_id, fence, '{}') FROM cloacina.claim('w', ARRAY['rules.ok']);
+SELECT cloacina.fail(task_id, fence, 'nope', false) FROM cloacina.claim('w', ARRAY['rules.bad']);
+SELECT task, status FROM cloacina.task_results(:rules) ORDER BY task;
+SELECT count(*) FROM (SELECT cloacina.complete(task_id, fence, '{}') FROM cloacina.claim('w', NULL, 100)) x;
+SELECT task, status FROM cloacina.task_results(:rules) ORDER BY task;
+SELECT status, error FROM cloacina.execution_status(:rules);
+SELECT task, detail FROM tenant_ex.execution_events
+ WHERE execution_id = :rules AND to_status = 'skipped' ORDER BY task;
+
+-- Cancel: waiting and ready tasks become cancelled, the running one learns it by heartbeat,
+-- its completion is refused, and the run never flips back.
+SELECT cloacina.execute('diamond') AS doomed \gset
+SELECT task_id AS doomed_task, fence AS doomed_fence FROM cloacina.claim('w', ARRAY['diamond.a']) \gset
+SELECT cloacina.heartbeat(:doomed_task, :doomed_fence);
+SELECT cloacina.heartbeat(:doomed_task, :doomed_fence + 1);
+SELECT cloacina.cancel(:doomed);
+SELECT cloacina.heartbeat(:doomed_task, :doomed_fence);
+SELECT cloacina.complete(:doomed_task, :doomed_fence, '{}') AS accepted_after_cancel;
+SELECT cloacina.cancel(:doomed) AS cancel_again, cloacina.pause(:doomed) AS pause_cancelled,
+       cloacina.resume(:doomed) AS resume_cancelled;
+SELECT * FROM cloacina.wait(:doomed, '5 seconds');
+SELECT task, status FROM cloacina.task_results(:doomed);
+
+-- Pause holds everything back until resume; running work may finish meanwhile.
+SELECT cloacina.execute('diamond') AS held \gset
+SELECT task_id AS held_a, fence AS held_a_fence FROM cloacina.claim('w', ARRAY['diamond.a']) \gset
+SELECT cloacina.pause(:held), cloacina.pause(:held) AS pause_twice;
+SELECT cloacina.complete(:held_a, :held_a_fence, '{}') AS finished_while_paused;
+SELECT count(*) AS claimable_while_paused FROM cloacina.claim('w', NULL, 10);
+SELECT status FROM cloacina.execution_status(:held);
+SELECT cloacina.resume(:held);
+SELECT task FROM cloacina.claim('w', NULL, 10) ORDER BY task;
+SELECT cloacina.cancel(:held);
+
+-- Idempotency keys, priorities, delayed runs and options validation.
+SELECT cloacina.register_workflow('{"name": "single", "tasks": [{"id": "step"}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('single', '{}', '{"idempotency_key": "order-42"}') =
+       cloacina.execute('single', '{"other": 1}', '{"idempotency_key": "order-42"}') AS same_run;
+SELECT cloacina.execute('single', '{"n": "low"}', '{"priority": -5}') AS low \gset
+SELECT cloacina.execute('single', '{"n": "high"}', '{"priority": 7}') AS high \gset
+SELECT cloacina.execute('single', '{"n": "later"}', '{"run_at": "2999-01-01T00:00:00Z"}') AS later \gset
+SELECT task, context FROM cloacina.claim('w', ARRAY['single.step'], 10);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '[]')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '"text"')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '{}', '{"priorty": 1}')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '{}', '{"priority": "high"}')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '{}', '{"run_at": "tomorrow-ish"}')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '{}', '{"idempotency_key": ""}')$$);
+SELECT pg_temp.try($$SELECT cloacina.execute('missing_workflow')$$);
+SELECT pg_temp.try($$SELECT * FROM cloacina.execution_status(999999)$$);
+SELECT pg_temp.try($$SELECT * FROM cloacina.wait(999999, '1 second')$$);
+SELECT pg_temp.try($$SELECT cloacina.cancel(999999)$$);
+SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 0)$$);
+SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 1, '-1 second')$$);
+SELECT pg_temp.try($$SELECT cloacina.complete(1, 1, '[1]')$$);
+SELECT * FROM cloacina.wait(:later, '10 milliseconds');
+
+-- Batches: execute_batch, complete_batch and fail_batch.
+SELECT ordinal, execution_id IS NOT NULL AS started
+  FROM cloacina.execute_batch('single', ARRAY['{"i": 1}', '{"i": 2}', '{"i": 3}', '{"i": 4}']::jsonb[]);
+CREATE TEMP TABLE claimed AS SELECT * FROM cloacina.claim('w', ARRAY['single.step'], 10);
+SELECT context FROM claimed ORDER BY task_id;
+SELECT accepted, count(*) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id ORDER BY task_id) FROM claimed WHERE (context ->> 'i')::int <= 3),
+    (SELECT array_agg(fence ORDER BY task_id) FROM claimed WHERE (context ->> 'i')::int <= 3),
+    (SELECT array_agg(jsonb_build_object('done', context -> 'i') ORDER BY task_id)
+       FROM claimed WHERE (context ->> 'i')::int <= 3))
+ GROUP BY accepted;
+SELECT accepted FROM cloacina.fail_batch(
+    (SELECT array_agg(task_id) FROM claimed WHERE (context ->> 'i')::int = 4),
+    (SELECT array_agg(fence) FROM claimed WHERE (context ->> 'i')::int = 4),
+    ARRAY['batch failure'], ARRAY[false]);
+-- a second submission of the same batch changes nothing
+SELECT accepted, count(*) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id) FROM claimed), (SELECT array_agg(fence) FROM claimed),
+    (SELECT array_agg('{}'::jsonb) FROM claimed))
+ GROUP BY accepted;
+SELECT e.input_context, e.status, e.final_context, e.error
+  FROM tenant_ex.executions e JOIN claimed c ON c.execution_id = e.id ORDER BY e.id;
+SELECT pg_temp.try($$SELECT * FROM cloacina.complete_batch(ARRAY[1, 2], ARRAY[1], ARRAY['{}']::jsonb[])$$);
+SELECT pg_temp.try($$SELECT * FROM cloacina.execute_batch('single', ARRAY['{}']::jsonb[], '{"idempotency_key": "k"}')$$);
+SELECT status, count(*) FROM tenant_ex.executions GROUP BY status ORDER BY status;
+
+-- A suspended tenant's work is not claimed.
+SELECT cloacina.execute('single') AS parked \gset
+RESET search_path;
+SELECT cloacina.suspend_tenant('tenant_ex');
+SET search_path = tenant_ex;
+SELECT count(*) AS claimed_while_suspended FROM cloacina.claim('w', ARRAY['single.step']);
+RESET search_path;
+SELECT cloacina.resume_tenant('tenant_ex');
+SET search_path = tenant_ex;
+SELECT count(*) AS claimed_after_resume FROM cloacina.claim('w', ARRAY['single.step']);
+
+-- Every run's events agree with its state: one creation event per run, the run's status is
+-- the to_status of its last run event, and every task's is that of its last task event.
+SELECT count(*) AS runs_disagreeing
+  FROM tenant_ex.executions x
+ WHERE (SELECT count(*) FROM tenant_ex.execution_events e
+         WHERE e.execution_id = x.id AND e.task IS NULL AND e.from_status IS NULL) <> 1
+    OR x.status <> (SELECT e.to_status FROM tenant_ex.execution_events e
+                     WHERE e.execution_id = x.id AND e.task IS NULL ORDER BY e.id DESC LIMIT 1);
+SELECT count(*) AS tasks_disagreeing
+  FROM tenant_ex.tasks t
+ WHERE t.status <> coalesce((SELECT e.to_status FROM tenant_ex.execution_events e
+                              WHERE e.execution_id = t.execution_id AND e.task = t.task
+                              ORDER BY e.id DESC LIMIT 1), t.status);
+
+-- cancel everything left so that the tenant can be removed
+SELECT count(*) FILTER (WHERE cloacina.cancel(id)) AS cancelled
+  FROM tenant_ex.executions WHERE status IN ('running', 'paused');
+RESET search_path;
+SELECT cloacina.remove_tenant('tenant_ex');

@@ -1,0 +1,1612 @@
+-- cloacina: the full current install script (copied to cloacina--<version>.sql by the Makefile).
+--
+-- Layout of this file:
+--   1. roles, the registry and small helpers (names, secrets, JSON merge)
+--   2. the per-tenant objects (tables, indexes, grants) created by create_tenant
+--   3. admin API: create_tenant, remove_tenant, tenants, suspend/resume, limits
+--   4. workflow registration and validation
+--   5. the execution engine: execute, claim, heartbeat, complete, fail, cancel, pause, resume
+--   6. the public tenant API: thin wrappers that pass current_schema() to the engine
+--
+-- Security model in one paragraph: admin functions are SECURITY DEFINER with a pinned search_path,
+-- revoked from PUBLIC and granted to cloacina_admin. Tenant functions are SECURITY INVOKER, so the
+-- caller's own privileges decide what it can touch. The public tenant functions are thin SQL
+-- wrappers (no search_path pinning, so they can read the caller's current_schema()); the engine
+-- functions they call pin search_path to pg_catalog so that objects a tenant creates in its own
+-- schema can never change how the engine's statements resolve operators or functions.
+
+\echo Use "CREATE EXTENSION cloacina" to load this file. \quit
+
+------------------------------------------------------------------------------------------------
+-- 1. Roles, registry, helpers
+------------------------------------------------------------------------------------------------
+
+DO $roles$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'cloacina_admin') THEN
+        CREATE ROLE cloacina_admin NOLOGIN;
+    END IF;
+END
+$roles$;
+
+GRANT USAGE ON SCHEMA cloacina TO PUBLIC;
+
+-- The admin registry: one row per tenant. Tenants cannot read it.
+CREATE TABLE cloacina.tenant (
+    schema_name text PRIMARY KEY,
+    username    text UNIQUE,
+    state       text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'suspended')),
+    max_running int CHECK (max_running > 0),
+    weight      int NOT NULL DEFAULT 1 CHECK (weight > 0),
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+);
+SELECT pg_catalog.pg_extension_config_dump('cloacina.tenant', '');
+REVOKE ALL ON cloacina.tenant FROM PUBLIC;
+GRANT SELECT ON cloacina.tenant TO cloacina_admin;
+
+-- C helpers (extension/secret.c, extension/wait.c)
+CREATE FUNCTION cloacina._generate_password() RETURNS text
+    AS 'MODULE_PATHNAME', 'cloacina_generate_password' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION cloacina._random_token(nbytes int) RETURNS text
+    AS 'MODULE_PATHNAME', 'cloacina_random_token' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION cloacina._scram_verifier(password text) RETURNS text
+    AS 'MODULE_PATHNAME', 'cloacina_scram_verifier' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION cloacina._url_escape(value text) RETURNS text
+    AS 'MODULE_PATHNAME', 'cloacina_url_escape' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
+CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
+    RETURNS TABLE(status text, final_context jsonb, error text)
+    AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE
+    SET search_path = pg_catalog, pg_temp;
+REVOKE ALL ON FUNCTION cloacina._generate_password(), cloacina._random_token(int),
+    cloacina._scram_verifier(text) FROM PUBLIC;
+
+-- Refuses a tenant or role name that is not a plain lower-case identifier, or that is reserved.
+-- Names are also quoted everywhere they are used; this check keeps them predictable and
+-- URL-safe, and makes mixed case an error instead of a second tenant.
+CREATE FUNCTION cloacina._check_name(kind text, name text) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF name IS NULL OR name = '' THEN
+        RAISE EXCEPTION '% must not be empty', kind USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    IF octet_length(name) > 63 THEN
+        RAISE EXCEPTION '% is too long (% bytes)', kind, octet_length(name)
+            USING ERRCODE = 'name_too_long', HINT = 'Use at most 63 characters.';
+    END IF;
+    IF name ~ '^[A-Za-z][A-Za-z0-9_]*$' AND name <> lower(name) THEN
+        RAISE EXCEPTION '% "%" contains upper-case letters', kind, name
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Names are lower case; use "%s".', lower(name));
+    END IF;
+    IF name !~ '^[a-z][a-z0-9_]*$' THEN
+        RAISE EXCEPTION 'invalid % %', kind, quote_literal(name)
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Names start with a lower-case ASCII letter and contain only lower-case ASCII letters, digits and underscores.';
+    END IF;
+    IF name IN ('public', 'information_schema', 'none', 'current_user', 'session_user',
+                'current_role', 'current_schema', 'postgres')
+       OR name LIKE 'pg\_%' OR name = 'cloacina' OR name LIKE 'cloacina\_%' THEN
+        RAISE EXCEPTION '% "%" is reserved', kind, name USING ERRCODE = 'reserved_name';
+    END IF;
+END
+$$;
+
+-- Deep merge of two JSON values: objects merge key by key recursively, anything else in
+-- "patch" replaces "base". This is how a task's input and a run's final_context are built.
+CREATE FUNCTION cloacina.context_merge(base jsonb, patch jsonb) RETURNS jsonb
+LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT CASE
+        WHEN patch IS NULL THEN base
+        WHEN base IS NULL THEN patch
+        WHEN jsonb_typeof(base) = 'object' AND jsonb_typeof(patch) = 'object' THEN
+            base || coalesce((SELECT jsonb_object_agg(o.key,
+                                  CASE WHEN base ? o.key THEN cloacina.context_merge(base -> o.key, o.value)
+                                       ELSE o.value END)
+                              FROM jsonb_each(patch) AS o), '{}'::jsonb)
+        ELSE patch
+    END
+$$;
+COMMENT ON FUNCTION cloacina.context_merge(jsonb, jsonb) IS
+    'Deep-merges patch into base: objects merge recursively, anything else in patch wins';
+
+CREATE AGGREGATE cloacina.context_merge_agg(jsonb) (
+    SFUNC = cloacina.context_merge, STYPE = jsonb);
+COMMENT ON AGGREGATE cloacina.context_merge_agg(jsonb) IS
+    'Folds cloacina.context_merge over its inputs in the aggregate''s ORDER BY';
+
+-- Raises the standard error for a call made outside a tenant schema.
+CREATE FUNCTION cloacina._require_tenant(schema_name text) RETURNS void
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF schema_name IS NULL
+       OR to_regclass(format('%I.%I', schema_name, 'tenant_settings')) IS NULL THEN
+        RAISE EXCEPTION 'current schema % is not a cloacina tenant', coalesce(quote_ident(schema_name), '(none)')
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = 'Connect as the tenant''s role, or run SET search_path = <tenant schema> first.';
+    END IF;
+END
+$$;
+
+------------------------------------------------------------------------------------------------
+-- 2. Per-tenant objects
+------------------------------------------------------------------------------------------------
+
+-- Creates the tables and indexes of one tenant schema. Everything a tenant owns lives in its
+-- schema (nothing on the tenant path touches the cloacina schema), so the schema can later be
+-- moved as one unit (design §9).
+CREATE FUNCTION cloacina._create_tenant_tables(s text, channel text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE %1$I.tenant_settings (
+            singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            state          text NOT NULL DEFAULT 'active',
+            max_running    int,
+            weight         int NOT NULL DEFAULT 1,
+            notify_channel text NOT NULL);
+        INSERT INTO %1$I.tenant_settings (notify_channel) VALUES (%2$L);
+
+        CREATE TABLE %1$I.workflows (
+            name        text PRIMARY KEY,
+            version     text NOT NULL,
+            description text,
+            definition  jsonb NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now());
+
+        CREATE TABLE %1$I.executions (
+            id               bigserial PRIMARY KEY,
+            workflow         text NOT NULL,
+            workflow_version text NOT NULL,
+            status           text NOT NULL,
+            input_context    jsonb NOT NULL,
+            final_context    jsonb,
+            error            text,
+            priority         int NOT NULL DEFAULT 0,
+            idempotency_key  text UNIQUE,
+            run_at           timestamptz NOT NULL,
+            pending_tasks    int NOT NULL,
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            finished_at      timestamptz);
+        CREATE INDEX ON %1$I.executions (created_at, id) WHERE status IN ('running', 'paused');
+
+        CREATE TABLE %1$I.tasks (
+            id            bigserial PRIMARY KEY,
+            execution_id  bigint NOT NULL,
+            workflow      text NOT NULL,
+            task          text NOT NULL,
+            position      int NOT NULL,
+            topo_index    int NOT NULL,
+            kind          text NOT NULL,
+            sql           text,
+            dependencies  text[] NOT NULL,
+            dependents    text[] NOT NULL,
+            pending_deps  int NOT NULL,
+            trigger_rule  text NOT NULL,
+            condition     jsonb,
+            max_attempts  int NOT NULL,
+            backoff       text NOT NULL,
+            delay_ms      bigint NOT NULL,
+            max_delay_ms  bigint NOT NULL,
+            jitter        boolean NOT NULL,
+            timeout_ms    bigint,
+            priority      int NOT NULL,
+            status        text NOT NULL,
+            attempt       int NOT NULL DEFAULT 0,
+            fence         bigint NOT NULL DEFAULT 0,
+            ready_at      timestamptz,
+            lease         interval,
+            lease_until   timestamptz,
+            worker        text,
+            input         jsonb,
+            output        jsonb,
+            error         text,
+            started_at    timestamptz,
+            finished_at   timestamptz,
+            UNIQUE (execution_id, task)) WITH (fillfactor = 80);
+        -- The claim walks this index in claim order; only claimable rows are in it.
+        CREATE INDEX tasks_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+            WHERE status = 'ready' AND kind = 'handler';
+        CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+            WHERE status = 'ready' AND kind = 'sql';
+        CREATE INDEX tasks_lease_expiry ON %1$I.tasks (lease_until) WHERE status = 'running';
+
+        CREATE TABLE %1$I.execution_events (
+            id           bigserial PRIMARY KEY,
+            execution_id bigint NOT NULL,
+            task         text,
+            attempt      int,
+            from_status  text,
+            to_status    text NOT NULL,
+            detail       text,
+            at           timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON %1$I.execution_events (execution_id, id);
+    $ddl$, s, channel);
+END
+$$;
+
+-- Grants a tenant role exactly what the tenant API needs, on named objects only (a GRANT on
+-- ALL TABLES IN SCHEMA scans all of pg_class, which is slow with thousands of tenants).
+CREATE FUNCTION cloacina._grant_tenant_role(s text, r text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($g$
+        GRANT USAGE, CREATE ON SCHEMA %1$I TO %2$I;
+        GRANT SELECT ON %1$I.tenant_settings TO %2$I;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON %1$I.workflows TO %2$I;
+        GRANT SELECT, INSERT, UPDATE ON %1$I.executions, %1$I.tasks TO %2$I;
+        GRANT SELECT, INSERT ON %1$I.execution_events TO %2$I;
+        GRANT USAGE ON SEQUENCE %1$I.executions_id_seq, %1$I.tasks_id_seq,
+                                %1$I.execution_events_id_seq TO %2$I;
+    $g$, s, r);
+END
+$$;
+
+-- A libpq URI for the tenant role on the server and database this session is using.
+-- cloacina.connection_host overrides the host (for example behind a proxy).
+CREATE FUNCTION cloacina._connection_string(username text, password text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    host text := nullif(current_setting('cloacina.connection_host', true), '');
+    port text := coalesce(inet_server_port()::text, current_setting('port'));
+BEGIN
+    IF host IS NULL AND inet_server_addr() IS NOT NULL THEN
+        host := host(inet_server_addr());
+        IF host LIKE '%:%' THEN
+            host := '[' || host || ']';
+        END IF;
+    ELSIF host IS NULL THEN
+        -- a Unix-socket session: point at the first socket directory, percent-encoded
+        host := cloacina._url_escape(trim(split_part(current_setting('unix_socket_directories'), ',', 1)));
+    END IF;
+    RETURN format('postgresql://%s:%s@%s:%s/%s', cloacina._url_escape(username),
+                  cloacina._url_escape(password), host, port,
+                  cloacina._url_escape(current_database()));
+END
+$$;
+
+------------------------------------------------------------------------------------------------
+-- 3. Admin API
+------------------------------------------------------------------------------------------------
+
+-- The body of create_tenant. (plpgsql cannot name an output column like a parameter, which
+-- the contract's signature does, so the public function is an SQL wrapper around this one.)
+CREATE FUNCTION cloacina._create_tenant(s text, u text, pw text)
+RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._check_name('tenant schema name', s);
+    IF u IS NOT NULL THEN
+        PERFORM cloacina._check_name('tenant user name', u);
+    END IF;
+    IF pw IS NOT NULL AND pw <> '' AND u IS NULL THEN
+        RAISE EXCEPTION 'a password was given without a user name'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a user name to create a login role for the tenant.';
+    END IF;
+
+    -- Serialise creations of the same name; the loser then sees the winner's registry row.
+    PERFORM pg_advisory_xact_lock(hashtext('cloacina.tenant'), hashtext(s));
+    IF EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', s USING ERRCODE = 'duplicate_schema';
+    END IF;
+    IF EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = s) THEN
+        RAISE EXCEPTION 'schema "%" already exists', s
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'It is not a cloacina tenant; cloacina will not take over an existing schema.';
+    END IF;
+    IF u IS NOT NULL THEN
+        PERFORM pg_advisory_xact_lock(hashtext('cloacina.role'), hashtext(u));
+        IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u) THEN
+            RAISE EXCEPTION 'role "%" already exists', u
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = 'cloacina creates a new role for each tenant and will not reuse an existing one.';
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE SCHEMA %I', s);
+    PERFORM cloacina._create_tenant_tables(s, 'cloacina_' || cloacina._random_token(18));
+    -- cloacina_admin administers every tenant, also through the tenant API
+    PERFORM cloacina._grant_tenant_role(s, 'cloacina_admin');
+
+    IF u IS NOT NULL THEN
+        IF pw IS NULL OR pw = '' THEN
+            pw := cloacina._generate_password();
+        END IF;
+        -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach
+        -- the server log, an error context or pg_stat_statements.
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                       'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
+        EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
+        PERFORM cloacina._grant_tenant_role(s, u);
+    ELSE
+        pw := NULL;
+    END IF;
+
+    INSERT INTO cloacina.tenant (schema_name, username) VALUES (s, u);
+
+    RETURN QUERY SELECT s, u, pw,
+        CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
+END
+$$;
+
+CREATE FUNCTION cloacina.create_tenant(schema_name text, username text DEFAULT NULL,
+                                       password text DEFAULT '')
+RETURNS TABLE(schema_name text, username text, password text, connection_string text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM cloacina._create_tenant(schema_name, username, password) $$;
+COMMENT ON FUNCTION cloacina.create_tenant(text, text, text) IS
+    'Creates a tenant (schema, tables, optional login role with a generated or given password) in one transaction';
+
+CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning  -- no "drop cascades to" list for every table
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s text := remove_tenant.schema_name;
+    u text := remove_tenant.username;
+    registered_user text;
+    unfinished bigint;
+BEGIN
+    IF s IS NULL THEN
+        RAISE EXCEPTION 'tenant schema name must not be empty' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('cloacina.tenant'), hashtext(s));
+    SELECT t.username INTO registered_user FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    IF u IS NOT NULL AND u IS DISTINCT FROM registered_user THEN
+        RAISE EXCEPTION 'role "%" does not belong to tenant "%"', u, s
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The tenant''s role is %s.', coalesce(quote_ident(registered_user), 'not set'));
+    END IF;
+
+    -- Refuse while work is unfinished: removing the schema would lose accepted runs.
+    -- Lock the runs first so nothing new starts between the check and the drop.
+    EXECUTE format('LOCK TABLE %1$I.executions, %1$I.tasks IN EXCLUSIVE MODE', s);
+    EXECUTE format('SELECT count(*) FROM %I.executions WHERE status IN (''running'', ''paused'')', s)
+        INTO unfinished;
+    IF unfinished > 0 THEN
+        RAISE EXCEPTION 'tenant "%" has unfinished runs', s
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = format('%s runs are running or paused.', unfinished),
+                  HINT = 'Suspend the tenant and let its runs finish, or cancel them with cloacina.cancel(), then remove it.';
+    END IF;
+
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    IF registered_user IS NOT NULL THEN
+        EXECUTE format('DROP OWNED BY %I', registered_user);
+        EXECUTE format('DROP ROLE %I', registered_user);
+    END IF;
+    DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
+END
+$$;
+COMMENT ON FUNCTION cloacina.remove_tenant(text, text) IS
+    'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs';
+
+-- Live counts of one tenant, for the tenants view (runs with the caller's privileges).
+CREATE FUNCTION cloacina._tenant_counts(s text,
+    OUT active_runs bigint, OUT ready_tasks bigint, OUT running_tasks bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($q$SELECT (SELECT count(*) FROM %1$I.executions WHERE status IN ('running', 'paused')),
+                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'ready'),
+                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'running')$q$, s)
+        INTO active_runs, ready_tasks, running_tasks;
+END
+$$;
+
+CREATE VIEW cloacina.tenants AS
+    SELECT t.schema_name, t.username, t.state, t.created_at, t.max_running, t.weight,
+           c.active_runs, c.ready_tasks, c.running_tasks
+    FROM cloacina.tenant t, LATERAL cloacina._tenant_counts(t.schema_name) c;
+COMMENT ON VIEW cloacina.tenants IS 'Tenants with their state, limits and live counts (admin only)';
+
+-- Copies the registry's state and limits into the tenant's own settings row, where the claim
+-- path reads them without touching the cloacina schema.
+CREATE FUNCTION cloacina._sync_tenant_settings(s text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('UPDATE %I.tenant_settings st SET state = t.state, max_running = t.max_running, '
+                   'weight = t.weight FROM cloacina.tenant t WHERE t.schema_name = $1', s) USING s;
+END
+$$;
+
+CREATE FUNCTION cloacina._set_tenant_state(s text, new_state text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE cloacina.tenant t SET state = new_state WHERE t.schema_name = s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    PERFORM cloacina._sync_tenant_settings(s);
+END
+$$;
+
+CREATE FUNCTION cloacina.suspend_tenant(schema_name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT cloacina._set_tenant_state(schema_name, 'suspended') $$;
+COMMENT ON FUNCTION cloacina.suspend_tenant(text) IS
+    'Suspends a tenant: nothing new is claimed (running tasks finish) and its schedules pause';
+
+CREATE FUNCTION cloacina.resume_tenant(schema_name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT cloacina._set_tenant_state(schema_name, 'active') $$;
+COMMENT ON FUNCTION cloacina.resume_tenant(text) IS 'Resumes a suspended tenant';
+
+CREATE FUNCTION cloacina.set_tenant_limits(schema_name text, max_running int DEFAULT NULL,
+                                           weight int DEFAULT 1) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    IF max_running IS NOT NULL AND max_running < 1 THEN
+        RAISE EXCEPTION 'max_running must be at least 1 (got %)', max_running
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL for no limit.';
+    END IF;
+    IF weight IS NULL OR weight < 1 OR weight > 1000 THEN
+        RAISE EXCEPTION 'weight must be between 1 and 1000 (got %)', coalesce(weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE cloacina.tenant t SET max_running = set_tenant_limits.max_running,
+                                 weight = set_tenant_limits.weight
+        WHERE t.schema_name = set_tenant_limits.schema_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', schema_name USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    PERFORM cloacina._sync_tenant_settings(schema_name);
+END
+$$;
+COMMENT ON FUNCTION cloacina.set_tenant_limits(text, int, int) IS
+    'Sets a tenant''s cap on concurrently running SQL tasks and its weight in fair sharing';
+
+REVOKE ALL ON FUNCTION
+    cloacina.create_tenant(text, text, text), cloacina._create_tenant(text, text, text),
+    cloacina.remove_tenant(text, text),
+    cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
+    cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text),
+    cloacina._sync_tenant_settings(text), cloacina._set_tenant_state(text, text),
+    cloacina._create_tenant_tables(text, text), cloacina._grant_tenant_role(text, text),
+    cloacina._connection_string(text, text)
+    FROM PUBLIC;
+REVOKE ALL ON cloacina.tenants FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    cloacina.create_tenant(text, text, text), cloacina.remove_tenant(text, text),
+    cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
+    cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text)
+    TO cloacina_admin;
+GRANT SELECT ON cloacina.tenants TO cloacina_admin;
+
+------------------------------------------------------------------------------------------------
+-- 4. Workflow registration and validation
+------------------------------------------------------------------------------------------------
+
+-- Reads an integer from a JSON value, refusing anything else with a message naming "what".
+CREATE FUNCTION cloacina._json_int(v jsonb, what text, lo bigint, hi bigint) RETURNS bigint
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    n numeric;
+BEGIN
+    IF jsonb_typeof(v) IS DISTINCT FROM 'number' THEN
+        RAISE EXCEPTION '% must be an integer (got %)', what, coalesce(v::text, 'nothing')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := v::numeric;
+    IF n <> trunc(n) OR n < lo OR n > hi THEN
+        RAISE EXCEPTION '% must be an integer between % and % (got %)', what, lo, hi, v::text
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN n::bigint;
+END
+$$;
+
+-- Refuses keys of "obj" outside "allowed", naming the first unknown one.
+CREATE FUNCTION cloacina._json_keys_allowed(obj jsonb, what text, allowed text[]) RETURNS void
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    unknown text;
+BEGIN
+    IF jsonb_typeof(obj) IS DISTINCT FROM 'object' THEN
+        RAISE EXCEPTION '% must be a JSON object (got %)', what, coalesce(jsonb_typeof(obj), 'nothing')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    SELECT k INTO unknown FROM jsonb_object_keys(obj) k WHERE k <> ALL (allowed) ORDER BY k LIMIT 1;
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION '% has unknown key "%"', what, unknown
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = format('Allowed keys: %s.', array_to_string(allowed, ', '));
+    END IF;
+END
+$$;
+
+-- Reads a string that must be one of "choices" (or the default when absent).
+CREATE FUNCTION cloacina._json_choice(v jsonb, what text, choices text[], fallback text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF v IS NULL OR v = 'null'::jsonb THEN
+        RETURN fallback;
+    END IF;
+    IF jsonb_typeof(v) <> 'string' OR NOT (v #>> '{}') = ANY (choices) THEN
+        RAISE EXCEPTION '% must be one of % (got %)', what, array_to_string(choices, ', '), v::text
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN v #>> '{}';
+END
+$$;
+
+-- Checks a workflow definition completely and returns it normalised: every key present with its
+-- default, plus each task's declaration position, topological index and dependents. Everything
+-- the engine needs later is decided here, once, at registration.
+CREATE FUNCTION cloacina._normalize_workflow(def jsonb) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    name_pattern constant text := '^[A-Za-z][A-Za-z0-9_-]{0,62}$';
+    max_tasks    constant int := 1000;
+    wf_name   text;
+    tasks     jsonb;
+    n         int;
+    t         jsonb;
+    what      text;
+    ids       text[] := '{}';
+    deps      text[][];
+    dep_list  text[];
+    retry     jsonb;
+    cond      jsonb;
+    op        text;
+    kind      text;
+    attempts  bigint;
+    delay     bigint;
+    max_delay bigint;
+    normalized jsonb[] := '{}';
+    -- Kahn's algorithm state
+    indegree  int[];
+    topo      int[];
+    done      boolean[];
+    pick      int;
+    cycle     text[];
+BEGIN
+    IF def IS NULL THEN
+        RAISE EXCEPTION 'workflow definition must not be NULL' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    PERFORM cloacina._json_keys_allowed(def, 'workflow definition', ARRAY['name', 'description', 'tasks']);
+
+    IF jsonb_typeof(def -> 'name') IS DISTINCT FROM 'string' OR (def ->> 'name') !~ name_pattern THEN
+        RAISE EXCEPTION 'workflow name must be a string of letters, digits, "_" and "-" starting with a letter (got %)',
+                        coalesce((def -> 'name')::text, 'nothing')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    wf_name := def ->> 'name';
+    IF def ? 'description' AND jsonb_typeof(def -> 'description') NOT IN ('string', 'null') THEN
+        RAISE EXCEPTION 'workflow "%": description must be a string', wf_name USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    tasks := def -> 'tasks';
+    IF jsonb_typeof(tasks) IS DISTINCT FROM 'array' OR jsonb_array_length(tasks) = 0 THEN
+        RAISE EXCEPTION 'workflow "%": tasks must be a non-empty array', wf_name
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    n := jsonb_array_length(tasks);
+    IF n > max_tasks THEN
+        RAISE EXCEPTION 'workflow "%" has % tasks, more than the limit of %', wf_name, n, max_tasks
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+
+    -- First pass: ids, so that dependencies can be checked in any declaration order.
+    FOR i IN 0 .. n - 1 LOOP
+        t := tasks -> i;
+        IF jsonb_typeof(t) IS DISTINCT FROM 'object' THEN
+            RAISE EXCEPTION 'workflow "%": task #% must be a JSON object', wf_name, i + 1
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF jsonb_typeof(t -> 'id') IS DISTINCT FROM 'string' OR (t ->> 'id') !~ name_pattern THEN
+            RAISE EXCEPTION 'workflow "%": task #% needs an "id" of letters, digits, "_" and "-" starting with a letter (got %)',
+                            wf_name, i + 1, coalesce((t -> 'id')::text, 'nothing')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF (t ->> 'id') = ANY (ids) THEN
+            RAISE EXCEPTION 'workflow "%": duplicate task id "%"', wf_name, t ->> 'id'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        ids := ids || (t ->> 'id');
+    END LOOP;
+
+    -- Second pass: every key of every task.
+    FOR i IN 0 .. n - 1 LOOP
+        t := tasks -> i;
+        what := format('task "%s"', t ->> 'id');
+        PERFORM cloacina._json_keys_allowed(t, what,
+            ARRAY['id', 'description', 'dependencies', 'kind', 'sql', 'retry', 'timeout_ms',
+                  'trigger_rule', 'when', 'priority']);
+
+        dep_list := '{}';
+        IF t ? 'dependencies' AND t -> 'dependencies' <> 'null'::jsonb THEN
+            IF jsonb_typeof(t -> 'dependencies') <> 'array' THEN
+                RAISE EXCEPTION '%: dependencies must be an array of task ids', what
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            FOR j IN 0 .. jsonb_array_length(t -> 'dependencies') - 1 LOOP
+                IF jsonb_typeof(t -> 'dependencies' -> j) <> 'string' THEN
+                    RAISE EXCEPTION '%: dependencies must be an array of task ids (got %)', what, (t -> 'dependencies' -> j)::text
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                IF (t -> 'dependencies' ->> j) = (t ->> 'id') THEN
+                    RAISE EXCEPTION '% depends on itself', what USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                IF NOT (t -> 'dependencies' ->> j) = ANY (ids) THEN
+                    RAISE EXCEPTION '% depends on unknown task "%"', what, t -> 'dependencies' ->> j
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                IF (t -> 'dependencies' ->> j) = ANY (dep_list) THEN
+                    RAISE EXCEPTION '% lists dependency "%" twice', what, t -> 'dependencies' ->> j
+                        USING ERRCODE = 'invalid_parameter_value';
+                END IF;
+                dep_list := dep_list || (t -> 'dependencies' ->> j);
+            END LOOP;
+        END IF;
+
+        kind := cloacina._json_choice(t -> 'kind', what || ': kind', ARRAY['handler', 'sql'], 'handler');
+        IF kind = 'sql' AND (jsonb_typeof(t -> 'sql') IS DISTINCT FROM 'string' OR btrim(t ->> 'sql') = '') THEN
+            RAISE EXCEPTION '%: a task of kind "sql" needs a non-empty "sql" string', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF kind = 'handler' AND t ? 'sql' THEN
+            RAISE EXCEPTION '%: "sql" is only allowed with "kind": "sql"', what
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF t ? 'description' AND jsonb_typeof(t -> 'description') NOT IN ('string', 'null') THEN
+            RAISE EXCEPTION '%: description must be a string', what USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+
+        retry := coalesce(nullif(t -> 'retry', 'null'::jsonb), '{}'::jsonb);
+        PERFORM cloacina._json_keys_allowed(retry, what || ': retry',
+            ARRAY['attempts', 'backoff', 'delay_ms', 'max_delay_ms', 'jitter']);
+        attempts := CASE WHEN retry ? 'attempts'
+                         THEN cloacina._json_int(retry -> 'attempts', what || ': retry.attempts', 1, 100) ELSE 1 END;
+        delay := CASE WHEN retry ? 'delay_ms'
+                      THEN cloacina._json_int(retry -> 'delay_ms', what || ': retry.delay_ms', 0, 86400000) ELSE 1000 END;
+        max_delay := CASE WHEN retry ? 'max_delay_ms'
+                          THEN cloacina._json_int(retry -> 'max_delay_ms', what || ': retry.max_delay_ms', 0, 86400000)
+                          ELSE greatest(delay, 300000) END;
+        IF max_delay < delay THEN
+            RAISE EXCEPTION '%: retry.max_delay_ms (%) is less than retry.delay_ms (%)', what, max_delay, delay
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        IF retry ? 'jitter' AND jsonb_typeof(retry -> 'jitter') <> 'boolean' THEN
+            RAISE EXCEPTION '%: retry.jitter must be true or false (got %)', what, (retry -> 'jitter')::text
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+
+        cond := nullif(t -> 'when', 'null'::jsonb);
+        IF cond IS NOT NULL THEN
+            PERFORM cloacina._json_keys_allowed(cond, what || ': when', ARRAY['key', 'op', 'value']);
+            IF jsonb_typeof(cond -> 'key') IS DISTINCT FROM 'string' OR (cond ->> 'key') = '' THEN
+                RAISE EXCEPTION '%: when.key must be a non-empty string', what USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            op := cloacina._json_choice(cond -> 'op', what || ': when.op',
+                ARRAY['equals', 'not_equals', 'gt', 'lt', 'contains', 'exists', 'not_exists'], NULL);
+            IF op IS NULL THEN
+                RAISE EXCEPTION '%: when.op is required', what USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            IF op IN ('exists', 'not_exists') AND cond ? 'value' THEN
+                RAISE EXCEPTION '%: when.op "%" takes no value', what, op USING ERRCODE = 'invalid_parameter_value';
+            ELSIF op NOT IN ('exists', 'not_exists') AND NOT cond ? 'value' THEN
+                RAISE EXCEPTION '%: when.op "%" needs a value', what, op USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+        END IF;
+
+        normalized := normalized || jsonb_build_object(
+            'id', t ->> 'id',
+            'description', t -> 'description',
+            'dependencies', to_jsonb(dep_list),
+            'kind', kind,
+            'sql', t -> 'sql',
+            'retry', jsonb_build_object(
+                'attempts', attempts,
+                'backoff', cloacina._json_choice(retry -> 'backoff', what || ': retry.backoff',
+                                                 ARRAY['fixed', 'linear', 'exponential'], 'exponential'),
+                'delay_ms', delay,
+                'max_delay_ms', max_delay,
+                'jitter', coalesce((retry -> 'jitter')::boolean, false)),
+            'timeout_ms', CASE WHEN t ? 'timeout_ms' AND t -> 'timeout_ms' <> 'null'::jsonb
+                               THEN to_jsonb(cloacina._json_int(t -> 'timeout_ms', what || ': timeout_ms', 1, 604800000))
+                               END,
+            'trigger_rule', cloacina._json_choice(t -> 'trigger_rule', what || ': trigger_rule',
+                ARRAY['all_success', 'all_done', 'one_success', 'one_failed', 'always'], 'all_success'),
+            'when', cond,
+            'priority', CASE WHEN t ? 'priority'
+                             THEN cloacina._json_int(t -> 'priority', what || ': priority', -1000, 1000) ELSE 0 END,
+            'position', i);
+    END LOOP;
+
+    -- Topological order (Kahn), taking the earliest-declared ready task first: this fixes the
+    -- order in which outputs are merged into final_context, and finds cycles.
+    indegree := array_fill(0, ARRAY[n]);
+    done := array_fill(false, ARRAY[n]);
+    FOR i IN 1 .. n LOOP
+        indegree[i] := jsonb_array_length(normalized[i] -> 'dependencies');
+    END LOOP;
+    topo := array_fill(-1, ARRAY[n]);
+    FOR k IN 0 .. n - 1 LOOP
+        pick := NULL;
+        FOR i IN 1 .. n LOOP
+            IF NOT done[i] AND indegree[i] = 0 THEN
+                pick := i;
+                EXIT;
+            END IF;
+        END LOOP;
+        IF pick IS NULL THEN
+            SELECT array_agg(normalized[i] ->> 'id' ORDER BY i) INTO cycle
+                FROM generate_series(1, n) i WHERE NOT done[i];
+            RAISE EXCEPTION 'workflow "%" has a dependency cycle among tasks %', wf_name, array_to_string(cycle, ', ')
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        done[pick] := true;
+        topo[pick] := k;
+        FOR i IN 1 .. n LOOP
+            IF NOT done[i] AND (normalized[i] -> 'dependencies') ? (normalized[pick] ->> 'id') THEN
+                indegree[i] := indegree[i] - 1;
+            END IF;
+        END LOOP;
+    END LOOP;
+
+    FOR i IN 1 .. n LOOP
+        normalized[i] := normalized[i] || jsonb_build_object(
+            'topo_index', topo[i],
+            'dependents', (SELECT coalesce(jsonb_agg(normalized[j] ->> 'id' ORDER BY j), '[]'::jsonb)
+                           FROM generate_series(1, n) j
+                           WHERE (normalized[j] -> 'dependencies') ? (normalized[i] ->> 'id')));
+    END LOOP;
+
+    RETURN jsonb_build_object('name', wf_name, 'description', def -> 'description',
+                              'tasks', to_jsonb(normalized));
+END
+$$;
+COMMENT ON FUNCTION cloacina._normalize_workflow(jsonb) IS
+    'Validates a workflow definition and returns it with every default filled in';
+
+CREATE FUNCTION cloacina._register_workflow(s text, def jsonb) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    normalized jsonb;
+    version text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    normalized := cloacina._normalize_workflow(def);
+    version := left(encode(sha256(convert_to(normalized::text, 'UTF8')), 'hex'), 16);
+    EXECUTE format($q$
+        INSERT INTO %I.workflows AS w (name, version, description, definition)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (name) DO UPDATE
+            SET version = excluded.version, description = excluded.description,
+                definition = excluded.definition,
+                updated_at = CASE WHEN w.version = excluded.version THEN w.updated_at ELSE now() END$q$, s)
+        USING normalized ->> 'name', version, normalized ->> 'description', normalized;
+    RETURN version;
+END
+$$;
+
+------------------------------------------------------------------------------------------------
+-- 5. The execution engine. Every function takes the tenant schema as its first argument; the
+--    public wrappers in section 6 pass current_schema(). All of them run as the caller.
+--
+--    Locking order, to stay free of deadlocks: a run's row in executions first, then its tasks.
+--    Every state change of a run (complete, fail, cancel, pause, resume) takes the run's row
+--    lock first; claim and heartbeat touch only task rows.
+------------------------------------------------------------------------------------------------
+
+-- Does a task's context condition ({"key", "op", "value"}) hold for its input context?
+-- "key" may be a dotted path into nested objects.
+CREATE FUNCTION cloacina._condition_holds(cond jsonb, ctx jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v    jsonb := ctx #> string_to_array(cond ->> 'key', '.');
+    want jsonb := cond -> 'value';
+BEGIN
+    CASE cond ->> 'op'
+    WHEN 'exists' THEN RETURN v IS NOT NULL;
+    WHEN 'not_exists' THEN RETURN v IS NULL;
+    WHEN 'equals' THEN RETURN v IS NOT NULL AND v = want;
+    WHEN 'not_equals' THEN RETURN v IS NULL OR v <> want;
+    WHEN 'gt', 'lt' THEN
+        IF jsonb_typeof(v) = 'number' AND jsonb_typeof(want) = 'number' THEN
+            RETURN CASE cond ->> 'op' WHEN 'gt' THEN v::numeric > want::numeric ELSE v::numeric < want::numeric END;
+        ELSIF jsonb_typeof(v) = 'string' AND jsonb_typeof(want) = 'string' THEN
+            RETURN CASE cond ->> 'op' WHEN 'gt' THEN (v #>> '{}') > (want #>> '{}') COLLATE "C"
+                                      ELSE (v #>> '{}') < (want #>> '{}') COLLATE "C" END;
+        END IF;
+        RETURN false;
+    WHEN 'contains' THEN
+        IF jsonb_typeof(v) = 'string' AND jsonb_typeof(want) = 'string' THEN
+            RETURN strpos(v #>> '{}', want #>> '{}') > 0;
+        ELSIF jsonb_typeof(v) = 'array' THEN
+            RETURN v @> jsonb_build_array(want) OR (jsonb_typeof(want) = 'array' AND v @> want);
+        ELSIF jsonb_typeof(v) = 'object' AND jsonb_typeof(want) = 'object' THEN
+            RETURN v @> want;
+        END IF;
+        RETURN false;
+    END CASE;
+END
+$$;
+
+-- Delay before retry number "attempt" + 1. Exponential doubles from delay_ms; jitter keeps a
+-- random point in the upper half of the delay ("equal jitter"), so retries spread but never
+-- come sooner than half the planned delay.
+CREATE FUNCTION cloacina._retry_delay(attempt int, backoff text, delay_ms bigint,
+                                      max_delay_ms bigint, jitter boolean) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT make_interval(secs => d * CASE WHEN jitter THEN 0.5 + random() * 0.5 ELSE 1 END / 1000.0)
+    FROM (SELECT least(max_delay_ms::float8,
+                       CASE backoff
+                           WHEN 'fixed' THEN delay_ms::float8
+                           WHEN 'linear' THEN delay_ms::float8 * attempt
+                           ELSE delay_ms::float8 * power(2, least(attempt - 1, 60))
+                       END) AS d) x
+$$;
+
+-- A wake-up hint for the tenant's workers, on the tenant's private channel.
+CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('SELECT pg_notify(notify_channel, $1) FROM %I.tenant_settings', s) USING payload;
+END
+$$;
+
+CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
+                                from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
+                   'VALUES ($1, $2, $3, $4, $5, $6)', s)
+        USING eid, task, attempt, from_status, to_status, detail;
+END
+$$;
+
+-- Locks a run's row (the first lock of every run state change) and returns its status,
+-- or raises if the run does not exist.
+CREATE FUNCTION cloacina._lock_run(s text, eid bigint) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st text;
+BEGIN
+    EXECUTE format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s) INTO st USING eid;
+    IF st IS NULL THEN
+        RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN st;
+END
+$$;
+
+-- Ends a run: status (derived from its tasks unless forced), final_context (the input merged with
+-- every completed task's output in topological order), the event, and the waiters' wake-up.
+CREATE FUNCTION cloacina._finalize(s text, eid bigint, forced_status text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    old_status text;
+    new_status text;
+BEGIN
+    EXECUTE format($q$
+        WITH run AS (SELECT status, input_context FROM %1$I.executions WHERE id = $1),
+        outcome AS (
+            SELECT bool_or(x.status = 'failed') AS any_failed,
+                   (array_agg(format('task "%%s" failed: %%s', x.task, x.error) ORDER BY x.ord)
+                        FILTER (WHERE x.status = 'failed'))[1] AS first_error,
+                   cloacina.context_merge_agg(x.output ORDER BY x.ord)
+                        FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context
+            FROM (SELECT NULL::text AS task, NULL::text AS status, input_context AS output,
+                         NULL::text AS error, -1 AS ord FROM run
+                  UNION ALL
+                  SELECT task, status, output, error, topo_index FROM %1$I.tasks WHERE execution_id = $1) x)
+        UPDATE %1$I.executions e
+           SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),
+               final_context = o.final_context,
+               error = CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END,
+               pending_tasks = 0, finished_at = now()
+          FROM outcome o, run
+         WHERE e.id = $1
+        RETURNING run.status, e.status$q$, s)
+        INTO old_status, new_status USING eid, forced_status;
+    PERFORM cloacina._event(s, eid, NULL, NULL, old_status, new_status);
+    PERFORM cloacina._run_finished(eid);
+END
+$$;
+
+-- After tasks of a run became terminal: counts them down on their dependents; a dependent whose
+-- last dependency just ended is evaluated (trigger rule, then context condition) and becomes
+-- ready (held as waiting while the run is paused) or skipped, and skips cascade. When no task
+-- of the run is left, the run is finalised. All inside the caller's transaction.
+CREATE FUNCTION cloacina._propagate(s text, eid bigint, finished text[]) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    worklist   text[] := finished;
+    next_round text[];
+    terminal   int := cardinality(finished);
+    run        record;
+    cand       record;
+    n_ok       bigint;
+    n_failed   bigint;
+    n_all      bigint;
+    input      jsonb;
+    holds      boolean;
+    new_status text;
+    remaining  int;
+    any_ready  boolean := false;
+BEGIN
+    WHILE cardinality(worklist) > 0 LOOP
+        next_round := '{}';
+        FOR cand IN EXECUTE format($q$
+            WITH d AS (SELECT dep AS task, count(*)::int AS n
+                       FROM %1$I.tasks f, unnest(f.dependents) AS dep
+                       WHERE f.execution_id = $1 AND f.task = ANY ($2)
+                       GROUP BY dep)
+            UPDATE %1$I.tasks t SET pending_deps = t.pending_deps - d.n
+              FROM d
+             WHERE t.execution_id = $1 AND t.task = d.task AND t.status = 'waiting'
+            RETURNING t.id, t.task, t.kind, t.pending_deps, t.dependencies, t.trigger_rule, t.condition$q$, s)
+            USING eid, worklist
+        LOOP
+            CONTINUE WHEN cand.pending_deps > 0;
+            IF run IS NULL THEN
+                EXECUTE format('SELECT status, input_context FROM %I.executions WHERE id = $1', s)
+                    INTO run USING eid;
+            END IF;
+            -- Input = run input, then each completed dependency's output in declaration order.
+            EXECUTE format($q$
+                SELECT count(*) FILTER (WHERE x.status = 'completed'),
+                       count(*) FILTER (WHERE x.status = 'failed'),
+                       count(*) FILTER (WHERE x.ord > 0),
+                       cloacina.context_merge_agg(x.output ORDER BY x.ord)
+                           FILTER (WHERE x.ord = 0 OR x.status = 'completed')
+                FROM (SELECT NULL::text AS status, $3::jsonb AS output, 0::bigint AS ord
+                      UNION ALL
+                      SELECT t.status, t.output, u.ord
+                      FROM unnest($2::text[]) WITH ORDINALITY AS u(task, ord)
+                      JOIN %I.tasks t ON t.execution_id = $1 AND t.task = u.task) x$q$, s)
+                INTO n_ok, n_failed, n_all, input USING eid, cand.dependencies, run.input_context;
+            holds := CASE cand.trigger_rule
+                         WHEN 'all_success' THEN n_ok = n_all
+                         WHEN 'one_success' THEN n_ok > 0
+                         WHEN 'one_failed' THEN n_failed > 0
+                         ELSE true  -- all_done, always: every dependency has ended
+                     END;
+            IF holds AND cand.condition IS NOT NULL THEN
+                holds := cloacina._condition_holds(cand.condition, input);
+            END IF;
+            IF holds THEN
+                new_status := CASE WHEN run.status = 'paused' THEN 'waiting' ELSE 'ready' END;
+                EXECUTE format('UPDATE %I.tasks SET status = $2, input = $3, ready_at = now() WHERE id = $1', s)
+                    USING cand.id, new_status, input;
+                IF new_status = 'ready' THEN
+                    PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'ready');
+                    any_ready := any_ready OR cand.kind = 'handler';
+                END IF;
+            ELSE
+                EXECUTE format('UPDATE %I.tasks SET status = ''skipped'', input = $2, finished_at = now() WHERE id = $1', s)
+                    USING cand.id, input;
+                PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'skipped',
+                    CASE WHEN cand.condition IS NOT NULL AND n_ok = n_all
+                         THEN 'condition not met' ELSE format('trigger rule %s not met', cand.trigger_rule) END);
+                next_round := next_round || cand.task;
+                terminal := terminal + 1;
+            END IF;
+        END LOOP;
+        worklist := next_round;
+    END LOOP;
+
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    EXECUTE format('UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s)
+        INTO remaining USING eid, terminal;
+    IF remaining = 0 THEN
+        PERFORM cloacina._finalize(s, eid);
+    END IF;
+END
+$$;
+
+CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    wf_version text;
+    wf_tasks   jsonb;
+    prio       int := 0;
+    idem_key   text;
+    start_at   timestamptz := now();
+    eid        bigint;
+    skipped    text[];
+    any_ready  boolean;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    context := coalesce(context, '{}'::jsonb);
+    IF jsonb_typeof(context) <> 'object' THEN
+        RAISE EXCEPTION 'context must be a JSON object (got %)', jsonb_typeof(context)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    options := coalesce(options, '{}'::jsonb);
+    PERFORM cloacina._json_keys_allowed(options, 'execute options', ARRAY['priority', 'idempotency_key', 'run_at']);
+    IF options ? 'priority' THEN
+        prio := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
+    END IF;
+    IF options ? 'idempotency_key' THEN
+        IF jsonb_typeof(options -> 'idempotency_key') <> 'string' OR (options ->> 'idempotency_key') = ''
+           OR length(options ->> 'idempotency_key') > 200 THEN
+            RAISE EXCEPTION 'option idempotency_key must be a non-empty string of at most 200 characters'
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        idem_key := options ->> 'idempotency_key';
+    END IF;
+    IF options ? 'run_at' THEN
+        BEGIN
+            start_at := (options ->> 'run_at')::timestamptz;
+        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
+            start_at := NULL;
+        END;
+        IF start_at IS NULL OR jsonb_typeof(options -> 'run_at') <> 'string' THEN
+            RAISE EXCEPTION 'option run_at must be a timestamp string (got %)', (options -> 'run_at')::text
+                USING ERRCODE = 'invalid_datetime_format';
+        END IF;
+    END IF;
+
+    EXECUTE format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s)
+        INTO wf_version, wf_tasks USING workflow;
+    IF wf_version IS NULL THEN
+        RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
+            USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
+    END IF;
+
+    EXECUTE format($q$
+        INSERT INTO %I.executions (workflow, workflow_version, status, input_context, priority,
+                                   idempotency_key, run_at, pending_tasks)
+        VALUES ($1, $2, 'running', $3, $4, $5, $6, $7)
+        ON CONFLICT (idempotency_key) DO NOTHING
+        RETURNING id$q$, s)
+        INTO eid USING workflow, wf_version, context, prio, idem_key, start_at, jsonb_array_length(wf_tasks);
+    IF eid IS NULL THEN
+        -- the key was used before: that run is the answer (the conflicting insert has committed)
+        EXECUTE format('SELECT id FROM %I.executions WHERE idempotency_key = $1', s) INTO eid USING idem_key;
+        RETURN eid;
+    END IF;
+    PERFORM cloacina._event(s, eid, NULL, NULL, NULL, 'running');
+
+    -- Root tasks start ready with the run's context (or skipped when their condition fails);
+    -- the others wait for their dependencies.
+    EXECUTE format($q$
+        WITH ins AS (
+            INSERT INTO %I.tasks (execution_id, workflow, task, position, topo_index, kind, sql,
+                dependencies, dependents, pending_deps, trigger_rule, condition, max_attempts,
+                backoff, delay_ms, max_delay_ms, jitter, timeout_ms, priority, status, ready_at,
+                input, finished_at)
+            SELECT $1, $2, t ->> 'id', (t ->> 'position')::int, (t ->> 'topo_index')::int,
+                   t ->> 'kind', t ->> 'sql',
+                   ARRAY(SELECT jsonb_array_elements_text(t -> 'dependencies')),
+                   ARRAY(SELECT jsonb_array_elements_text(t -> 'dependents')),
+                   jsonb_array_length(t -> 'dependencies'), t ->> 'trigger_rule', nullif(t -> 'when', 'null'),
+                   (t #>> '{retry,attempts}')::int, t #>> '{retry,backoff}',
+                   (t #>> '{retry,delay_ms}')::bigint, (t #>> '{retry,max_delay_ms}')::bigint,
+                   (t #>> '{retry,jitter}')::boolean, (t ->> 'timeout_ms')::bigint,
+                   $3 + (t ->> 'priority')::int,
+                   r.status, $4, CASE WHEN r.root THEN $5 END,
+                   CASE WHEN r.status = 'skipped' THEN now() END
+            FROM jsonb_array_elements($6) AS t,
+                 LATERAL (SELECT jsonb_array_length(t -> 'dependencies') = 0 AS root) rr,
+                 LATERAL (SELECT rr.root,
+                                 CASE WHEN NOT rr.root THEN 'waiting'
+                                      WHEN t -> 'when' = 'null' OR cloacina._condition_holds(t -> 'when', $5) THEN 'ready'
+                                      ELSE 'skipped' END AS status) r
+            RETURNING task, kind, status)
+        SELECT array_agg(task) FILTER (WHERE status = 'skipped'),
+               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false)
+        FROM ins$q$, s)
+        INTO skipped, any_ready USING eid, workflow, prio, start_at, context, wf_tasks;
+
+    IF skipped IS NOT NULL THEN
+        FOR i IN 1 .. cardinality(skipped) LOOP
+            PERFORM cloacina._event(s, eid, skipped[i], 0, NULL, 'skipped', 'condition not met');
+        END LOOP;
+        PERFORM cloacina._propagate(s, eid, skipped);
+    END IF;
+    IF any_ready AND start_at <= now() THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    RETURN eid;
+END
+$$;
+
+CREATE FUNCTION cloacina._execute_batch(s text, workflow text, contexts jsonb[], options jsonb)
+RETURNS TABLE(ordinal int, execution_id bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF options ? 'idempotency_key' THEN
+        RAISE EXCEPTION 'execute_batch does not take an idempotency_key option'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'One key would make every run of the batch the same run; use execute() per keyed run.';
+    END IF;
+    FOR i IN 1 .. coalesce(cardinality(contexts), 0) LOOP
+        ordinal := i;
+        execution_id := cloacina._execute(s, workflow, contexts[i], options);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
+RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
+              fence bigint, context jsonb)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF max_tasks IS NULL OR max_tasks < 1 OR max_tasks > 1000 THEN
+        RAISE EXCEPTION 'max_tasks must be between 1 and 1000 (got %)', coalesce(max_tasks::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF lease IS NULL OR lease <= interval '0' THEN
+        RAISE EXCEPTION 'lease must be a positive interval (got %)', coalesce(lease::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- One statement: pick in claim order skipping rows other workers hold, take them, log them.
+    RETURN QUERY EXECUTE format($q$
+        WITH picked AS (
+            SELECT t.id FROM %1$I.tasks t
+             WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()
+               AND ($2::text[] IS NULL OR t.task = ANY ($2) OR (t.workflow || '.' || t.task) = ANY ($2))
+               AND (SELECT state FROM %1$I.tenant_settings) = 'active'
+             ORDER BY t.priority DESC, t.ready_at, t.id
+             LIMIT $3
+             FOR UPDATE SKIP LOCKED),
+        claimed AS (
+            UPDATE %1$I.tasks t
+               SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $4,
+                   lease_until = now() + $4, worker = $1, started_at = now()
+              FROM picked
+             WHERE t.id = picked.id
+            RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input,
+                      t.priority, t.ready_at),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
+        SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input
+          FROM claimed c
+         ORDER BY c.priority DESC, c.ready_at, c.id$q$, s)
+        USING coalesce(worker, ''), task_names, max_tasks, lease;
+END
+$$;
+
+CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    extended bigint;
+    current_status text;
+    current_fence bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('UPDATE %I.tasks SET lease_until = now() + lease '
+                   'WHERE id = $1 AND fence = $2 AND status = ''running'' RETURNING id', s)
+        INTO extended USING task_id, fence;
+    IF extended IS NOT NULL THEN
+        RETURN 'ok';
+    END IF;
+    EXECUTE format('SELECT status, fence FROM %I.tasks WHERE id = $1', s)
+        INTO current_status, current_fence USING task_id;
+    RETURN CASE WHEN current_status = 'cancelled' AND current_fence = fence THEN 'cancelled' ELSE 'lost' END;
+END
+$$;
+
+-- The running task "task_id" holding "fence", or NULL: the execution it belongs to, after taking
+-- that run's row lock (see the locking order above).
+CREATE FUNCTION cloacina._lock_running_task(s text, task_id bigint, fence bigint) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid bigint;
+BEGIN
+    EXECUTE format('SELECT execution_id FROM %I.tasks WHERE id = $1 AND fence = $2 AND status = ''running''', s)
+        INTO eid USING task_id, fence;
+    IF eid IS NOT NULL THEN
+        PERFORM cloacina._lock_run(s, eid);
+    END IF;
+    RETURN eid;
+END
+$$;
+
+CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid bigint;
+    tname text;
+    tattempt int;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    output := coalesce(output, '{}'::jsonb);
+    IF jsonb_typeof(output) <> 'object' THEN
+        RAISE EXCEPTION 'the output context of task % must be a JSON object (got %)', task_id, jsonb_typeof(output)
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    eid := cloacina._lock_running_task(s, task_id, fence);
+    IF eid IS NULL THEN
+        RETURN false;
+    END IF;
+    -- Re-checked under the run lock: a cancel or lease expiry may have won in between.
+    EXECUTE format($q$UPDATE %I.tasks SET status = 'completed', output = $3, finished_at = now(), lease_until = NULL
+                      WHERE id = $1 AND fence = $2 AND status = 'running' RETURNING task, attempt$q$, s)
+        INTO tname, tattempt USING task_id, fence, output;
+    IF tname IS NULL THEN
+        RETURN false;
+    END IF;
+    PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'completed');
+    PERFORM cloacina._propagate(s, eid, ARRAY[tname]);
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
+RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    eid bigint;
+    tname text;
+    tattempt int;
+    new_status text;
+    retry_at timestamptz;
+    tkind text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    error := coalesce(nullif(error, ''), 'no error message given');
+    eid := cloacina._lock_running_task(s, task_id, fence);
+    IF eid IS NULL THEN
+        RETURN false;
+    END IF;
+    -- A retry goes back to ready at its backoff time; the failed attempt's output is discarded.
+    EXECUTE format($q$
+        UPDATE %I.tasks
+           SET status = CASE WHEN $4 AND attempt < max_attempts THEN 'ready' ELSE 'failed' END,
+               ready_at = CASE WHEN $4 AND attempt < max_attempts
+                               THEN now() + cloacina._retry_delay(attempt, backoff, delay_ms, max_delay_ms, jitter)
+                               ELSE ready_at END,
+               finished_at = CASE WHEN $4 AND attempt < max_attempts THEN NULL ELSE now() END,
+               error = $3, output = NULL, lease_until = NULL
+         WHERE id = $1 AND fence = $2 AND status = 'running'
+        RETURNING task, attempt, status, ready_at, kind$q$, s)
+        INTO tname, tattempt, new_status, retry_at, tkind USING task_id, fence, error, coalesce(retryable, true);
+    IF tname IS NULL THEN
+        RETURN false;
+    END IF;
+    IF new_status = 'ready' THEN
+        PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'ready',
+                                format('attempt %s failed, retry at %s: %s', tattempt, retry_at, error));
+        IF retry_at <= now() AND tkind = 'handler' THEN
+            PERFORM cloacina._hint(s, 'ready');
+        END IF;
+    ELSE
+        PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'failed', error);
+        PERFORM cloacina._propagate(s, eid, ARRAY[tname]);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
+-- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
+-- next attempt, or fails as abandoned once its attempts are used up. The background worker
+-- calls this; it is also safe to call by hand. Returns how many tasks it handled.
+CREATE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    handled int := 0;
+    tname text;
+    tattempt int;
+    new_status text;
+    why text;
+    any_ready boolean := false;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    FOR r IN EXECUTE format($q$
+        SELECT id, execution_id, fence FROM %I.tasks
+         WHERE status = 'running'
+           AND (lease_until < now()
+                OR (timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now()))
+         ORDER BY lease_until, id LIMIT $1$q$, s) USING max_tasks
+    LOOP
+        PERFORM cloacina._lock_run(s, r.execution_id);
+        EXECUTE format($q$
+            UPDATE %I.tasks
+               SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
+                   error = CASE WHEN timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now()
+                                THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
+                                ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
+                           END
+                           || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
+                   ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
+                   finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+                   output = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND status = 'running'
+            RETURNING task, attempt, status, error, kind$q$, s)
+            INTO tname, tattempt, new_status, why USING r.id, r.fence;
+        CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
+        handled := handled + 1;
+        PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
+        IF new_status = 'failed' THEN
+            PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
+        ELSE
+            any_ready := true;
+        END IF;
+    END LOOP;
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    RETURN handled;
+END
+$$;
+
+-- Batch forms: one call, one transaction; tasks are taken in run order so that two batches
+-- sharing runs lock them in the same order.
+CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cardinality(task_ids) IS DISTINCT FROM cardinality(fences)
+       OR cardinality(task_ids) IS DISTINCT FROM cardinality(outputs) THEN
+        RAISE EXCEPTION 'task_ids, fences and contexts must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    FOR r IN EXECUTE format('SELECT u.id, u.fence, u.output FROM unnest($1, $2, $3) AS u(id, fence, output) '
+                            'LEFT JOIN %I.tasks t ON t.id = u.id ORDER BY t.execution_id, u.id', s)
+             USING task_ids, fences, outputs
+    LOOP
+        task_id := r.id;
+        accepted := cloacina._complete(s, r.id, r.fence, r.output);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
+                                     retryable boolean[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cardinality(task_ids) IS DISTINCT FROM cardinality(fences)
+       OR cardinality(task_ids) IS DISTINCT FROM cardinality(errors)
+       OR cardinality(task_ids) IS DISTINCT FROM cardinality(retryable) THEN
+        RAISE EXCEPTION 'task_ids, fences, errors and retryable must have the same length'
+            USING ERRCODE = 'array_subscript_error';
+    END IF;
+    FOR r IN EXECUTE format('SELECT u.id, u.fence, u.error, u.retryable '
+                            'FROM unnest($1, $2, $3, $4) AS u(id, fence, error, retryable) '
+                            'LEFT JOIN %I.tasks t ON t.id = u.id ORDER BY t.execution_id, u.id', s)
+             USING task_ids, fences, errors, retryable
+    LOOP
+        task_id := r.id;
+        accepted := cloacina._fail(s, r.id, r.fence, r.error, r.retryable);
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+
+CREATE FUNCTION cloacina._cancel(s text, eid bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) NOT IN ('running', 'paused') THEN
+        RETURN false;  -- already ended; a finished run never changes
+    END IF;
+    -- Running tasks are cancelled too: their workers learn it from heartbeat() and their
+    -- complete()/fail() are refused.
+    EXECUTE format($q$
+        WITH old AS (SELECT id, status FROM %1$I.tasks
+                      WHERE execution_id = $1 AND status IN ('waiting', 'ready', 'running') FOR UPDATE),
+        cancelled AS (
+            UPDATE %1$I.tasks t SET status = 'cancelled', finished_at = now(), lease_until = NULL
+              FROM old WHERE t.id = old.id
+            RETURNING t.task, t.attempt, old.status AS from_status)
+        INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
+        SELECT $1, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING eid;
+    PERFORM cloacina._finalize(s, eid, 'cancelled');
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._pause(s text, eid bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) <> 'running' THEN
+        RETURN false;
+    END IF;
+    -- Ready tasks are held back as waiting (with no pending dependencies) until resume.
+    EXECUTE format($q$
+        WITH held AS (
+            UPDATE %1$I.tasks SET status = 'waiting'
+             WHERE execution_id = $1 AND status = 'ready'
+            RETURNING task, attempt),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, attempt, 'ready', 'waiting', 'run paused' FROM held)
+        UPDATE %1$I.executions SET status = 'paused' WHERE id = $1$q$, s) USING eid;
+    PERFORM cloacina._event(s, eid, NULL, NULL, 'running', 'paused');
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._resume(s text, eid bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    released bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) <> 'paused' THEN
+        RETURN false;
+    END IF;
+    EXECUTE format($q$
+        WITH released AS (
+            UPDATE %1$I.tasks SET status = 'ready'
+             WHERE execution_id = $1 AND status = 'waiting' AND pending_deps = 0
+            RETURNING task, attempt),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, attempt, 'waiting', 'ready', 'run resumed' FROM released),
+        run AS (UPDATE %1$I.executions SET status = 'running' WHERE id = $1)
+        SELECT count(*) FROM released$q$, s) INTO released USING eid;
+    PERFORM cloacina._event(s, eid, NULL, NULL, 'paused', 'running');
+    IF released > 0 THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._execution_status(s text, eid bigint)
+RETURNS TABLE(status text, final_context jsonb, error text)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    RETURN QUERY EXECUTE format('SELECT status, final_context, error FROM %I.executions WHERE id = $1', s)
+        USING eid;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL') USING ERRCODE = 'undefined_object';
+    END IF;
+END
+$$;
+
+CREATE FUNCTION cloacina._task_results(s text, eid bigint)
+RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
+              started_at timestamptz, finished_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._execution_status(s, eid);  -- raises for an unknown run
+    RETURN QUERY EXECUTE format('SELECT task, status, attempt, output, error, started_at, finished_at '
+                                'FROM %I.tasks WHERE execution_id = $1 ORDER BY topo_index', s)
+        USING eid;
+END
+$$;
+
+CREATE FUNCTION cloacina._notify_channel(s text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    channel text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT notify_channel FROM %I.tenant_settings', s) INTO channel;
+    RETURN channel;
+END
+$$;
+
+------------------------------------------------------------------------------------------------
+-- 6. Public tenant API. The tenant is the caller's current schema. These wrappers deliberately
+--    have no SET clause (that would hide the caller's schema) and contain nothing but a fully
+--    qualified call, so nothing in them resolves through the caller's search_path.
+------------------------------------------------------------------------------------------------
+
+CREATE FUNCTION cloacina.register_workflow(definition jsonb) RETURNS text
+LANGUAGE sql AS $$ SELECT cloacina._register_workflow(pg_catalog.current_schema(), definition) $$;
+COMMENT ON FUNCTION cloacina.register_workflow(jsonb) IS
+    'Validates and stores (upsert by name) a workflow definition in the current tenant; returns its version hash';
+
+CREATE FUNCTION cloacina._list_workflows(s text)
+RETURNS TABLE(name text, version text, description text, task_count int, definition jsonb,
+              created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    RETURN QUERY EXECUTE format('SELECT name, version, description, jsonb_array_length(definition -> ''tasks''), '
+                                'definition, created_at, updated_at FROM %I.workflows ORDER BY name', s);
+END
+$$;
+
+CREATE VIEW cloacina.workflows WITH (security_invoker = true) AS
+    SELECT * FROM cloacina._list_workflows(pg_catalog.current_schema());
+COMMENT ON VIEW cloacina.workflows IS 'The workflows registered in the current tenant';
+GRANT SELECT ON cloacina.workflows TO PUBLIC;
+
+CREATE FUNCTION cloacina.execute(workflow text, context jsonb DEFAULT '{}', options jsonb DEFAULT '{}')
+RETURNS bigint
+LANGUAGE sql AS $$ SELECT cloacina._execute(pg_catalog.current_schema(), workflow, context, options) $$;
+COMMENT ON FUNCTION cloacina.execute(text, jsonb, jsonb) IS
+    'Starts a run of a workflow with an input context; options: priority, idempotency_key, run_at';
+
+CREATE FUNCTION cloacina.execute_batch(workflow text, contexts jsonb[], options jsonb DEFAULT '{}')
+RETURNS TABLE(ordinal int, execution_id bigint)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._execute_batch(pg_catalog.current_schema(), workflow, contexts, options) $$;
+COMMENT ON FUNCTION cloacina.execute_batch(text, jsonb[], jsonb) IS
+    'Starts one run per context in one call; returns the run ids in input order';
+
+CREATE FUNCTION cloacina.execution_status(execution_id bigint)
+RETURNS TABLE(status text, final_context jsonb, error text)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._execution_status(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.execution_status(bigint) IS 'The status, final context and error of a run';
+
+CREATE FUNCTION cloacina.wait(execution_id bigint, timeout interval DEFAULT '30 seconds')
+RETURNS TABLE(status text, final_context jsonb, error text)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._wait(pg_catalog.current_schema(), execution_id, timeout) $$;
+COMMENT ON FUNCTION cloacina.wait(bigint, interval) IS
+    'Blocks until the run ends or the timeout passes, then returns its status';
+
+CREATE FUNCTION cloacina.task_results(execution_id bigint)
+RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
+              started_at timestamptz, finished_at timestamptz)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._task_results(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.task_results(bigint) IS 'The tasks of a run in topological order, with their outcome';
+
+CREATE FUNCTION cloacina.claim(worker text, task_names text[] DEFAULT NULL, max_tasks int DEFAULT 1,
+                               lease interval DEFAULT '30 seconds')
+RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
+              fence bigint, context jsonb)
+LANGUAGE sql AS $$
+    SELECT * FROM cloacina._claim(pg_catalog.current_schema(), worker, task_names, max_tasks, lease)
+$$;
+COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval) IS
+    'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence';
+
+CREATE FUNCTION cloacina.heartbeat(task_id bigint, fence bigint) RETURNS text
+LANGUAGE sql AS $$ SELECT cloacina._heartbeat(pg_catalog.current_schema(), task_id, fence) $$;
+COMMENT ON FUNCTION cloacina.heartbeat(bigint, bigint) IS
+    'Extends a claimed task''s lease; returns ok, lost (fence no longer current) or cancelled';
+
+CREATE FUNCTION cloacina.complete(task_id bigint, fence bigint, context jsonb) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._complete(pg_catalog.current_schema(), task_id, fence, context) $$;
+COMMENT ON FUNCTION cloacina.complete(bigint, bigint, jsonb) IS
+    'Completes a claimed task with its output context; false if the fence is stale or the task is no longer running';
+
+CREATE FUNCTION cloacina.fail(task_id bigint, fence bigint, error text, retryable boolean DEFAULT true)
+RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._fail(pg_catalog.current_schema(), task_id, fence, error, retryable) $$;
+COMMENT ON FUNCTION cloacina.fail(bigint, bigint, text, boolean) IS
+    'Fails a claimed task; it is retried by its policy when retryable and attempts remain';
+
+CREATE FUNCTION cloacina.complete_batch(task_ids bigint[], fences bigint[], contexts jsonb[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._complete_batch(pg_catalog.current_schema(), task_ids, fences, contexts) $$;
+COMMENT ON FUNCTION cloacina.complete_batch(bigint[], bigint[], jsonb[]) IS
+    'complete() for many tasks in one call';
+
+CREATE FUNCTION cloacina.fail_batch(task_ids bigint[], fences bigint[], errors text[], retryable boolean[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+LANGUAGE sql AS $$ SELECT * FROM cloacina._fail_batch(pg_catalog.current_schema(), task_ids, fences, errors, retryable) $$;
+COMMENT ON FUNCTION cloacina.fail_batch(bigint[], bigint[], text[], boolean[]) IS
+    'fail() for many tasks in one call';
+
+CREATE FUNCTION cloacina.cancel(execution_id bigint) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._cancel(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.cancel(bigint) IS
+    'Cancels a run: nothing new starts, unfinished tasks become cancelled, waiters return; false if it had ended';
+
+CREATE FUNCTION cloacina.pause(execution_id bigint) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._pause(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.pause(bigint) IS 'Pauses a running run: nothing of it is claimed until resume';
+
+CREATE FUNCTION cloacina.resume(execution_id bigint) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._resume(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.resume(bigint) IS 'Resumes a paused run';
+
+CREATE FUNCTION cloacina.notify_channel() RETURNS text
+LANGUAGE sql AS $$ SELECT cloacina._notify_channel(pg_catalog.current_schema()) $$;
+COMMENT ON FUNCTION cloacina.notify_channel() IS
+    'The current tenant''s private LISTEN channel for wake-up hints (ready, finished)';
