@@ -12,14 +12,21 @@ PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializer
 
 # install runs first (it creates the extension); the other suites run in name order
 REGRESS      = install $(filter-out install,$(patsubst regress/sql/%.sql,%,$(sort $(wildcard regress/sql/*.sql))))
-REGRESS_OPTS = --inputdir=regress --outputdir=build/regress
+# The suites run in the database the background worker serves (scripts/pgcluster: cloacina);
+# --use-existing, because a database the workers are connected to cannot be dropped.
+TEST_DB      ?= cloacina
+REGRESS_OPTS = --inputdir=regress --outputdir=build/regress --use-existing
 ISOLATION      = $(patsubst regress/specs/%.spec,%,$(sort $(wildcard regress/specs/*.spec)))
-ISOLATION_OPTS = --inputdir=regress --outputdir=build/isolation
+ISOLATION_OPTS = --inputdir=regress --outputdir=build/isolation --use-existing
 EXTRA_CLEAN  = build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# after the include, which sets them: the suites' database (see TEST_DB above)
+CONTRIB_TESTDB   = $(TEST_DB)
+ISOLATION_TESTDB = $(TEST_DB)
 
 sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
 	cp $< $@

@@ -1,9 +1,12 @@
 /*
- * cloacina.c: module entry point. Declares the module, defines its settings and, when loaded
- * through shared_preload_libraries, asks for the shared memory the other files need. The
- * work itself lives in one file per concern (secret.c, wait.c).
+ * cloacina.c: module entry point. Declares the module and its settings and, when loaded through
+ * shared_preload_libraries, asks for shared memory and registers the background workers. The
+ * work itself lives in one file per concern: secret.c (passwords), wait.c (wait() wake-ups),
+ * due.c (which tenants need the worker), scheduler.c (the scheduler), sqltask.c (SQL tasks).
  */
 #include "postgres.h"
+
+#include <limits.h>
 
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -16,6 +19,13 @@ PG_MODULE_MAGIC;
 
 void		_PG_init(void);
 
+char	   *cloacina_database = NULL;
+int			cloacina_naptime_ms = 10000;
+int			cloacina_sql_workers = 2;
+int			cloacina_retention_s = 7 * 24 * 3600;
+int			cloacina_max_tenants = 16384;
+bool		cloacina_preloaded = false;
+
 static char *connection_host = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
@@ -26,6 +36,7 @@ cloacina_shmem_request(void)
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
 	cloacina_wait_shmem_request();
+	cloacina_due_shmem_request();
 }
 
 static void
@@ -34,26 +45,51 @@ cloacina_shmem_startup(void)
 	if (prev_shmem_startup_hook)
 		prev_shmem_startup_hook();
 	cloacina_wait_shmem_startup();
+	cloacina_due_shmem_startup();
+}
+
+static void
+define_settings(void)
+{
+	DefineCustomStringVariable("cloacina.connection_host",
+							   "Host name put into the connection strings that create_tenant returns.",
+							   "Empty means the address the calling session reached the server on.",
+							   &connection_host, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomStringVariable("cloacina.database",
+							   "Database the cloacina background workers serve.",
+							   NULL, &cloacina_database, "postgres", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.naptime",
+							"Longest time the scheduler sleeps between looks at due work.",
+							"It is woken earlier whenever something comes due.",
+							&cloacina_naptime_ms, 10000, 100, 3600 * 1000, PGC_SIGHUP,
+							GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.sql_workers",
+							"Number of background workers that run SQL tasks.",
+							NULL, &cloacina_sql_workers, 2, 0, CLOACINA_MAX_SQL_WORKERS,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.retention",
+							"How long finished runs are kept before they are pruned; 0 keeps them.",
+							NULL, &cloacina_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP,
+							GUC_UNIT_S, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.max_tenants",
+							"Number of tenants the scheduler's shared due table holds.",
+							NULL, &cloacina_max_tenants, 16384, 64, 1000000, PGC_POSTMASTER,
+							0, NULL, NULL, NULL);
+	MarkGUCPrefixReserved("cloacina");
 }
 
 void
 _PG_init(void)
 {
-	DefineCustomStringVariable("cloacina.connection_host",
-							   "Host name put into the connection strings that create_tenant returns.",
-							   "Empty means the address the calling session reached the server on.",
-							   &connection_host,
-							   "",
-							   PGC_SUSET,
-							   0,
-							   NULL, NULL, NULL);
-	MarkGUCPrefixReserved("cloacina");
-
+	define_settings();
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 
+	cloacina_preloaded = true;
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = cloacina_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = cloacina_shmem_startup;
+	cloacina_register_workers();
 }

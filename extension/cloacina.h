@@ -4,8 +4,37 @@
 #ifndef CLOACINA_H
 #define CLOACINA_H
 
+#include "datatype/timestamp.h"
+
+/* Settings (cloacina.c) */
+extern char *cloacina_database;
+extern int	cloacina_naptime_ms;
+extern int	cloacina_sql_workers;
+extern int	cloacina_retention_s;
+extern int	cloacina_max_tenants;
+extern bool cloacina_preloaded;
+
+#define CLOACINA_MAX_SQL_WORKERS 64
+
 /* wait.c: wake-ups for cloacina.wait() */
 extern void cloacina_wait_shmem_request(void);
 extern void cloacina_wait_shmem_startup(void);
+
+/* due.c: which tenants need the background worker, and when */
+extern void cloacina_due_shmem_request(void);
+extern void cloacina_due_shmem_startup(void);
+extern void cloacina_due_set_scheduler_latch(void);
+extern bool cloacina_due_take_overflow(void);
+extern int	cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int max_schemas);
+extern void cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready,
+									int max_running, int weight);
+extern TimestampTz cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest);
+extern void cloacina_due_wake_sql_workers(void);
+extern void cloacina_due_set_sql_worker_latch(int worker);
+extern bool cloacina_due_pick_sql_tenant(int worker, char *schema);
+extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
+
+/* scheduler.c and sqltask.c: the background workers */
+extern void cloacina_register_workers(void);
 
 #endif							/* CLOACINA_H */

@@ -31,6 +31,25 @@ $roles$;
 
 GRANT USAGE ON SCHEMA cloacina TO PUBLIC;
 
+-- Leases, timeouts, cron and SQL tasks need the background worker, which only a library loaded
+-- at server start can run.
+CREATE FUNCTION cloacina._preloaded() RETURNS boolean
+    AS 'MODULE_PATHNAME', 'cloacina_preloaded_fn' LANGUAGE C STABLE;
+DO $preload$
+BEGIN
+    IF NOT cloacina._preloaded() THEN
+        RAISE EXCEPTION 'cloacina must be loaded via shared_preload_libraries'
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'Add cloacina to shared_preload_libraries in postgresql.conf, set cloacina.database, and restart the server.';
+    END IF;
+    IF current_database() <> current_setting('cloacina.database') THEN
+        RAISE WARNING 'cloacina''s background worker serves database "%", not this one', current_setting('cloacina.database')
+            USING DETAIL = 'Without it, expired leases, timeouts, schedules and SQL tasks are not handled here.',
+                  HINT = 'Set cloacina.database to this database and restart the server.';
+    END IF;
+END
+$preload$;
+
 -- The admin registry: one row per tenant. Tenants cannot read it.
 CREATE TABLE cloacina.tenant (
     schema_name text PRIMARY KEY,
@@ -53,6 +72,8 @@ CREATE FUNCTION cloacina._scram_verifier(password text) RETURNS text
     AS 'MODULE_PATHNAME', 'cloacina_scram_verifier' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._url_escape(value text) RETURNS text
     AS 'MODULE_PATHNAME', 'cloacina_url_escape' LANGUAGE C IMMUTABLE STRICT;
+CREATE FUNCTION cloacina._due(schema_name text, due_at timestamptz, sql_ready boolean DEFAULT false) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_due' LANGUAGE C VOLATILE;
 CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
@@ -145,7 +166,8 @@ BEGIN
             state          text NOT NULL DEFAULT 'active',
             max_running    int,
             weight         int NOT NULL DEFAULT 1,
-            notify_channel text NOT NULL);
+            notify_channel text NOT NULL,
+            role_name      text);
         INSERT INTO %1$I.tenant_settings (notify_channel) VALUES (%2$L);
 
         CREATE TABLE %1$I.workflows (
@@ -171,6 +193,7 @@ BEGIN
             created_at       timestamptz NOT NULL DEFAULT now(),
             finished_at      timestamptz);
         CREATE INDEX ON %1$I.executions (created_at, id) WHERE status IN ('running', 'paused');
+        CREATE INDEX ON %1$I.executions (finished_at) WHERE finished_at IS NOT NULL;
 
         CREATE TABLE %1$I.tasks (
             id            bigserial PRIMARY KEY,
@@ -223,6 +246,27 @@ BEGIN
             detail       text,
             at           timestamptz NOT NULL DEFAULT now());
         CREATE INDEX ON %1$I.execution_events (execution_id, id);
+
+        CREATE TABLE %1$I.schedules (
+            id          bigserial PRIMARY KEY,
+            name        text NOT NULL UNIQUE,
+            workflow    text NOT NULL,
+            cron        text NOT NULL,
+            timezone    text NOT NULL,
+            context     jsonb NOT NULL,
+            catchup     text NOT NULL,
+            next_run_at timestamptz NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON %1$I.schedules (next_run_at);
+        -- One row per fired slot: the unique key is what makes a slot fire at most once, also
+        -- across crashes and restarts.
+        CREATE TABLE %1$I.schedule_fires (
+            schedule_id  bigint NOT NULL,
+            slot         timestamptz NOT NULL,
+            execution_id bigint NOT NULL,
+            fired_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (schedule_id, slot));
     $ddl$, s, channel);
 END
 $$;
@@ -237,9 +281,10 @@ BEGIN
         GRANT SELECT ON %1$I.tenant_settings TO %2$I;
         GRANT SELECT, INSERT, UPDATE, DELETE ON %1$I.workflows TO %2$I;
         GRANT SELECT, INSERT, UPDATE ON %1$I.executions, %1$I.tasks TO %2$I;
-        GRANT SELECT, INSERT ON %1$I.execution_events TO %2$I;
+        GRANT SELECT, INSERT ON %1$I.execution_events, %1$I.schedule_fires TO %2$I;
+        GRANT SELECT, INSERT, UPDATE, DELETE ON %1$I.schedules TO %2$I;
         GRANT USAGE ON SEQUENCE %1$I.executions_id_seq, %1$I.tasks_id_seq,
-                                %1$I.execution_events_id_seq TO %2$I;
+                                %1$I.execution_events_id_seq, %1$I.schedules_id_seq TO %2$I;
     $g$, s, r);
 END
 $$;
@@ -321,6 +366,7 @@ BEGIN
                        'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
         EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
         PERFORM cloacina._grant_tenant_role(s, u);
+        EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
     ELSE
         pw := NULL;
     END IF;
@@ -413,6 +459,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     EXECUTE format('UPDATE %I.tenant_settings st SET state = t.state, max_running = t.max_running, '
                    'weight = t.weight FROM cloacina.tenant t WHERE t.schema_name = $1', s) USING s;
+    PERFORM cloacina._due(s, now());  -- the background worker picks up the new state and limits
 END
 $$;
 
@@ -770,11 +817,20 @@ COMMENT ON FUNCTION cloacina._normalize_workflow(jsonb) IS
 CREATE FUNCTION cloacina._register_workflow(s text, def jsonb) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    sql_role text;
     normalized jsonb;
     version text;
 BEGIN
     PERFORM cloacina._require_tenant(s);
     normalized := cloacina._normalize_workflow(def);
+    IF jsonb_path_exists(normalized, '$.tasks[*] ? (@.kind == "sql")') THEN
+        EXECUTE format('SELECT role_name FROM %I.tenant_settings', s) INTO sql_role;
+        IF sql_role IS NULL THEN
+            RAISE EXCEPTION 'workflow "%" has SQL tasks, but tenant "%" has no role to run them as', normalized ->> 'name', s
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'SQL tasks run as the tenant''s own role: create the tenant with a user name.';
+        END IF;
+    END IF;
     version := left(encode(sha256(convert_to(normalized::text, 'UTF8')), 'hex'), 16);
     EXECUTE format($q$
         INSERT INTO %I.workflows AS w (name, version, description, definition)
@@ -934,6 +990,7 @@ DECLARE
     new_status text;
     remaining  int;
     any_ready  boolean := false;
+    any_sql    boolean := false;
 BEGIN
     WHILE cardinality(worklist) > 0 LOOP
         next_round := '{}';
@@ -982,6 +1039,7 @@ BEGIN
                 IF new_status = 'ready' THEN
                     PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'ready');
                     any_ready := any_ready OR cand.kind = 'handler';
+                    any_sql := any_sql OR cand.kind = 'sql';
                 END IF;
             ELSE
                 EXECUTE format('UPDATE %I.tasks SET status = ''skipped'', input = $2, finished_at = now() WHERE id = $1', s)
@@ -998,6 +1056,9 @@ BEGIN
 
     IF any_ready THEN
         PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    IF any_sql THEN
+        PERFORM cloacina._due(s, now(), true);
     END IF;
     EXECUTE format('UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s)
         INTO remaining USING eid, terminal;
@@ -1018,6 +1079,7 @@ DECLARE
     eid        bigint;
     skipped    text[];
     any_ready  boolean;
+    any_sql    boolean;
 BEGIN
     PERFORM cloacina._require_tenant(s);
     context := coalesce(context, '{}'::jsonb);
@@ -1098,9 +1160,10 @@ BEGIN
                                       ELSE 'skipped' END AS status) r
             RETURNING task, kind, status)
         SELECT array_agg(task) FILTER (WHERE status = 'skipped'),
-               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false)
+               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
+               coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
         FROM ins$q$, s)
-        INTO skipped, any_ready USING eid, workflow, prio, start_at, context, wf_tasks;
+        INTO skipped, any_ready, any_sql USING eid, workflow, prio, start_at, context, wf_tasks;
 
     IF skipped IS NOT NULL THEN
         FOR i IN 1 .. cardinality(skipped) LOOP
@@ -1110,6 +1173,10 @@ BEGIN
     END IF;
     IF any_ready AND start_at <= now() THEN
         PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    IF start_at > now() OR any_sql THEN
+        -- a delayed run (hint its workers when it comes due) or SQL tasks for the worker's pool
+        PERFORM cloacina._due(s, start_at, any_sql);
     END IF;
     RETURN eid;
 END
@@ -1136,6 +1203,10 @@ CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_task
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
               fence bigint, context jsonb)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_column
+DECLARE
+    claimed record;
+    first_deadline timestamptz;
 BEGIN
     PERFORM cloacina._require_tenant(s);
     IF max_tasks IS NULL OR max_tasks < 1 OR max_tasks > 1000 THEN
@@ -1147,7 +1218,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- One statement: pick in claim order skipping rows other workers hold, take them, log them.
-    RETURN QUERY EXECUTE format($q$
+    FOR claimed IN EXECUTE format($q$
         WITH picked AS (
             SELECT t.id FROM %1$I.tasks t
              WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()
@@ -1163,14 +1234,30 @@ BEGIN
               FROM picked
              WHERE t.id = picked.id
             RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input,
-                      t.priority, t.ready_at),
+                      t.priority, t.ready_at, t.timeout_ms),
         logged AS (
             INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
             SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
-        SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input
+        SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input, c.timeout_ms
           FROM claimed c
          ORDER BY c.priority DESC, c.ready_at, c.id$q$, s)
-        USING coalesce(worker, ''), task_names, max_tasks, lease;
+        USING coalesce(worker, ''), task_names, max_tasks, lease
+    LOOP
+        task_id := claimed.id;
+        execution_id := claimed.execution_id;
+        workflow := claimed.workflow;
+        task := claimed.task;
+        attempt := claimed.attempt;
+        fence := claimed.fence;
+        context := claimed.input;
+        RETURN NEXT;
+        first_deadline := least(first_deadline, now() + lease,
+                                now() + claimed.timeout_ms * interval '1 millisecond');
+    END LOOP;
+    -- The background worker must look at this tenant when the first lease or timeout can expire.
+    IF first_deadline IS NOT NULL THEN
+        PERFORM cloacina._due(s, first_deadline);
+    END IF;
 END
 $$;
 
@@ -1277,6 +1364,8 @@ BEGIN
                                 format('attempt %s failed, retry at %s: %s', tattempt, retry_at, error));
         IF retry_at <= now() AND tkind = 'handler' THEN
             PERFORM cloacina._hint(s, 'ready');
+        ELSE
+            PERFORM cloacina._due(s, retry_at, tkind = 'sql' AND retry_at <= now());
         END IF;
     ELSE
         PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'failed', error);
@@ -1458,6 +1547,7 @@ BEGIN
     PERFORM cloacina._event(s, eid, NULL, NULL, 'paused', 'running');
     IF released > 0 THEN
         PERFORM cloacina._hint(s, 'ready');
+        PERFORM cloacina._due(s, now());  -- any SQL tasks among them: the worker's tick finds them
     END IF;
     RETURN true;
 END
@@ -1610,3 +1700,373 @@ CREATE FUNCTION cloacina.notify_channel() RETURNS text
 LANGUAGE sql AS $$ SELECT cloacina._notify_channel(pg_catalog.current_schema()) $$;
 COMMENT ON FUNCTION cloacina.notify_channel() IS
     'The current tenant''s private LISTEN channel for wake-up hints (ready, finished)';
+
+------------------------------------------------------------------------------------------------
+-- 7. Cron schedules
+------------------------------------------------------------------------------------------------
+
+-- Parses one cron field into its sorted list of allowed values. Items are separated by commas;
+-- each is *, a value, a range a-b, optionally followed by /step (a value with a step runs to
+-- the field's maximum). Month and weekday fields also take names (JAN, MON, ...).
+CREATE FUNCTION cloacina._cron_field(field text, what text, lo int, hi int, names text[] DEFAULT NULL)
+RETURNS int[]
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    item text;
+    m text[];
+    a int;
+    b int;
+    step int;
+    vals int[] := '{}';
+    token text;
+    n int;
+BEGIN
+    IF field IS NULL OR field = '' THEN
+        RAISE EXCEPTION 'cron % field is empty', what USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    -- names to numbers (JAN -> 1 for months, SUN -> 0 for weekdays)
+    IF names IS NOT NULL THEN
+        FOR i IN 1 .. cardinality(names) LOOP
+            field := regexp_replace(field, '(?i)\m' || names[i] || '\M', (i - 1 + lo)::text, 'g');
+        END LOOP;
+    END IF;
+    FOREACH item IN ARRAY string_to_array(field, ',') LOOP
+        m := regexp_match(item, '^(\*|\d+)(?:-(\d+))?(?:/(\d+))?$');
+        IF m IS NULL THEN
+            RAISE EXCEPTION 'invalid cron % field "%"', what, field
+                USING ERRCODE = 'invalid_parameter_value',
+                      HINT = 'Use *, a number, a range a-b, a list a,b and steps */n or a-b/n.';
+        END IF;
+        IF m[1] = '*' THEN
+            IF m[2] IS NOT NULL THEN
+                RAISE EXCEPTION 'invalid cron % field "%"', what, field USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            a := lo;
+            b := hi;
+        ELSE
+            a := m[1]::int;
+            b := coalesce(m[2]::int, CASE WHEN m[3] IS NOT NULL THEN hi ELSE a END);
+        END IF;
+        step := coalesce(m[3]::int, 1);
+        IF a < lo OR b > hi OR a > b OR step < 1 THEN
+            RAISE EXCEPTION 'cron % field "%" is out of range %-%', what, field, lo, hi
+                USING ERRCODE = 'invalid_parameter_value';
+        END IF;
+        n := a;
+        WHILE n <= b LOOP
+            vals := vals || n;
+            n := n + step;
+        END LOOP;
+    END LOOP;
+    RETURN ARRAY(SELECT DISTINCT v FROM unnest(vals) v ORDER BY v);
+END
+$$;
+
+-- Parses a 5-field (minute hour day month weekday) or 6-field (second first) expression.
+CREATE FUNCTION cloacina._cron_parse(expr text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f text[] := regexp_split_to_array(btrim(coalesce(expr, '')), '\s+');
+BEGIN
+    IF cardinality(f) = 5 THEN
+        f := ARRAY['0'] || f;
+    ELSIF cardinality(f) <> 6 THEN
+        RAISE EXCEPTION 'cron expression "%" must have 5 or 6 fields', coalesce(expr, '')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '[second] minute hour day-of-month month day-of-week, for example "*/5 * * * *".';
+    END IF;
+    RETURN jsonb_build_object(
+        'second', cloacina._cron_field(f[1], 'second', 0, 59),
+        'minute', cloacina._cron_field(f[2], 'minute', 0, 59),
+        'hour', cloacina._cron_field(f[3], 'hour', 0, 23),
+        'day', cloacina._cron_field(f[4], 'day-of-month', 1, 31),
+        'month', cloacina._cron_field(f[5], 'month', 1, 12,
+                    ARRAY['jan','feb','mar','apr','may','jun','jul','aug','sep','oct','nov','dec']),
+        -- weekday 7 is Sunday, like 0
+        'weekday', ARRAY(SELECT DISTINCT v % 7 FROM unnest(cloacina._cron_field(f[6], 'weekday', 0, 7,
+                    ARRAY['sun','mon','tue','wed','thu','fri','sat'])) v ORDER BY 1),
+        'day_restricted', f[4] <> '*',
+        'weekday_restricted', f[6] <> '*');
+END
+$$;
+
+-- The first slot of a parsed expression strictly after "after", in time zone "tz". Slots are
+-- found in local time, so "0 9 * * *" stays at 09:00 across daylight-saving changes; a local
+-- time that does not exist (spring forward) fires when the gap ends; a repeated local time
+-- (fall back) fires once.
+CREATE FUNCTION cloacina._cron_next(spec jsonb, tz text, after timestamptz) RETURNS timestamptz
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    secs    int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'second')::int);
+    mins    int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'minute')::int);
+    hours   int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'hour')::int);
+    days    int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'day')::int);
+    months  int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'month')::int);
+    wdays   int[] := ARRAY(SELECT jsonb_array_elements_text(spec -> 'weekday')::int);
+    day_r   boolean := (spec ->> 'day_restricted')::boolean;
+    wday_r  boolean := (spec ->> 'weekday_restricted')::boolean;
+    t       timestamp := date_trunc('second', after AT TIME ZONE tz) + interval '1 second';
+    limit_t timestamp := t + interval '5 years';
+    day_ok  boolean;
+    nxt     int;
+    candidate timestamptz;
+BEGIN
+    WHILE t < limit_t LOOP
+        IF NOT extract(month FROM t)::int = ANY (months) THEN
+            t := date_trunc('month', t) + interval '1 month';
+            CONTINUE;
+        END IF;
+        day_ok := CASE WHEN day_r AND wday_r THEN extract(day FROM t)::int = ANY (days) OR extract(dow FROM t)::int = ANY (wdays)
+                       ELSE extract(day FROM t)::int = ANY (days) AND extract(dow FROM t)::int = ANY (wdays) END;
+        IF NOT day_ok THEN
+            t := date_trunc('day', t) + interval '1 day';
+            CONTINUE;
+        END IF;
+        IF NOT extract(hour FROM t)::int = ANY (hours) THEN
+            t := date_trunc('hour', t) + interval '1 hour';
+            CONTINUE;
+        END IF;
+        IF NOT extract(minute FROM t)::int = ANY (mins) THEN
+            t := date_trunc('minute', t) + interval '1 minute';
+            CONTINUE;
+        END IF;
+        SELECT min(v) INTO nxt FROM unnest(secs) v WHERE v >= extract(second FROM t)::int;
+        IF nxt IS NULL THEN
+            t := date_trunc('minute', t) + interval '1 minute';
+            CONTINUE;
+        END IF;
+        t := date_trunc('minute', t) + make_interval(secs => nxt);
+        candidate := t AT TIME ZONE tz;
+        IF candidate > after THEN
+            RETURN candidate;
+        END IF;
+        t := t + interval '1 second';
+    END LOOP;
+    RETURN NULL;  -- no slot within five years (for example 30 February)
+END
+$$;
+
+CREATE FUNCTION cloacina._schedule(s text, name text, workflow text, cron text, timezone text,
+                                   context jsonb, catchup text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    spec jsonb;
+    first_slot timestamptz;
+    exists_wf boolean;
+    sid bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF name IS NULL OR name !~ '^[A-Za-z][A-Za-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid schedule name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Schedule names start with a letter and contain letters, digits, "_", "." and "-" (at most 63).';
+    END IF;
+    EXECUTE format('SELECT true FROM %I.workflows WHERE name = $1', s) INTO exists_wf USING workflow;
+    IF exists_wf IS NULL THEN
+        RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
+            USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
+    END IF;
+    context := coalesce(context, '{}'::jsonb);
+    IF jsonb_typeof(context) <> 'object' THEN
+        RAISE EXCEPTION 'context must be a JSON object (got %)', jsonb_typeof(context) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    IF catchup IS NULL OR catchup NOT IN ('skip', 'run_all') THEN
+        RAISE EXCEPTION 'catchup must be skip or run_all (got %)', coalesce(quote_literal(catchup), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE timezone;
+    EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
+        RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(timezone), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an IANA name such as Europe/Paris, or UTC.';
+    END;
+    IF timezone IS NULL THEN
+        RAISE EXCEPTION 'unknown time zone NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := cloacina._cron_parse(cron);
+    first_slot := cloacina._cron_next(spec, timezone, now());
+    IF first_slot IS NULL THEN
+        RAISE EXCEPTION 'cron expression "%" never fires', cron USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format($q$
+        INSERT INTO %I.schedules AS sc (name, workflow, cron, timezone, context, catchup, next_run_at)
+        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        ON CONFLICT (name) DO UPDATE
+            SET workflow = excluded.workflow, cron = excluded.cron, timezone = excluded.timezone,
+                context = excluded.context, catchup = excluded.catchup,
+                next_run_at = excluded.next_run_at, updated_at = now()
+        RETURNING id$q$, s)
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot;
+    PERFORM cloacina._due(s, first_slot);
+    RETURN sid;
+END
+$$;
+
+CREATE FUNCTION cloacina._unschedule(s text, name text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    removed bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('DELETE FROM %I.schedules WHERE name = $1 RETURNING id', s) INTO removed USING name;
+    RETURN removed IS NOT NULL;
+END
+$$;
+
+-- Fires the due slots of one tenant's schedules: each fire records (schedule, slot), starts the
+-- run and advances next_run_at in the caller's transaction; the unique key makes a slot fire at
+-- most once. Slots missed while the scheduler was not running ("startup") or by more than five
+-- seconds are catch-up slots: "skip" drops them (the next future slot fires), "run_all" fires
+-- each of them once, at most max_catchup per schedule. A suspended tenant fires nothing.
+CREATE FUNCTION cloacina._fire_schedules(s text, startup boolean, max_catchup int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    grace constant interval := interval '5 seconds';
+    sc record;
+    spec jsonb;
+    slot timestamptz;
+    fired int := 0;
+    n int;
+    eid bigint;
+    inserted boolean;
+    st text;
+BEGIN
+    EXECUTE format('SELECT state FROM %I.tenant_settings', s) INTO st;
+    IF st <> 'active' THEN
+        RETURN 0;
+    END IF;
+    FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at FOR UPDATE SKIP LOCKED', s) LOOP
+        spec := cloacina._cron_parse(sc.cron);
+        slot := sc.next_run_at;
+        n := 0;
+        WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
+            IF sc.catchup = 'run_all' OR NOT (startup OR now() - slot > grace) THEN
+                EXECUTE format('INSERT INTO %I.schedule_fires (schedule_id, slot, execution_id) VALUES ($1, $2, 0) '
+                               'ON CONFLICT DO NOTHING RETURNING true', s) INTO inserted USING sc.id, slot;
+                IF inserted THEN
+                    eid := cloacina._execute(s, sc.workflow,
+                        sc.context || jsonb_build_object('scheduled_at', slot, 'schedule', sc.name), '{}');
+                    EXECUTE format('UPDATE %I.schedule_fires SET execution_id = $3 WHERE schedule_id = $1 AND slot = $2', s)
+                        USING sc.id, slot, eid;
+                    fired := fired + 1;
+                    n := n + 1;
+                END IF;
+            END IF;
+            slot := cloacina._cron_next(spec, sc.timezone, slot);
+        END LOOP;
+        IF slot IS NOT NULL AND slot <= now() THEN
+            -- run_all hit its cap: the rest of the backlog is dropped, continue from now
+            slot := cloacina._cron_next(spec, sc.timezone, now());
+        END IF;
+        EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
+            USING sc.id, coalesce(slot, 'infinity');
+    END LOOP;
+    RETURN fired;
+END
+$$;
+
+CREATE FUNCTION cloacina.schedule(name text, workflow text, cron text, timezone text DEFAULT 'UTC',
+                                  context jsonb DEFAULT '{}', catchup text DEFAULT 'skip') RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT cloacina._schedule(pg_catalog.current_schema(), name, workflow, cron, timezone, context, catchup)
+$$;
+COMMENT ON FUNCTION cloacina.schedule(text, text, text, text, jsonb, text) IS
+    'Creates or replaces (by name) a cron schedule that starts a workflow; 5 or 6 fields, IANA time zone, catchup skip or run_all';
+
+CREATE FUNCTION cloacina.unschedule(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._unschedule(pg_catalog.current_schema(), name) $$;
+COMMENT ON FUNCTION cloacina.unschedule(text) IS 'Removes a schedule; false if there was none of that name';
+
+------------------------------------------------------------------------------------------------
+-- 8. Background duties, called by the background worker (extension/scheduler.c) for one tenant
+--    at a time, each in its own transaction, as a superuser.
+------------------------------------------------------------------------------------------------
+
+-- One pass over a tenant: expired leases and timeouts, due schedules, a ready-hint for retries
+-- that came due, and retention. Returns the next time something is due in this tenant (NULL:
+-- nothing), which the worker keeps in shared memory so that idle tenants cost nothing.
+CREATE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
+RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._reap(s);
+    PERFORM cloacina._fire_schedules(s, startup);
+    -- Retries (and delayed runs) that came due since the last pass: wake the tenant's workers.
+    EXECUTE format($q$SELECT cloacina._hint(%L, 'ready') WHERE EXISTS (
+        SELECT FROM %I.tasks WHERE status = 'ready' AND kind = 'handler'
+           AND ready_at <= now() AND ready_at > now() - interval '10 seconds')$q$, s, s);
+    IF retention IS NOT NULL THEN
+        PERFORM cloacina._prune(s, retention);
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
+                     (SELECT min(started_at + timeout_ms * interval '1 millisecond') FROM %1$I.tasks
+                       WHERE status = 'running' AND timeout_ms IS NOT NULL),
+                     (SELECT min(ready_at) FROM %1$I.tasks WHERE status = 'ready' AND ready_at > now()),
+                     (SELECT min(next_run_at) FROM %1$I.schedules),
+                     (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
+               EXISTS (SELECT FROM %1$I.tasks WHERE status = 'ready' AND kind = 'sql' AND ready_at <= now()),
+               st.max_running, st.weight
+          FROM %1$I.tenant_settings st$q$, s) USING retention;
+END
+$$;
+
+-- Deletes runs (with their tasks and events) that ended more than "retention" ago, in batches
+-- so that one pass never holds many locks.
+CREATE FUNCTION cloacina._prune(s text, retention interval, batch int DEFAULT 1000) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    pruned int;
+BEGIN
+    EXECUTE format($q$
+        WITH old AS (
+            SELECT id FROM %1$I.executions
+             WHERE status IN ('completed', 'failed', 'cancelled') AND finished_at < now() - $1
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED),
+        t AS (DELETE FROM %1$I.tasks WHERE execution_id IN (SELECT id FROM old)),
+        e AS (DELETE FROM %1$I.execution_events WHERE execution_id IN (SELECT id FROM old)),
+        f AS (DELETE FROM %1$I.schedule_fires WHERE execution_id IN (SELECT id FROM old))
+        DELETE FROM %1$I.executions WHERE id IN (SELECT id FROM old)$q$, s) USING retention, batch;
+    GET DIAGNOSTICS pruned = ROW_COUNT;
+    RETURN pruned;
+END
+$$;
+
+-- Claims one ready SQL task of a tenant for the background worker's pool.
+CREATE FUNCTION cloacina._claim_sql(s text, worker text, lease interval)
+RETURNS TABLE(task_id bigint, execution_id bigint, fence bigint, sql text, context jsonb,
+              role_name text, timeout_ms bigint)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY EXECUTE format($q$
+        WITH picked AS (
+            SELECT t.id FROM %1$I.tasks t
+             WHERE t.status = 'ready' AND t.kind = 'sql' AND t.ready_at <= now()
+               AND (SELECT state FROM %1$I.tenant_settings) = 'active'
+             ORDER BY t.priority DESC, t.ready_at, t.id
+             LIMIT 1
+             FOR UPDATE SKIP LOCKED),
+        claimed AS (
+            UPDATE %1$I.tasks t
+               SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $2,
+                   lease_until = now() + $2, worker = $1, started_at = now()
+              FROM picked
+             WHERE t.id = picked.id
+            RETURNING t.id, t.execution_id, t.task, t.attempt, t.fence, t.sql, t.input, t.timeout_ms),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
+        SELECT c.id, c.execution_id, c.fence, c.sql, c.input, st.role_name, c.timeout_ms
+          FROM claimed c, %1$I.tenant_settings st$q$, s)
+        USING worker, lease;
+END
+$$;
+
+-- Every tenant schema, for the worker's one scan at start.
+CREATE FUNCTION cloacina._tenant_schemas() RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
+AS $$ SELECT schema_name FROM cloacina.tenant ORDER BY schema_name $$;
+
+REVOKE ALL ON FUNCTION cloacina._tenant_tick(text, boolean, interval), cloacina._prune(text, interval, int),
+    cloacina._claim_sql(text, text, interval), cloacina._tenant_schemas(),
+    cloacina._fire_schedules(text, boolean, int) FROM PUBLIC;

@@ -12,7 +12,7 @@ END $$;
 SELECT schema_name, username, password, connection_string FROM cloacina.create_tenant('tenant_plain');
 SELECT schema_name, username, length(password) >= 32 AS long_password,
        password ~ '^[A-Za-z0-9_-]+$' AS url_safe,
-       (regexp_match(connection_string, '^postgresql://tenant_user:([^@]*)@[^/]+:[0-9]+/contrib_regression$'))[1]
+       (regexp_match(connection_string, '^postgresql://tenant_user:([^@]*)@[^/]+:[0-9]+/cloacina$'))[1]
            = password AS uri_ok
   FROM cloacina.create_tenant('tenant_roled', 'tenant_user', '');
 

@@ -8,7 +8,7 @@ use Test::More;
 
 my $node = PostgreSQL::Test::Cluster->new('login');
 $node->init;
-$node->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'");
+$node->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\nshared_preload_libraries = 'cloacina'");
 # initdb -A trust trusts TCP too: replace pg_hba.conf so that only the socket is trusted
 open(my $hba, '>', $node->data_dir . '/pg_hba.conf') or die $!;
 print $hba "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";

@@ -1,0 +1,389 @@
+/*
+ * due.c: the shared-memory table of tenants that need the background worker, and when.
+ *
+ * One entry per tenant schema: the next time something is due there (a lease or timeout that can
+ * expire, a retry or delayed run coming due, a schedule slot, runs to prune), whether ready SQL
+ * tasks may be waiting, and the tenant's SQL-task limits. Backends push earlier due times with
+ * cloacina._due() when their transaction commits (never before: the worker must see the rows it
+ * is woken for); the scheduler rebuilds each entry after looking at the tenant. So the scheduler
+ * only ever looks at tenants with something due, and idle tenants cost nothing.
+ *
+ * The same table feeds the SQL-task pool: each pool worker takes the tenant with ready SQL work
+ * that has the fewest running tasks per unit of weight, under the tenant's max_running.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "cloacina.h"
+
+PG_FUNCTION_INFO_V1(cloacina_due);
+PG_FUNCTION_INFO_V1(cloacina_preloaded_fn);
+
+typedef struct TenantDue
+{
+	char		schema[NAMEDATALEN];	/* hash key */
+	TimestampTz due;			/* DT_NOEND: nothing due */
+	bool		sql_ready;		/* ready SQL tasks may be waiting */
+	int			running_sql;	/* SQL tasks the pool runs for this tenant now */
+	int			max_running;	/* 0: no cap */
+	int			weight;
+	uint64		last_served;	/* breaks ties between equally loaded tenants */
+} TenantDue;
+
+typedef struct DueShared
+{
+	LWLock	   *lock;
+	Latch	   *scheduler_latch;
+	TimestampTz scheduler_wakeup;	/* when the scheduler plans to look again */
+	bool		overflow;		/* an entry did not fit: the scheduler must scan everything */
+	uint64		serve_counter;
+	Latch	   *sql_worker_latch[CLOACINA_MAX_SQL_WORKERS];
+	char		sql_worker_tenant[CLOACINA_MAX_SQL_WORKERS][NAMEDATALEN];
+} DueShared;
+
+static DueShared *due_shared = NULL;
+static HTAB *due_table = NULL;
+
+/* Due times pushed by the current transaction, applied at commit. */
+typedef struct PendingDue
+{
+	char		schema[NAMEDATALEN];
+	TimestampTz due;
+	bool		sql_ready;
+} PendingDue;
+
+static List *pending = NIL;
+static bool xact_callback_registered = false;
+
+void
+cloacina_due_shmem_request(void)
+{
+	RequestAddinShmemSpace(MAXALIGN(sizeof(DueShared)) +
+						   hash_estimate_size(cloacina_max_tenants, sizeof(TenantDue)));
+	RequestNamedLWLockTranche("cloacina", 1);
+}
+
+void
+cloacina_due_shmem_startup(void)
+{
+	bool		found;
+	HASHCTL		info;
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	due_shared = ShmemInitStruct("cloacina due", sizeof(DueShared), &found);
+	if (!found)
+	{
+		memset(due_shared, 0, sizeof(DueShared));
+		due_shared->lock = &(GetNamedLWLockTranche("cloacina"))->lock;
+		due_shared->scheduler_wakeup = DT_NOBEGIN;
+	}
+	memset(&info, 0, sizeof(info));
+	info.keysize = NAMEDATALEN;
+	info.entrysize = sizeof(TenantDue);
+	due_table = ShmemInitHash("cloacina due tenants", cloacina_max_tenants, cloacina_max_tenants,
+							  &info, HASH_ELEM | HASH_STRINGS);
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The entry of a schema, created when missing; NULL (and overflow noted) when the table is full. */
+static TenantDue *
+entry_for(const char *schema)
+{
+	bool		found;
+	TenantDue  *e = hash_search(due_table, schema, HASH_ENTER_NULL, &found);
+
+	if (e == NULL)
+	{
+		due_shared->overflow = true;
+		return NULL;
+	}
+	if (!found)
+	{
+		e->due = DT_NOEND;
+		e->sql_ready = false;
+		e->running_sql = 0;
+		e->max_running = 0;
+		e->weight = 1;
+		e->last_served = 0;
+	}
+	return e;
+}
+
+static void
+apply_pending_at_commit(XactEvent event, void *arg)
+{
+	ListCell   *lc;
+	bool		wake_scheduler = false;
+	bool		wake_sql = false;
+
+	if (event != XACT_EVENT_COMMIT && event != XACT_EVENT_ABORT &&
+		event != XACT_EVENT_PARALLEL_COMMIT && event != XACT_EVENT_PARALLEL_ABORT &&
+		event != XACT_EVENT_PREPARE)
+		return;
+	if (event == XACT_EVENT_COMMIT && pending != NIL && due_shared != NULL)
+	{
+		LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+		foreach(lc, pending)
+		{
+			PendingDue *p = (PendingDue *) lfirst(lc);
+			TenantDue  *e = entry_for(p->schema);
+
+			if (e == NULL)
+			{
+				wake_scheduler = true;
+				continue;
+			}
+			if (p->due < e->due)
+				e->due = p->due;
+			if (p->due <= due_shared->scheduler_wakeup || due_shared->overflow)
+				wake_scheduler = true;
+			if (p->sql_ready)
+			{
+				e->sql_ready = true;
+				wake_sql = true;
+			}
+		}
+		LWLockRelease(due_shared->lock);
+		if (wake_scheduler && due_shared->scheduler_latch != NULL)
+			SetLatch(due_shared->scheduler_latch);
+		if (wake_sql)
+			cloacina_due_wake_sql_workers();
+	}
+	/* The list lived in TopTransactionContext, which is going away. */
+	pending = NIL;
+}
+
+/*
+ * cloacina._due(schema text, due_at timestamptz, sql_ready boolean): from the end of this
+ * transaction on, the background worker looks at the tenant no later than due_at (and the SQL
+ * pool knows it may have ready SQL tasks). Without shared_preload_libraries it does nothing.
+ */
+Datum
+cloacina_due(PG_FUNCTION_ARGS)
+{
+	MemoryContext old;
+	PendingDue *p;
+	ListCell   *lc;
+	char	   *schema;
+	TimestampTz due;
+	bool		sql_ready = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
+
+	if (due_shared == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_VOID();
+	schema = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	due = PG_GETARG_TIMESTAMPTZ(1);
+	if (strlen(schema) >= NAMEDATALEN)
+		PG_RETURN_VOID();
+
+	/* One pending entry per schema and transaction: keep the earliest time. */
+	foreach(lc, pending)
+	{
+		p = (PendingDue *) lfirst(lc);
+		if (strcmp(p->schema, schema) == 0)
+		{
+			p->due = Min(p->due, due);
+			p->sql_ready |= sql_ready;
+			PG_RETURN_VOID();
+		}
+	}
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(apply_pending_at_commit, NULL);
+		xact_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PendingDue));
+	strlcpy(p->schema, schema, NAMEDATALEN);
+	p->due = due;
+	p->sql_ready = sql_ready;
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+	PG_RETURN_VOID();
+}
+
+Datum
+cloacina_preloaded_fn(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BOOL(cloacina_preloaded);
+}
+
+/* Whether an entry failed to fit since the last call (the scheduler then scans every tenant). */
+bool
+cloacina_due_take_overflow(void)
+{
+	bool		overflow;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	overflow = due_shared->overflow;
+	due_shared->overflow = false;
+	LWLockRelease(due_shared->lock);
+	return overflow;
+}
+
+void
+cloacina_due_set_scheduler_latch(void)
+{
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	due_shared->scheduler_latch = MyLatch;
+	LWLockRelease(due_shared->lock);
+}
+
+/*
+ * Copies into "schemas" the tenants due at "now" (all of them after an overflow) and marks them
+ * not due: the tick that follows sets their next time, and anything a backend pushes meanwhile
+ * is kept because it can only make the time earlier. Returns how many were taken.
+ */
+int
+cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int max_schemas)
+{
+	HASH_SEQ_STATUS seq;
+	TenantDue  *e;
+	int			n = 0;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, due_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->due > now)
+			continue;
+		if (n == max_schemas)
+		{
+			hash_seq_term(&seq);
+			break;
+		}
+		strlcpy(schemas[n++], e->schema, NAMEDATALEN);
+		e->due = DT_NOEND;
+	}
+	LWLockRelease(due_shared->lock);
+	return n;
+}
+
+void
+cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready,
+						int max_running, int weight)
+{
+	TenantDue  *e;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	e = entry_for(schema);
+	if (e != NULL)
+	{
+		e->due = Min(e->due, next_due);
+		e->sql_ready |= sql_ready;
+		e->max_running = max_running;
+		e->weight = Max(weight, 1);
+	}
+	LWLockRelease(due_shared->lock);
+	if (sql_ready)
+		cloacina_due_wake_sql_workers();
+}
+
+/* The earliest due time, capped at "latest"; recorded so that backends know when to wake us. */
+TimestampTz
+cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest)
+{
+	HASH_SEQ_STATUS seq;
+	TenantDue  *e;
+	TimestampTz next = latest;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, due_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+		next = Min(next, e->due);
+	due_shared->scheduler_wakeup = Max(next, now);
+	LWLockRelease(due_shared->lock);
+	return next;
+}
+
+void
+cloacina_due_wake_sql_workers(void)
+{
+	for (int i = 0; i < CLOACINA_MAX_SQL_WORKERS; i++)
+	{
+		Latch	   *latch = due_shared->sql_worker_latch[i];
+
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+}
+
+/*
+ * Registers SQL worker "worker"'s latch and returns to the pool whatever a previous incarnation
+ * of it (killed in the middle of a task) still held.
+ */
+void
+cloacina_due_set_sql_worker_latch(int worker)
+{
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	due_shared->sql_worker_latch[worker] = MyLatch;
+	LWLockRelease(due_shared->lock);
+	cloacina_due_release_sql_tenant(worker, true);
+}
+
+/*
+ * Weighted fair share: among tenants with ready SQL work and room under max_running, the one
+ * with the fewest running tasks per unit of weight (ties: least recently served). Its ready flag
+ * is cleared before the claim, so a commit that makes new SQL work ready afterwards sets it again
+ * and nothing is missed.
+ */
+bool
+cloacina_due_pick_sql_tenant(int worker, char *schema)
+{
+	HASH_SEQ_STATUS seq;
+	TenantDue  *e;
+	TenantDue  *best = NULL;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, due_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (!e->sql_ready || (e->max_running > 0 && e->running_sql >= e->max_running))
+			continue;
+		if (best == NULL ||
+			(int64) e->running_sql * best->weight < (int64) best->running_sql * e->weight ||
+			((int64) e->running_sql * best->weight == (int64) best->running_sql * e->weight &&
+			 e->last_served < best->last_served))
+			best = e;
+	}
+	if (best != NULL)
+	{
+		best->running_sql++;
+		best->sql_ready = false;
+		best->last_served = ++due_shared->serve_counter;
+		strlcpy(schema, best->schema, NAMEDATALEN);
+		strlcpy(due_shared->sql_worker_tenant[worker], best->schema, NAMEDATALEN);
+	}
+	LWLockRelease(due_shared->lock);
+	return best != NULL;
+}
+
+void
+cloacina_due_release_sql_tenant(int worker, bool maybe_more)
+{
+	TenantDue  *e;
+	char	   *schema = due_shared->sql_worker_tenant[worker];
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	if (schema[0] != '\0')
+	{
+		e = hash_search(due_table, schema, HASH_FIND, NULL);
+		if (e != NULL)
+		{
+			e->running_sql = Max(e->running_sql - 1, 0);
+			e->sql_ready |= maybe_more;
+		}
+		schema[0] = '\0';
+	}
+	LWLockRelease(due_shared->lock);
+}

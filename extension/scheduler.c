@@ -1,0 +1,267 @@
+/*
+ * scheduler.c: the background workers' registration and the scheduler's main loop.
+ *
+ * The scheduler connects to cloacina.database and, for each tenant with something due (see
+ * due.c), runs cloacina._tenant_tick() in a transaction of its own: expired leases and timeouts,
+ * due cron slots, wake-up hints for retries, retention. At start it looks at every tenant once
+ * (the "startup" pass, in which overdue cron slots count as missed). Between passes it sleeps on
+ * its latch until the next due time, at most cloacina.naptime. One tenant's error is logged and
+ * does not stop the others.
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/wait_event.h"
+
+#include "cloacina.h"
+
+PGDLLEXPORT void cloacina_scheduler_main(Datum main_arg);
+PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
+
+/* tenants handled per round before due times are looked at again */
+#define TICK_BATCH 256
+
+void
+cloacina_register_workers(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "cloacina", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "cloacina_scheduler_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "cloacina scheduler", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "cloacina scheduler", BGW_MAXLEN);
+	RegisterBackgroundWorker(&worker);
+
+	for (int i = 0; i < cloacina_sql_workers; i++)
+	{
+		strlcpy(worker.bgw_function_name, "cloacina_sql_worker_main", BGW_MAXLEN);
+		snprintf(worker.bgw_name, BGW_MAXLEN, "cloacina sql worker %d", i);
+		strlcpy(worker.bgw_type, "cloacina sql worker", BGW_MAXLEN);
+		worker.bgw_main_arg = Int32GetDatum(i);
+		RegisterBackgroundWorker(&worker);
+	}
+}
+
+/* Whether the extension is installed in this database (it may be created after we start). */
+static bool
+extension_installed(void)
+{
+	bool		installed;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	installed = OidIsValid(get_extension_oid("cloacina", true));
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return installed;
+}
+
+/* Runs _tenant_tick for one tenant in its own transaction and records what it reports. */
+static void
+tick_tenant(const char *schema, bool startup)
+{
+	Oid			argtypes[3] = {TEXTOID, BOOLOID, INTERVALOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+	TimestampTz next_due = DT_NOEND;
+	bool		sql_ready = false;
+	int			max_running = 0;
+	int			weight = 1;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, psprintf("cloacina: tenant %s", schema));
+
+	args[0] = CStringGetTextDatum(schema);
+	args[1] = BoolGetDatum(startup);
+	if (cloacina_retention_s > 0)
+		args[2] = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0),
+									  Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+									  Int32GetDatum(0), Float8GetDatum((double) cloacina_retention_s));
+	else
+		nulls[2] = 'n';
+
+	if (SPI_execute_with_args("SELECT * FROM cloacina._tenant_tick($1, $2, $3)", 3, argtypes,
+							  args, nulls, false, 1) != SPI_OK_SELECT)
+		elog(ERROR, "cloacina._tenant_tick failed for tenant %s", schema);
+	if (SPI_processed > 0)
+	{
+		HeapTuple	row = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		Datum		d;
+
+		d = SPI_getbinval(row, desc, 1, &isnull);
+		if (!isnull)
+			next_due = DatumGetTimestampTz(d);
+		d = SPI_getbinval(row, desc, 2, &isnull);
+		sql_ready = !isnull && DatumGetBool(d);
+		d = SPI_getbinval(row, desc, 3, &isnull);
+		max_running = isnull ? 0 : DatumGetInt32(d);
+		d = SPI_getbinval(row, desc, 4, &isnull);
+		weight = isnull ? 1 : DatumGetInt32(d);
+	}
+
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	cloacina_due_after_tick(schema, next_due, sql_ready, max_running, weight);
+}
+
+/*
+ * Ticks one tenant; an error is logged, the tenant is looked at again after a naptime, and the
+ * loop goes on (one tenant's broken state must not stop the others).
+ */
+static void
+tick_tenant_guarded(const char *schema, bool startup, MemoryContext scratch)
+{
+	MemoryContext old = MemoryContextSwitchTo(scratch);
+
+	PG_TRY();
+	{
+		tick_tenant(schema, startup);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(scratch);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		pgstat_report_activity(STATE_IDLE, NULL);
+		cloacina_due_after_tick(schema,
+								TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cloacina_naptime_ms),
+								false, 0, 1);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(scratch);
+}
+
+/* The startup pass (and the fallback after an overflow of the due table): every tenant once. */
+static void
+tick_all_tenants(bool startup, MemoryContext scratch)
+{
+	List	   *schemas = NIL;
+	ListCell   *lc;
+	MemoryContext old;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, "cloacina: listing tenants");
+	if (SPI_execute("SELECT cloacina._tenant_schemas()", true, 0) != SPI_OK_SELECT)
+		elog(ERROR, "could not list the tenants");
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	for (uint64 i = 0; i < SPI_processed; i++)
+		schemas = lappend(schemas, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+	MemoryContextSwitchTo(old);
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+
+	foreach(lc, schemas)
+	{
+		CHECK_FOR_INTERRUPTS();
+		tick_tenant_guarded((char *) lfirst(lc), startup, scratch);
+	}
+	list_free_deep(schemas);
+}
+
+void
+cloacina_scheduler_main(Datum main_arg)
+{
+	MemoryContext scratch;
+	bool		started = false;
+	char		(*due)[NAMEDATALEN];
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	BackgroundWorkerInitializeConnection(cloacina_database, NULL, 0);
+	pgstat_report_appname("cloacina scheduler");
+
+	scratch = AllocSetContextCreate(TopMemoryContext, "cloacina scheduler", ALLOCSET_DEFAULT_SIZES);
+	due = MemoryContextAlloc(TopMemoryContext, sizeof(*due) * TICK_BATCH);
+	cloacina_due_set_scheduler_latch();
+	ereport(LOG, (errmsg("cloacina scheduler started for database \"%s\"", cloacina_database)));
+
+	for (;;)
+	{
+		TimestampTz now;
+		TimestampTz next;
+		long		sleep_ms;
+		int			n;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+
+		if (!started)
+		{
+			if (extension_installed())
+			{
+				tick_all_tenants(true, scratch);
+				started = true;
+			}
+		}
+		else
+		{
+			if (cloacina_due_take_overflow())
+			{
+				ereport(WARNING,
+						(errmsg("cloacina: more tenants than cloacina.max_tenants (%d)", cloacina_max_tenants),
+						 errhint("Raise cloacina.max_tenants; until then every tenant is looked at each naptime.")));
+				tick_all_tenants(false, scratch);
+			}
+			do
+			{
+				n = cloacina_due_take(GetCurrentTimestamp(), due, TICK_BATCH);
+				for (int i = 0; i < n; i++)
+				{
+					CHECK_FOR_INTERRUPTS();
+					tick_tenant_guarded(due[i], false, scratch);
+				}
+			} while (n == TICK_BATCH);
+		}
+
+		now = GetCurrentTimestamp();
+		next = cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms));
+		sleep_ms = (next <= now) ? 0 : (long) ((next - now + 999) / 1000);
+		if (sleep_ms > 0)
+		{
+			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 sleep_ms, PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
+	}
+}
