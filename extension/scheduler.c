@@ -224,6 +224,12 @@ cloacina_scheduler_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			ereport(LOG,
+					(errmsg("cloacina scheduler reloaded its settings: naptime %d ms, retention %d s",
+							cloacina_naptime_ms, cloacina_retention_s)));
+			/* due times depend on the retention: look at every tenant again */
+			if (started)
+				tick_all_tenants(false, scratch);
 		}
 
 		if (!started)
