@@ -189,11 +189,13 @@ BEGIN
             priority         int NOT NULL DEFAULT 0,
             idempotency_key  text UNIQUE,
             run_at           timestamptz NOT NULL,
+            deadline         timestamptz,
             pending_tasks    int NOT NULL,
             created_at       timestamptz NOT NULL DEFAULT now(),
             finished_at      timestamptz);
         CREATE INDEX ON %1$I.executions (created_at, id) WHERE status IN ('running', 'paused');
         CREATE INDEX ON %1$I.executions (finished_at) WHERE finished_at IS NOT NULL;
+        CREATE INDEX ON %1$I.executions (deadline) WHERE deadline IS NOT NULL AND status IN ('running', 'paused');
 
         CREATE TABLE %1$I.tasks (
             id            bigserial PRIMARY KEY,
@@ -938,7 +940,8 @@ $$;
 
 -- Ends a run: status (derived from its tasks unless forced), final_context (the input merged with
 -- every completed task's output in topological order), the event, and the waiters' wake-up.
-CREATE FUNCTION cloacina._finalize(s text, eid bigint, forced_status text DEFAULT NULL) RETURNS void
+CREATE FUNCTION cloacina._finalize(s text, eid bigint, forced_status text DEFAULT NULL,
+                                   forced_error text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     old_status text;
@@ -959,12 +962,12 @@ BEGIN
         UPDATE %1$I.executions e
            SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),
                final_context = o.final_context,
-               error = CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END,
+               error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),
                pending_tasks = 0, finished_at = now()
           FROM outcome o, run
          WHERE e.id = $1
         RETURNING run.status, e.status$q$, s)
-        INTO old_status, new_status USING eid, forced_status;
+        INTO old_status, new_status USING eid, forced_status, forced_error;
     PERFORM cloacina._event(s, eid, NULL, NULL, old_status, new_status);
     PERFORM cloacina._run_finished(eid);
 END
@@ -1080,6 +1083,7 @@ DECLARE
     skipped    text[];
     any_ready  boolean;
     any_sql    boolean;
+    run_timeout interval;
 BEGIN
     PERFORM cloacina._require_tenant(s);
     context := coalesce(context, '{}'::jsonb);
@@ -1088,7 +1092,10 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     options := coalesce(options, '{}'::jsonb);
-    PERFORM cloacina._json_keys_allowed(options, 'execute options', ARRAY['priority', 'idempotency_key', 'run_at']);
+    PERFORM cloacina._json_keys_allowed(options, 'execute options', ARRAY['priority', 'idempotency_key', 'run_at', 'timeout_ms']);
+    IF options ? 'timeout_ms' THEN
+        run_timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
+    END IF;
     IF options ? 'priority' THEN
         prio := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
     END IF;
@@ -1121,17 +1128,20 @@ BEGIN
 
     EXECUTE format($q$
         INSERT INTO %I.executions (workflow, workflow_version, status, input_context, priority,
-                                   idempotency_key, run_at, pending_tasks)
-        VALUES ($1, $2, 'running', $3, $4, $5, $6, $7)
+                                   idempotency_key, run_at, pending_tasks, deadline)
+        VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $6 + $8)
         ON CONFLICT (idempotency_key) DO NOTHING
         RETURNING id$q$, s)
-        INTO eid USING workflow, wf_version, context, prio, idem_key, start_at, jsonb_array_length(wf_tasks);
+        INTO eid USING workflow, wf_version, context, prio, idem_key, start_at, jsonb_array_length(wf_tasks), run_timeout;
     IF eid IS NULL THEN
         -- the key was used before: that run is the answer (the conflicting insert has committed)
         EXECUTE format('SELECT id FROM %I.executions WHERE idempotency_key = $1', s) INTO eid USING idem_key;
         RETURN eid;
     END IF;
     PERFORM cloacina._event(s, eid, NULL, NULL, NULL, 'running');
+    IF run_timeout IS NOT NULL THEN
+        PERFORM cloacina._due(s, start_at + run_timeout);
+    END IF;
 
     -- Root tasks start ready with the run's context (or skipped when their condition fails);
     -- the others wait for their dependencies.
@@ -1480,7 +1490,8 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION cloacina._cancel(s text, eid bigint) RETURNS boolean
+-- Ends a run early: as "cancelled" by default, or as "failed" with a reason (a run timeout).
+CREATE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM cloacina._require_tenant(s);
@@ -1498,7 +1509,11 @@ BEGIN
             RETURNING t.task, t.attempt, old.status AS from_status)
         INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
         SELECT $1, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING eid;
-    PERFORM cloacina._finalize(s, eid, 'cancelled');
+    IF failure IS NULL THEN
+        PERFORM cloacina._finalize(s, eid, 'cancelled');
+    ELSE
+        PERFORM cloacina._finalize(s, eid, 'failed', failure);
+    END IF;
     RETURN true;
 END
 $$;
@@ -1990,6 +2005,7 @@ RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight i
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM cloacina._reap(s);
+    PERFORM cloacina._expire_runs(s);
     PERFORM cloacina._fire_schedules(s, startup);
     -- Retries (and delayed runs) that came due since the last pass: wake the tenant's workers.
     EXECUTE format($q$SELECT cloacina._hint(%L, 'ready') WHERE EXISTS (
@@ -2004,10 +2020,29 @@ BEGIN
                        WHERE status = 'running' AND timeout_ms IS NOT NULL),
                      (SELECT min(ready_at) FROM %1$I.tasks WHERE status = 'ready' AND ready_at > now()),
                      (SELECT min(next_run_at) FROM %1$I.schedules),
+                     (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),
                      (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
                EXISTS (SELECT FROM %1$I.tasks WHERE status = 'ready' AND kind = 'sql' AND ready_at <= now()),
                st.max_running, st.weight
           FROM %1$I.tenant_settings st$q$, s) USING retention;
+END
+$$;
+
+-- Runs past their timeout (execute option timeout_ms) fail: their unfinished tasks are cancelled.
+CREATE FUNCTION cloacina._expire_runs(s text) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    expired int := 0;
+BEGIN
+    FOR r IN EXECUTE format($q$SELECT id, extract(epoch FROM deadline - run_at) * 1000 AS ms FROM %I.executions
+                               WHERE deadline < now() AND status IN ('running', 'paused') ORDER BY deadline LIMIT 1000$q$, s)
+    LOOP
+        IF cloacina._cancel(s, r.id, format('run timed out after %s ms', round(r.ms))) THEN
+            expired := expired + 1;
+        END IF;
+    END LOOP;
+    RETURN expired;
 END
 $$;
 

@@ -177,6 +177,12 @@ SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 0)$$);
 SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 1, '-1 second')$$);
 SELECT pg_temp.try($$SELECT cloacina.complete(1, 1, '[1]')$$);
 SELECT * FROM cloacina.wait(:later, '10 milliseconds');
+-- A run timeout: the background worker fails a run still unfinished after timeout_ms and
+-- cancels its unfinished tasks.
+SELECT cloacina.execute('single', '{"n": "slow"}', '{"timeout_ms": 200}') AS timed \gset
+SELECT status, error FROM cloacina.wait(:timed, '30 seconds');
+SELECT task, status FROM cloacina.task_results(:timed);
+SELECT pg_temp.try($$SELECT cloacina.execute('single', '{}', '{"timeout_ms": 0}')$$);
 
 -- Batches: execute_batch, complete_batch and fail_batch.
 SELECT ordinal, execution_id IS NOT NULL AS started
