@@ -35,10 +35,19 @@ installcheck: build-dirs
 build-dirs:
 	@mkdir -p build/regress build/isolation
 
-.PHONY: test demo build-dirs
+.PHONY: test demo build-dirs sdk install-sdk
 # The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
 # PostgreSQL cluster of its own.
 test:
 	scripts/test
 demo:
 	scripts/demo
+
+# The C++ SDK (CMake): build it, and install its headers, library, CMake package and pkg-config
+# file (PREFIX, default /usr/local).
+PREFIX ?= /usr/local
+sdk:
+	cmake -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release
+	cmake --build build/cpp -j2
+install-sdk: sdk
+	cmake --install build/cpp --prefix $(PREFIX)

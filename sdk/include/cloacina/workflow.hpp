@@ -1,0 +1,262 @@
+// cloacina/workflow.hpp — declaring workflows: tasks, their dependencies and policies, handlers,
+// and the registry that runners register in their tenant when they start.
+//
+// Two equivalent ways to declare, both auto-registering in Registry::global():
+//
+//   // builder — reads like the picture of the graph
+//   static const cloacina::WorkflowRegistration customer_processing =
+//       cloacina::Workflow::builder("customer_processing")
+//           .description("Process customer data")
+//           .task(cloacina::Task("process_customer_data").handler(process_customer_data));
+//
+//   // macros — the seed's #[workflow] / #[task] attributes
+//   CLOACINA_WORKFLOW(customer_processing, "Process customer data");
+//   CLOACINA_TASK(customer_processing, process_customer_data, .dependencies({})) {
+//       context.insert("processed_records", 1250);
+//   }
+#pragma once
+
+#include "cloacina/cancellation.hpp"
+#include "cloacina/context.hpp"
+
+#include <boost/json/value.hpp>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <vector>
+
+namespace cloacina {
+
+/// A task handler: reads its input from the context, writes its output into it.
+/// Throw TaskError (or any exception) to fail the attempt.
+using TaskHandler = std::function<void(Context&, const CancellationToken&)>;
+
+enum class Backoff { Fixed, Linear, Exponential };
+
+/// `attempts` is the total number of tries, the first included.
+struct RetryPolicy {
+    int attempts = 1;
+    Backoff backoff = Backoff::Fixed;
+    std::chrono::milliseconds delay{1000};
+    std::chrono::milliseconds max_delay{30000};
+    bool jitter = false;
+
+    static RetryPolicy none() { return {}; }
+    static RetryPolicy fixed(int attempts, std::chrono::milliseconds delay) {
+        return {attempts, Backoff::Fixed, delay, delay, false};
+    }
+    static RetryPolicy linear(int attempts, std::chrono::milliseconds delay,
+                              std::chrono::milliseconds max_delay = std::chrono::seconds(30)) {
+        return {attempts, Backoff::Linear, delay, max_delay, false};
+    }
+    static RetryPolicy exponential(int attempts, std::chrono::milliseconds delay,
+                                   std::chrono::milliseconds max_delay = std::chrono::seconds(30),
+                                   bool jitter = false) {
+        return {attempts, Backoff::Exponential, delay, max_delay, jitter};
+    }
+    RetryPolicy& with_jitter(bool on = true) { jitter = on; return *this; }
+};
+
+enum class TriggerRule { AllSuccess, AllDone, OneSuccess, OneFailed, Always };
+
+/// A context condition evaluated (server-side) when the task's dependencies are done.
+struct Condition {
+    enum class Op { Equals, NotEquals, Gt, Lt, Contains, Exists, NotExists };
+    std::string key;
+    Op op = Op::Exists;
+    std::optional<boost::json::value> value;
+
+    static Condition equals(std::string key, boost::json::value value) { return {std::move(key), Op::Equals, std::move(value)}; }
+    static Condition not_equals(std::string key, boost::json::value value) { return {std::move(key), Op::NotEquals, std::move(value)}; }
+    static Condition greater_than(std::string key, boost::json::value value) { return {std::move(key), Op::Gt, std::move(value)}; }
+    static Condition less_than(std::string key, boost::json::value value) { return {std::move(key), Op::Lt, std::move(value)}; }
+    static Condition contains(std::string key, boost::json::value value) { return {std::move(key), Op::Contains, std::move(value)}; }
+    static Condition exists(std::string key) { return {std::move(key), Op::Exists, std::nullopt}; }
+    static Condition not_exists(std::string key) { return {std::move(key), Op::NotExists, std::nullopt}; }
+};
+
+[[nodiscard]] std::string_view to_string(Backoff backoff) noexcept;
+[[nodiscard]] std::string_view to_string(TriggerRule rule) noexcept;
+[[nodiscard]] std::string_view to_string(Condition::Op op) noexcept;
+
+/// One task of a workflow. Setters chain: Task("b").dependencies({"a"}).retry(...).handler(f).
+class Task {
+public:
+    explicit Task(std::string id) : id_(std::move(id)) {}
+
+    Task& dependencies(std::vector<std::string> ids) { dependencies_ = std::move(ids); return *this; }
+    Task& depends_on(std::string id) { dependencies_.push_back(std::move(id)); return *this; }
+    Task& retry(RetryPolicy policy) { retry_ = policy; return *this; }
+    Task& timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; return *this; }
+    Task& trigger_rule(TriggerRule rule) { trigger_rule_ = rule; return *this; }
+    Task& when(Condition condition) { when_ = std::move(condition); return *this; }
+    Task& priority(int priority) { priority_ = priority; return *this; }
+    /// The C++ function that runs this task (kind "handler"): any callable taking
+    /// (Context&, const CancellationToken&), or just (Context&) when it ignores cancellation.
+    template <class F>
+    Task& handler(F&& fn) {
+        using Fn = std::decay_t<F>;
+        if constexpr (std::is_invocable_v<Fn&, Context&, const CancellationToken&>) {
+            handler_ = TaskHandler(std::forward<F>(fn));
+        } else {
+            static_assert(std::is_invocable_v<Fn&, Context&>,
+                          "a task handler takes (Context&, const CancellationToken&) or (Context&)");
+            handler_ = [f = Fn(std::forward<F>(fn))](Context& c, const CancellationToken&) mutable { f(c); };
+        }
+        sql_.reset();
+        return *this;
+    }
+    /// Runs `sql` inside the database, as the tenant's role (kind "sql"); no handler needed.
+    Task& sql(std::string statement) { sql_ = std::move(statement); handler_ = nullptr; return *this; }
+
+    [[nodiscard]] const std::string& id() const noexcept { return id_; }
+    [[nodiscard]] const std::vector<std::string>& dependencies() const noexcept { return dependencies_; }
+    [[nodiscard]] const std::optional<RetryPolicy>& retry() const noexcept { return retry_; }
+    [[nodiscard]] const std::optional<std::chrono::milliseconds>& timeout() const noexcept { return timeout_; }
+    [[nodiscard]] TriggerRule trigger_rule() const noexcept { return trigger_rule_; }
+    [[nodiscard]] const std::optional<Condition>& when() const noexcept { return when_; }
+    [[nodiscard]] int priority() const noexcept { return priority_; }
+    [[nodiscard]] const TaskHandler& handler() const noexcept { return handler_; }
+    [[nodiscard]] bool is_sql() const noexcept { return sql_.has_value(); }
+    [[nodiscard]] const std::optional<std::string>& sql() const noexcept { return sql_; }
+
+    /// The task's JSON, as sent inside a workflow definition.
+    [[nodiscard]] boost::json::object definition() const;
+
+private:
+    std::string id_;
+    std::vector<std::string> dependencies_;
+    std::optional<RetryPolicy> retry_;
+    std::optional<std::chrono::milliseconds> timeout_;
+    TriggerRule trigger_rule_ = TriggerRule::AllSuccess;
+    std::optional<Condition> when_;
+    int priority_ = 0;
+    TaskHandler handler_;
+    std::optional<std::string> sql_;
+};
+
+class WorkflowBuilder;
+
+/// A named DAG of tasks.
+class Workflow {
+public:
+    Workflow(std::string name, std::string description, std::vector<Task> tasks)
+        : name_(std::move(name)), description_(std::move(description)), tasks_(std::move(tasks)) {}
+
+    static WorkflowBuilder builder(std::string name);
+
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+    [[nodiscard]] const std::string& description() const noexcept { return description_; }
+    [[nodiscard]] const std::vector<Task>& tasks() const noexcept { return tasks_; }
+    [[nodiscard]] const Task* find_task(std::string_view id) const noexcept;
+
+    /// Throws ValidationError (SQLSTATE 22023) naming the offending item: empty or invalid names,
+    /// duplicate task ids, unknown dependencies, cycles, handler tasks without a handler, bad retry
+    /// or timeout values.
+    void validate() const;
+    /// The definition sent to cloacina.register_workflow().
+    [[nodiscard]] boost::json::value definition() const;
+
+private:
+    friend class Registry;
+    friend class WorkflowBuilder;
+    std::string name_;
+    std::string description_;
+    std::vector<Task> tasks_;
+};
+
+class WorkflowBuilder {
+public:
+    explicit WorkflowBuilder(std::string name) : workflow_(std::move(name), {}, {}) {}
+
+    WorkflowBuilder& description(std::string text);
+    WorkflowBuilder& task(Task task);
+    /// Shorthand: task(Task(id).dependencies(deps).handler(handler)).
+    template <class Handler>
+    WorkflowBuilder& task(std::string id, std::vector<std::string> dependencies, Handler&& handler) {
+        Task spec(std::move(id));
+        spec.dependencies(std::move(dependencies)).handler(std::forward<Handler>(handler));
+        return task(std::move(spec));
+    }
+    /// The validated workflow (throws ValidationError).
+    [[nodiscard]] Workflow build() const;
+    /// The workflow as declared, validated later (at registration by a runner).
+    [[nodiscard]] const Workflow& declared() const noexcept { return workflow_; }
+
+private:
+    Workflow workflow_;
+};
+
+/// Workflows known to this process, by name. Runners register them in their tenant at start and
+/// claim the tasks that have handlers. Thread-safe.
+class Registry {
+public:
+    Registry() = default;
+    Registry(const Registry&) = delete;
+    Registry& operator=(const Registry&) = delete;
+
+    /// The process-wide registry filled by WorkflowRegistration and the CLOACINA_* macros.
+    static Registry& global();
+
+    /// Adds or replaces a whole workflow (not validated here: runners validate at registration).
+    void add(Workflow workflow);
+    /// Adds one task to a workflow, creating the workflow entry if needed (macro support).
+    void add_task(std::string_view workflow, Task task);
+    /// Sets a workflow's description, creating the entry if needed (macro support).
+    void describe(std::string_view workflow, std::string description);
+    bool remove(std::string_view workflow);
+
+    [[nodiscard]] std::vector<Workflow> workflows() const;
+    [[nodiscard]] std::optional<Workflow> find(std::string_view workflow) const;
+
+private:
+    Workflow& entry(std::string_view workflow);
+    mutable std::mutex mutex_;
+    std::vector<Workflow> workflows_;
+};
+
+/// Registers a workflow in Registry::global() during static initialisation.
+class WorkflowRegistration {
+public:
+    WorkflowRegistration(const WorkflowBuilder& builder);
+    WorkflowRegistration(Workflow workflow);
+    [[nodiscard]] const std::string& name() const noexcept { return name_; }
+
+private:
+    std::string name_;
+};
+
+namespace detail {
+struct WorkflowRegistrar {
+    WorkflowRegistrar(const char* workflow, const char* description);
+};
+struct TaskRegistrar {
+    TaskRegistrar(const char* workflow, const Task& task, void (*handler)(Context&, const CancellationToken&));
+};
+}  // namespace detail
+
+}  // namespace cloacina
+
+/// Declares (and registers) a workflow; tasks are attached with CLOACINA_TASK.
+#define CLOACINA_WORKFLOW(workflow_name, description_text)                                        \
+    static const ::cloacina::detail::WorkflowRegistrar cloacina_workflow_registrar_##workflow_name{ \
+        #workflow_name, description_text}
+
+/// Declares a task of `workflow_name` and opens its handler body, which sees `context`
+/// (cloacina::Context&) and `cancellation` (const cloacina::CancellationToken&). Optional Task
+/// setters follow the id: CLOACINA_TASK(wf, load, .dependencies({"fetch"}).retry(...)) { ... }
+#define CLOACINA_TASK(workflow_name, task_id, ...)                                                  \
+    static void cloacina_task_##workflow_name##_##task_id(::cloacina::Context&,                     \
+                                                          const ::cloacina::CancellationToken&);    \
+    static const ::cloacina::detail::TaskRegistrar cloacina_task_registrar_##workflow_name##_##task_id{ \
+        #workflow_name, ::cloacina::Task(#task_id) __VA_ARGS__,                                     \
+        &cloacina_task_##workflow_name##_##task_id};                                                \
+    static void cloacina_task_##workflow_name##_##task_id(                                          \
+        [[maybe_unused]] ::cloacina::Context& context,                                              \
+        [[maybe_unused]] const ::cloacina::CancellationToken& cancellation)

@@ -1,0 +1,460 @@
+// runner.cpp — DefaultRunner, its configuration, ExecutionHandle, and RunnerCore: the client side of
+// the tenant API (register, execute, wait, results, cancel/pause/resume).
+#include "runner_core.hpp"
+
+#include "cloacina/error.hpp"
+
+#include <boost/json/serialize.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <ctime>
+#include <iomanip>
+#include <ostream>
+#include <random>
+#include <sstream>
+#include <unistd.h>
+
+namespace cloacina {
+
+// ---- status names --------------------------------------------------------------------------------
+
+std::string_view to_string(WorkflowStatus status) noexcept {
+    switch (status) {
+        case WorkflowStatus::Running: return "running";
+        case WorkflowStatus::Paused: return "paused";
+        case WorkflowStatus::Completed: return "completed";
+        case WorkflowStatus::Failed: return "failed";
+        case WorkflowStatus::Cancelled: return "cancelled";
+    }
+    return "?";
+}
+
+std::string_view to_string(TaskStatus status) noexcept {
+    switch (status) {
+        case TaskStatus::Waiting: return "waiting";
+        case TaskStatus::Ready: return "ready";
+        case TaskStatus::Running: return "running";
+        case TaskStatus::Completed: return "completed";
+        case TaskStatus::Failed: return "failed";
+        case TaskStatus::Skipped: return "skipped";
+        case TaskStatus::Cancelled: return "cancelled";
+        case TaskStatus::Unknown: return "unknown";
+    }
+    return "?";
+}
+
+WorkflowStatus parse_workflow_status(std::string_view text) {
+    for (auto s : {WorkflowStatus::Running, WorkflowStatus::Paused, WorkflowStatus::Completed,
+                   WorkflowStatus::Failed, WorkflowStatus::Cancelled})
+        if (to_string(s) == text) return s;
+    throw Error("unknown workflow status \"" + std::string(text) + "\"");
+}
+
+TaskStatus parse_task_status(std::string_view text) noexcept {
+    for (auto s : {TaskStatus::Waiting, TaskStatus::Ready, TaskStatus::Running, TaskStatus::Completed,
+                   TaskStatus::Failed, TaskStatus::Skipped, TaskStatus::Cancelled})
+        if (to_string(s) == text) return s;
+    return TaskStatus::Unknown;
+}
+
+bool is_terminal(WorkflowStatus status) noexcept {
+    return status == WorkflowStatus::Completed || status == WorkflowStatus::Failed ||
+           status == WorkflowStatus::Cancelled;
+}
+
+std::ostream& operator<<(std::ostream& out, WorkflowStatus status) { return out << to_string(status); }
+std::ostream& operator<<(std::ostream& out, TaskStatus status) { return out << to_string(status); }
+
+const TaskResult* WorkflowResult::task(std::string_view id) const noexcept {
+    for (const auto& t : task_results)
+        if (t.task == id) return &t;
+    return nullptr;
+}
+
+// ---- configuration -------------------------------------------------------------------------------
+
+DefaultRunnerConfig::Builder DefaultRunnerConfig::builder() { return Builder(); }
+
+DefaultRunnerConfig DefaultRunnerConfig::Builder::build() const {
+    config_.validate();
+    return config_;
+}
+
+void DefaultRunnerConfig::validate() const {
+    using namespace std::chrono_literals;
+    if (db_pool_size == 0) throw ConfigError("db_pool_size must be at least 1");
+    if (max_concurrent_tasks == 0) throw ConfigError("max_concurrent_tasks must be at least 1");
+    if (claim_batch == 0) throw ConfigError("claim_batch must be at least 1");
+    if (lease < 100ms) throw ConfigError("lease must be at least 100 ms");
+    if (heartbeat_interval.count() < 0 || (heartbeat_interval.count() > 0 && heartbeat_interval >= lease))
+        throw ConfigError("heartbeat_interval must be shorter than the lease");
+    if (poll_interval_min.count() <= 0 || poll_interval < poll_interval_min)
+        throw ConfigError("poll_interval must be at least poll_interval_min, which must be positive");
+    if (shutdown_timeout.count() < 0) throw ConfigError("shutdown_timeout must not be negative");
+    if (execution_timeout.count() <= 0) throw ConfigError("execution_timeout must be positive");
+    if (reconnect_backoff_max.count() <= 0) throw ConfigError("reconnect_backoff_max must be positive");
+}
+
+namespace detail {
+
+std::string interval(std::chrono::milliseconds duration) {
+    return std::to_string(duration.count()) + " milliseconds";
+}
+
+std::string default_worker_name() {
+    static std::atomic<unsigned> counter{0};
+    char host[256] = {0};
+    if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "localhost");
+    return std::string(host) + ":" + std::to_string(getpid()) + ":" + std::to_string(++counter);
+}
+
+namespace {
+
+std::string random_key() {
+    static thread_local std::mt19937_64 generator{std::random_device{}()};
+    std::ostringstream out;
+    out << "sdk-" << std::hex << std::setfill('0') << std::setw(16) << generator() << std::setw(16) << generator();
+    return out.str();
+}
+
+std::string options_json(const ExecuteOptions& options, bool with_key) {
+    boost::json::object o;
+    if (options.priority) o["priority"] = *options.priority;
+    if (options.idempotency_key) o["idempotency_key"] = *options.idempotency_key;
+    else if (with_key) o["idempotency_key"] = random_key();
+    if (options.run_at) {
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(options.run_at->time_since_epoch()).count();
+        // An ISO-8601 UTC timestamp, which timestamptz parses whatever the session's TimeZone.
+        const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
+        std::tm utc{};
+        gmtime_r(&seconds, &utc);
+        char buffer[64];
+        std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
+                      utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(ms % 1000));
+        o["run_at"] = buffer;
+    }
+    return boost::json::serialize(o);
+}
+
+std::optional<std::chrono::system_clock::time_point> epoch_time(const Result& r, int row, int column) {
+    if (r.is_null(row, column)) return std::nullopt;
+    const double seconds = r.float8(row, column);
+    return std::chrono::system_clock::time_point(
+        std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds)));
+}
+
+constexpr std::string_view kStatusSql =
+    "SELECT status, final_context, error FROM cloacina.execution_status($1::bigint)";
+constexpr std::string_view kWaitSql =
+    "SELECT status, final_context, error FROM cloacina.wait($1::bigint, $2::interval)";
+constexpr std::string_view kTaskResultsSql =
+    "SELECT task, status, attempt, output, error, extract(epoch FROM started_at)::float8, "
+    "extract(epoch FROM finished_at)::float8 FROM cloacina.task_results($1::bigint)";
+
+}  // namespace
+
+RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_in)
+    : options(std::move(options_in)),
+      config(std::move(config_in)),
+      pool(options, config.db_pool_size),
+      worker_name_(config.worker_name) {
+    with_retry(pool, [&](Connection& c) {
+        // notify_channel() raises 3F000 unless current_schema() is a tenant: fail here, not later.
+        Result r = c.exec("SELECT current_schema(), cloacina.notify_channel()");
+        if (r.rows() != 1 || r.is_null(0, 0))
+            throw NotFoundError("the connection selects no schema: give the tenant's credentials or use "
+                                "DefaultRunner::with_schema()", "3F000");
+        schema_ = std::string(r.text(0, 0));
+        return 0;
+    });
+}
+
+void RunnerCore::log(LogLevel level, std::string_view message) const {
+    if (level < log_level()) return;
+    if (config.logger) config.logger(level, message);
+    else cloacina::log(level, message);
+}
+
+ConnectionOptions RunnerCore::role_options(std::string_view role) const {
+    ConnectionOptions o = options;
+    o.application_name = "cloacina-sdk " + std::string(role);
+    return o;
+}
+
+std::string RunnerCore::register_workflow(Connection& connection, const Workflow& workflow) {
+    workflow.validate();
+    Result r = connection.exec("SELECT cloacina.register_workflow($1::jsonb)", {Param(workflow.definition())});
+    return std::string(r.text(0, 0));
+}
+
+std::int64_t RunnerCore::execute(std::string_view workflow, const Context& context, const ExecuteOptions& opts) {
+    // Every call carries an idempotency key, so resending it after a dropped connection cannot
+    // start a second run.
+    const std::string options_text = options_json(opts, true);
+    const std::int64_t id = with_retry(pool, [&](Connection& c) {
+        Result r = c.exec_prepared("cloacina_execute",
+                                   "SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
+                                   {Param(workflow), Param(boost::json::value(context.data())), Param(options_text)});
+        return r.int64(0, 0);
+    });
+    remember(id, workflow);
+    return id;
+}
+
+std::vector<std::int64_t> RunnerCore::execute_batch(std::string_view workflow, const std::vector<Context>& contexts,
+                                                    const ExecuteOptions& opts) {
+    std::vector<std::string> items;
+    items.reserve(contexts.size());
+    for (const auto& c : contexts) items.push_back(c.to_string());
+    // Never resent after a dropped connection: the server refuses idempotency keys here, so a
+    // second call could start every run twice.
+    auto lease = pool.acquire();
+    Result r = lease->exec("SELECT ordinal, execution_id FROM cloacina.execute_batch($1::text, $2::jsonb[], $3::jsonb) "
+                           "ORDER BY ordinal",
+                           {Param(workflow), Param(array_literal(items)), Param(options_json(opts, false))});
+    std::vector<std::int64_t> ids;
+    for (int i = 0; i < r.rows(); ++i) ids.push_back(r.int64(i, 1));
+    for (auto id : ids) remember(id, workflow);
+    return ids;
+}
+
+WorkflowResult RunnerCore::assemble(Connection& c, std::int64_t id, const Result& row) {
+    WorkflowResult result;
+    result.execution_id = id;
+    result.workflow = workflow_of(id);
+    result.status = parse_workflow_status(row.text(0, 0));
+    const boost::json::value final_context = row.json(0, 1);
+    result.final_context = final_context.is_object() ? Context(final_context.get_object()) : Context();
+    result.error = row.optional_text(0, 2);
+    Result tasks = c.exec_prepared("cloacina_task_results", kTaskResultsSql, {Param(static_cast<long long>(id))});
+    for (int i = 0; i < tasks.rows(); ++i) {
+        TaskResult t;
+        t.task = std::string(tasks.text(i, 0));
+        t.status = parse_task_status(tasks.text(i, 1));
+        t.attempt = tasks.is_null(i, 2) ? 0 : static_cast<int>(tasks.int64(i, 2));
+        t.output = tasks.json(i, 3);
+        t.error = tasks.optional_text(i, 4);
+        t.started_at = epoch_time(tasks, i, 5);
+        t.finished_at = epoch_time(tasks, i, 6);
+        result.task_results.push_back(std::move(t));
+    }
+    return result;
+}
+
+std::optional<WorkflowResult> RunnerCore::wait_once(std::int64_t id, std::chrono::milliseconds timeout) {
+    return with_retry(pool, [&](Connection& c) -> std::optional<WorkflowResult> {
+        Result r = c.exec_prepared("cloacina_wait", kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
+        if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
+        if (!is_terminal(parse_workflow_status(r.text(0, 0)))) return std::nullopt;
+        return assemble(c, id, r);
+    });
+}
+
+std::optional<WorkflowResult> RunnerCore::wait_for(std::int64_t id, std::chrono::milliseconds timeout) {
+    using namespace std::chrono;
+    const auto deadline = steady_clock::now() + timeout;
+    for (;;) {
+        const auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
+        // Bounded server-side waits keep a pooled connection from being held for a very long time.
+        auto result = wait_once(id, std::clamp(left, milliseconds(0), milliseconds(30000)));
+        if (result) return result;
+        if (steady_clock::now() >= deadline) return std::nullopt;
+    }
+}
+
+WorkflowResult RunnerCore::result(std::int64_t id) {
+    return with_retry(pool, [&](Connection& c) {
+        Result r = c.exec_prepared("cloacina_status", kStatusSql, {Param(static_cast<long long>(id))});
+        if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
+        return assemble(c, id, r);
+    });
+}
+
+WorkflowStatus RunnerCore::status(std::int64_t id) {
+    return with_retry(pool, [&](Connection& c) {
+        Result r = c.exec_prepared("cloacina_status", kStatusSql, {Param(static_cast<long long>(id))});
+        if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
+        return parse_workflow_status(r.text(0, 0));
+    });
+}
+
+bool RunnerCore::control(std::string_view function, std::int64_t id) {
+    const std::string sql = "SELECT cloacina." + std::string(function) + "($1::bigint)";
+    return with_retry(pool, [&](Connection& c) {
+        Result r = c.exec(sql, {Param(static_cast<long long>(id))});
+        return !r.is_null(0, 0) && r.boolean(0, 0);
+    });
+}
+
+void RunnerCore::remember(std::int64_t id, std::string_view workflow) {
+    std::lock_guard lock(names_mutex_);
+    if (workflow_names_.size() > 100000) workflow_names_.clear();  // bounded memo, names are a convenience
+    workflow_names_[id] = std::string(workflow);
+}
+
+std::string RunnerCore::workflow_of(std::int64_t id) const {
+    std::lock_guard lock(names_mutex_);
+    auto it = workflow_names_.find(id);
+    return it == workflow_names_.end() ? std::string() : it->second;
+}
+
+}  // namespace detail
+
+// ---- ExecutionHandle -----------------------------------------------------------------------------
+
+WorkflowResult ExecutionHandle::wait() {
+    auto result = core_->wait_for(id_, core_->config.execution_timeout);
+    if (!result)
+        throw TimeoutError("execution " + std::to_string(id_) + " did not finish within " +
+                               std::to_string(core_->config.execution_timeout.count()) + " ms",
+                           id_);
+    return std::move(*result);
+}
+
+std::optional<WorkflowResult> ExecutionHandle::wait_for(std::chrono::milliseconds timeout) {
+    return core_->wait_for(id_, timeout);
+}
+
+WorkflowStatus ExecutionHandle::status() { return core_->status(id_); }
+bool ExecutionHandle::cancel() { return core_->control("cancel", id_); }
+bool ExecutionHandle::pause() { return core_->control("pause", id_); }
+bool ExecutionHandle::resume() { return core_->control("resume", id_); }
+
+// ---- DefaultRunner -------------------------------------------------------------------------------
+
+DefaultRunner::DefaultRunner(std::string_view url, DefaultRunnerConfig config)
+    : DefaultRunner(url, std::nullopt, std::move(config)) {}
+
+DefaultRunner::DefaultRunner(std::string_view url, std::optional<std::string> schema, DefaultRunnerConfig config) {
+    config.validate();
+    if (config.worker_name.empty()) config.worker_name = detail::default_worker_name();
+    // Every connection's application_name ends with the worker name, so that pg_stat_activity (and
+    // the tests) can tell this runner's sessions apart.
+    ConnectionOptions options{std::string(url), {}, std::move(schema), "cloacina-sdk client " + config.worker_name};
+    core_ = std::make_shared<detail::RunnerCore>(std::move(options), std::move(config));
+    const auto& cfg = core_->config;
+
+    std::vector<Workflow> workflows = (cfg.registry ? *cfg.registry : Registry::global()).workflows();
+    if (!cfg.workflows.empty()) {
+        std::vector<Workflow> chosen;
+        for (const auto& name : cfg.workflows) {
+            auto it = std::find_if(workflows.begin(), workflows.end(), [&](const Workflow& w) { return w.name() == name; });
+            if (it == workflows.end()) throw ConfigError("workflow \"" + name + "\" is not in the runner's registry");
+            chosen.push_back(*it);
+        }
+        workflows = std::move(chosen);
+    }
+    {
+        auto lease = core_->pool.acquire();
+        for (const auto& w : workflows) {
+            const std::string version = core_->register_workflow(*lease, w);
+            core_->log(LogLevel::Debug, "registered workflow " + w.name() + " (" + version + ") in " + core_->schema());
+        }
+    }
+    if (cfg.enable_worker) {
+        engine_ = std::make_shared<detail::WorkerEngine>(core_);
+        for (const auto& w : workflows) engine_->add_workflow(w);
+        engine_->start();
+    }
+    core_->log(LogLevel::Info, "runner " + core_->worker_name() + " started in schema " + core_->schema());
+}
+
+DefaultRunner DefaultRunner::with_schema(std::string_view url, std::string_view schema, DefaultRunnerConfig config) {
+    {
+        Connection admin(ConnectionOptions{std::string(url), {}, std::nullopt, "cloacina-sdk admin"});
+        try {
+            (void)admin.exec("SELECT schema_name FROM cloacina.create_tenant($1::text)", {Param(schema)});
+        } catch (const AlreadyExistsError& e) {
+            // 42P06: the tenant exists (or a concurrent start just created it) — what we want.
+            if (e.sqlstate() != "42P06" && e.sqlstate() != "23505") throw;
+        } catch (const PermissionDenied&) {
+            // Not an admin: the tenant may still exist and be usable by this role. The runner's own
+            // start checks that the schema is a tenant this role can use (else 3F000 / 42501).
+        }
+    }
+    return DefaultRunner(url, std::optional<std::string>(schema), std::move(config));
+}
+
+DefaultRunner::DefaultRunner(DefaultRunner&&) noexcept = default;
+
+DefaultRunner& DefaultRunner::operator=(DefaultRunner&& other) noexcept {
+    if (this != &other) {
+        try {
+            shutdown();
+        } catch (...) {
+        }
+        core_ = std::move(other.core_);
+        engine_ = std::move(other.engine_);
+    }
+    return *this;
+}
+
+DefaultRunner::~DefaultRunner() {
+    try {
+        shutdown();
+    } catch (const std::exception& e) {
+        if (core_) core_->log(LogLevel::Error, std::string("shutdown failed: ") + e.what());
+    } catch (...) {
+    }
+}
+
+WorkflowResult DefaultRunner::execute(std::string_view workflow, Context context, const ExecuteOptions& options) {
+    return execute_async(workflow, std::move(context), options).wait();
+}
+
+ExecutionHandle DefaultRunner::execute_async(std::string_view workflow, Context context, const ExecuteOptions& options) {
+    return ExecutionHandle(core_, core_->execute(workflow, context, options));
+}
+
+std::vector<ExecutionHandle> DefaultRunner::execute_batch(std::string_view workflow, const std::vector<Context>& contexts,
+                                                          const ExecuteOptions& options) {
+    std::vector<ExecutionHandle> handles;
+    for (auto id : core_->execute_batch(workflow, contexts, options)) handles.push_back(ExecutionHandle(core_, id));
+    return handles;
+}
+
+ExecutionHandle DefaultRunner::handle(std::int64_t execution_id) { return ExecutionHandle(core_, execution_id); }
+
+WorkflowResult DefaultRunner::result(std::int64_t execution_id) { return core_->result(execution_id); }
+
+std::string DefaultRunner::register_workflow(const Workflow& workflow) {
+    auto lease = core_->pool.acquire();
+    std::string version = core_->register_workflow(*lease, workflow);
+    if (engine_) engine_->add_workflow(workflow);
+    return version;
+}
+
+std::int64_t DefaultRunner::schedule(std::string_view name, std::string_view workflow, std::string_view cron,
+                                     const ScheduleOptions& options) {
+    // An upsert by name: safe to resend after a dropped connection.
+    return with_retry(core_->pool, [&](Connection& c) {
+        Result r = c.exec("SELECT cloacina.schedule($1::text, $2::text, $3::text, $4::text, $5::jsonb, $6::text)",
+                          {Param(name), Param(workflow), Param(cron), Param(options.timezone),
+                           Param(boost::json::value(options.context.data())), Param(options.catchup)});
+        return r.int64(0, 0);
+    });
+}
+
+bool DefaultRunner::unschedule(std::string_view name) {
+    return with_retry(core_->pool, [&](Connection& c) {
+        Result r = c.exec("SELECT cloacina.unschedule($1::text)", {Param(name)});
+        return !r.is_null(0, 0) && r.boolean(0, 0);
+    });
+}
+
+ShutdownReport DefaultRunner::shutdown() {
+    if (!core_) return {};
+    ShutdownReport report;
+    if (engine_) report = engine_->shutdown();
+    return report;
+}
+
+RunnerStats DefaultRunner::stats() const { return engine_ ? engine_->stats() : RunnerStats{}; }
+
+const std::string& DefaultRunner::worker_name() const noexcept { return core_->worker_name(); }
+
+const std::string& DefaultRunner::schema() const noexcept { return core_->schema(); }
+
+}  // namespace cloacina

@@ -1,0 +1,163 @@
+// runner_core.hpp (private) — the parts of a DefaultRunner shared by its handles and its worker
+// engine: connection settings, the client-call pool, and the SQL of the tenant API.
+#pragma once
+
+#include "cloacina/connection.hpp"
+#include "cloacina/runner.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <unordered_map>
+#include <thread>
+
+namespace cloacina::detail {
+
+/// "<host>:<pid>:<n>", unique within the process.
+std::string default_worker_name();
+
+/// The interval literal PostgreSQL understands for a duration.
+std::string interval(std::chrono::milliseconds duration);
+
+class RunnerCore {
+public:
+    RunnerCore(ConnectionOptions options, DefaultRunnerConfig config);
+
+    const ConnectionOptions options;
+    const DefaultRunnerConfig config;
+    ConnectionPool pool;
+
+    [[nodiscard]] const std::string& schema() const noexcept { return schema_; }
+    [[nodiscard]] const std::string& worker_name() const noexcept { return worker_name_; }
+    void log(LogLevel level, std::string_view message) const;
+
+    /// Options for a dedicated connection of one thread role (claimer, heartbeater, ...).
+    [[nodiscard]] ConnectionOptions role_options(std::string_view role) const;
+
+    std::string register_workflow(Connection& connection, const Workflow& workflow);
+    std::int64_t execute(std::string_view workflow, const Context& context, const ExecuteOptions& options);
+    std::vector<std::int64_t> execute_batch(std::string_view workflow, const std::vector<Context>& contexts,
+                                            const ExecuteOptions& options);
+    /// One server-side wait of at most `timeout`; the result when the run ended by then.
+    std::optional<WorkflowResult> wait_once(std::int64_t id, std::chrono::milliseconds timeout);
+    /// Waits up to `timeout` in server-side waits of bounded length.
+    std::optional<WorkflowResult> wait_for(std::int64_t id, std::chrono::milliseconds timeout);
+    WorkflowResult result(std::int64_t id);
+    WorkflowStatus status(std::int64_t id);
+    bool control(std::string_view function, std::int64_t id);
+
+    /// Remembers which workflow a run belongs to (for WorkflowResult::workflow).
+    void remember(std::int64_t id, std::string_view workflow);
+    std::string workflow_of(std::int64_t id) const;
+
+private:
+    WorkflowResult assemble(Connection& connection, std::int64_t id, const Result& status_row);
+    std::string schema_;
+    std::string worker_name_;
+    mutable std::mutex names_mutex_;
+    std::unordered_map<std::int64_t, std::string> workflow_names_;
+};
+
+/// The worker engine (engine.cpp).
+class WorkerEngine : public std::enable_shared_from_this<WorkerEngine> {
+public:
+    WorkerEngine(std::shared_ptr<RunnerCore> core);
+    ~WorkerEngine();
+    WorkerEngine(const WorkerEngine&) = delete;
+    WorkerEngine& operator=(const WorkerEngine&) = delete;
+
+    /// Adds the handler tasks of `workflow` to what this engine claims.
+    void add_workflow(const Workflow& workflow);
+    /// Opens the role connections (throws when the server is unreachable) and starts the threads.
+    void start();
+    ShutdownReport shutdown();
+    RunnerStats stats() const;
+
+private:
+    struct HandlerInfo {
+        TaskHandler handler;
+        std::optional<std::chrono::milliseconds> timeout;
+    };
+    struct ClaimedTask {
+        std::int64_t task_id = 0;
+        std::int64_t execution_id = 0;
+        std::string workflow;
+        std::string task;
+        int attempt = 0;
+        std::int64_t fence = 0;
+        boost::json::value context;
+    };
+    struct InFlight {
+        std::int64_t fence = 0;
+        std::string name;
+        CancellationSource cancellation;
+        std::optional<std::chrono::steady_clock::time_point> deadline;
+        bool started = false;
+        bool finished = false;  ///< handler returned; result not yet submitted
+        bool released = false;  ///< given back by shutdown; the handler's result is discarded
+    };
+    struct Completion {
+        std::int64_t task_id = 0;
+        std::int64_t fence = 0;
+        bool success = true;
+        boost::json::object output;
+        std::string error;
+        bool retryable = true;
+        std::string name;
+    };
+
+    void claimer_loop(Connection connection);
+    void heartbeat_loop(Connection connection);
+    void completer_loop(Connection connection);
+    void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
+    void run_task(const ClaimedTask& task);
+    void submit(std::vector<Completion>& batch, Connection& connection);
+    std::vector<ClaimedTask> claim(Connection& connection, std::size_t limit);
+    void listen(Connection& connection);
+    void wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint);
+    void handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint);
+    /// Reconnects with exponential backoff until it works (true) or the role is told to stop (false).
+    /// `max_attempts` 0 means no limit.
+    bool reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
+                   int max_attempts = 0);
+    void wake_claimer() noexcept;
+    void poke_heartbeater();
+    std::vector<std::string> claim_names() const;
+
+    std::shared_ptr<RunnerCore> core_;
+    mutable std::mutex mutex_;
+    std::map<std::string, HandlerInfo> handlers_;  // by "workflow.task"
+    std::deque<ClaimedTask> queue_;
+    std::condition_variable queue_cv_;
+    std::map<std::int64_t, InFlight> inflight_;    // claimed and not yet finished
+    std::condition_variable drained_cv_;
+    std::deque<Completion> completions_;
+    std::condition_variable completion_cv_;
+    std::condition_variable heartbeat_cv_;
+    bool heartbeat_now_ = false;
+    bool deadlines_changed_ = false;
+    std::condition_variable sleep_cv_;             // interruptible backoff sleeps
+
+    std::size_t running_ = 0;
+    std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)
+    RunnerStats stats_;
+
+    std::atomic<bool> stop_claiming_{false};
+    std::atomic<bool> stop_handlers_{false};
+    std::atomic<bool> stop_completer_{false};
+    std::atomic<bool> stop_heartbeat_{false};
+    bool started_ = false;
+    std::optional<ShutdownReport> shutdown_report_;
+    std::mutex shutdown_mutex_;
+
+    int wake_pipe_[2] = {-1, -1};
+    std::thread claimer_;
+    std::thread heartbeater_;
+    std::thread completer_;
+    std::vector<std::thread> handler_threads_;
+    std::vector<std::shared_ptr<std::atomic<bool>>> handler_exited_;
+};
+
+}  // namespace cloacina::detail

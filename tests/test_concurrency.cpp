@@ -1,0 +1,74 @@
+// test_concurrency.cpp — the concurrency cap: with max_concurrent_tasks = 8, never more than 8
+// handlers run at once, and the cap is reached when enough work is ready.
+#define BOOST_TEST_MODULE concurrency
+#include "support.hpp"
+
+using namespace cloacina;
+using namespace test_support;
+
+BOOST_AUTO_TEST_CASE(never_more_than_max_concurrent_tasks) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("cap"), ""};
+    constexpr int kCap = 8;
+    constexpr int kRuns = 30;
+    auto active = std::make_shared<std::atomic<int>>(0);
+    auto peak = std::make_shared<std::atomic<int>>(0);
+    auto done = std::make_shared<std::atomic<int>>(0);
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("capped")
+                      .task(Task("hold").handler([=](Context& c, const CancellationToken& token) {
+                          const int now = ++*active;
+                          int seen = peak->load();
+                          while (now > seen && !peak->compare_exchange_weak(seen, now)) {
+                          }
+                          // Hold the slot until the cap is reached (or all remaining work is running),
+                          // so that the test observes the real peak.
+                          wait_until([&] { return peak->load() >= kCap || done->load() + active->load() >= kRuns || token.cancelled(); },
+                                     std::chrono::seconds(10));
+                          c.insert("peak_seen", peak->load());
+                          --*active;
+                          ++*done;
+                      }))
+                      .build());
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema,
+        fast_config(registry).max_concurrent_tasks(kCap).claim_batch(16).db_pool_size(5).build());
+
+    std::vector<Context> contexts(kRuns);
+    auto handles = runner.execute_batch("capped", contexts);
+    BOOST_REQUIRE(handles.size() == static_cast<std::size_t>(kRuns));
+    for (auto& h : handles) BOOST_TEST(h.wait().status == WorkflowStatus::Completed);
+    BOOST_TEST(peak->load() == kCap);
+    BOOST_TEST(runner.stats().max_running == static_cast<std::size_t>(kCap));
+    BOOST_TEST(done->load() == kRuns);
+}
+
+BOOST_AUTO_TEST_CASE(two_runners_share_the_work_without_double_claims) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("share"), ""};
+    constexpr int kRuns = 40;
+    auto executions = std::make_shared<std::mutex>();
+    auto seen = std::make_shared<std::map<std::string, int>>();
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("shared_work")
+                      .task(Task("once").handler([=](Context& c) {
+                          std::lock_guard lock(*executions);
+                          ++(*seen)[c.at<std::string>("item")];
+                      }))
+                      .build());
+    DefaultRunner a = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
+    DefaultRunner b = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
+    std::vector<Context> contexts;
+    for (int i = 0; i < kRuns; ++i) {
+        Context c;
+        c.insert("item", "item-" + std::to_string(i));
+        contexts.push_back(std::move(c));
+    }
+    for (auto& h : a.execute_batch("shared_work", contexts)) BOOST_TEST(h.wait().status == WorkflowStatus::Completed);
+    std::lock_guard lock(*executions);
+    BOOST_TEST(seen->size() == static_cast<std::size_t>(kRuns));
+    for (const auto& [item, count] : *seen) BOOST_TEST(count == 1, item << " ran " << count << " times");
+    // Counters move when the completer's round trip returns, a moment after the run ends.
+    BOOST_TEST(wait_until([&] { return a.stats().completed + b.stats().completed == static_cast<std::uint64_t>(kRuns); },
+                          std::chrono::seconds(5)));
+}

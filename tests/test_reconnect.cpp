@@ -1,0 +1,83 @@
+// test_reconnect.cpp — reconnection after pg_terminate_backend: the runner's connections (client
+// pool, claimer, heartbeater, completer) come back with backoff and no run is lost.
+#define BOOST_TEST_MODULE reconnect
+#include "support.hpp"
+
+using namespace cloacina;
+using namespace test_support;
+using std::chrono::milliseconds;
+
+namespace {
+
+/// Terminates every backend whose application_name ends with `worker`; returns how many.
+std::int64_t terminate_runner_backends(const std::string& url, const std::string& worker) {
+    Connection admin(url);
+    return admin
+        .exec("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+              "WHERE application_name LIKE '%' || $1 AND pid <> pg_backend_pid()",
+              {Param(worker)})
+        .int64(0, 0);
+}
+
+std::int64_t runner_backends(const std::string& url, const std::string& worker) {
+    Connection admin(url);
+    return admin.exec("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE '%' || $1", {Param(worker)})
+        .int64(0, 0);
+}
+
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(runner_survives_terminated_backends) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reconn"), ""};
+    const std::string worker = unique_name("w");
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("echo").task(Task("echo").handler([](Context& c) { c.insert("echoed", true); })).build());
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(registry).worker_name(worker).reconnect_backoff_max(milliseconds(500)).build());
+
+    BOOST_TEST(runner.execute("echo", Context()).status == WorkflowStatus::Completed);
+    BOOST_TEST(terminate_runner_backends(url, worker) >= 3);  // client, claimer, heartbeater, completer
+
+    // The client call reconnects and the worker's roles come back: the next run completes.
+    const WorkflowResult after = runner.execute("echo", Context());
+    BOOST_TEST(after.status == WorkflowStatus::Completed);
+    BOOST_TEST(after.final_context.at<bool>("echoed"));
+    BOOST_TEST(wait_until([&] { return runner.stats().reconnects >= 1; }));
+    BOOST_TEST(wait_until([&] { return runner_backends(url, worker) >= 3; }));
+}
+
+BOOST_AUTO_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reconn"), ""};
+    const std::string worker = unique_name("w");
+    auto started = std::make_shared<Gate>();
+    auto release = std::make_shared<Gate>();
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("held")
+                      .task(Task("held").handler([=](Context& c) {
+                          started->open();
+                          release->wait();
+                          c.insert("survived", true);
+                      }))
+                      .build());
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema,
+        fast_config(registry).worker_name(worker).lease(milliseconds(5000)).heartbeat_interval(milliseconds(200))
+            .reconnect_backoff_max(milliseconds(500)).build());
+    ExecutionHandle handle = runner.execute_async("held", Context());
+    CancelOnExit cancel_on_failure{handle};
+    BOOST_REQUIRE(started->wait());
+    BOOST_TEST(terminate_runner_backends(url, worker) >= 3);
+    // The heartbeater notices first and reconnects while the handler still runs.
+    BOOST_TEST(wait_until([&] { return runner.stats().reconnects >= 1; }));
+    release->open();
+    const WorkflowResult result = handle.wait();
+    BOOST_TEST(result.status == WorkflowStatus::Completed);
+    BOOST_TEST(result.final_context.at<bool>("survived"));
+    BOOST_TEST(result.task("held")->attempt == 1);  // the same attempt: the lease was never lost
+}
+
+BOOST_AUTO_TEST_CASE(unreachable_server_fails_the_constructor) {
+    BOOST_CHECK_THROW(DefaultRunner("postgresql://nobody@127.0.0.1:1/none?connect_timeout=2"), BrokenConnection);
+}

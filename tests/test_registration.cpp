@@ -1,0 +1,246 @@
+// test_registration.cpp — declaring workflows: builder and macros, client-side validation (no server
+// needed), the definition JSON, configuration validation, and the server's refusals at registration.
+#define BOOST_TEST_MODULE registration
+#include "support.hpp"
+
+#include <boost/json.hpp>
+
+using namespace cloacina;
+using namespace test_support;
+namespace json = boost::json;
+
+namespace {
+void noop(Context&, const CancellationToken&) {}
+
+// The seed's #[workflow] / #[task] attributes, as macros.
+CLOACINA_WORKFLOW(macro_pipeline, "Declared with the CLOACINA_* macros");
+CLOACINA_TASK(macro_pipeline, fetch) { context.insert("fetched", true); }
+CLOACINA_TASK(macro_pipeline, transform, .dependencies({"fetch"}).retry(RetryPolicy::exponential(3, std::chrono::milliseconds(100)))) {
+    context.insert("transformed", context.value_or<bool>("fetched", false));
+}
+
+// The builder form, registered at static initialisation.
+const WorkflowRegistration builder_pipeline = Workflow::builder("builder_pipeline")
+    .description("Declared with the builder")
+    .task(Task("a").handler(noop))
+    .task(Task("b").dependencies({"a"}).timeout(std::chrono::seconds(5)).trigger_rule(TriggerRule::AllDone).handler(noop));
+
+std::string validation_message(const WorkflowBuilder& builder) {
+    try {
+        (void)builder.build();
+    } catch (const ValidationError& e) {
+        BOOST_TEST(e.sqlstate() == "22023");
+        return e.what();
+    }
+    BOOST_FAIL("the workflow was not refused");
+    return {};
+}
+}  // namespace
+
+BOOST_AUTO_TEST_CASE(macros_register_in_the_global_registry) {
+    auto workflow = Registry::global().find("macro_pipeline");
+    BOOST_REQUIRE(workflow.has_value());
+    BOOST_TEST(workflow->description() == "Declared with the CLOACINA_* macros");
+    BOOST_REQUIRE(workflow->tasks().size() == 2u);
+    BOOST_TEST(workflow->tasks()[0].id() == "fetch");
+    BOOST_TEST(workflow->tasks()[1].dependencies() == std::vector<std::string>{"fetch"});
+    BOOST_TEST(workflow->tasks()[1].retry()->attempts == 3);
+    BOOST_CHECK_NO_THROW(workflow->validate());
+
+    // The handlers run as plain functions.
+    Context context;
+    workflow->tasks()[0].handler()(context, CancellationToken());
+    workflow->tasks()[1].handler()(context, CancellationToken());
+    BOOST_TEST(context.at<bool>("transformed"));
+}
+
+BOOST_AUTO_TEST_CASE(builder_registration_and_definition_json) {
+    auto workflow = Registry::global().find("builder_pipeline");
+    BOOST_REQUIRE(workflow.has_value());
+    const json::value definition = workflow->definition();
+    BOOST_TEST(definition.at("name").as_string() == "builder_pipeline");
+    BOOST_TEST(definition.at("description").as_string() == "Declared with the builder");
+    const auto& b = definition.at("tasks").as_array().at(1).as_object();
+    BOOST_TEST(b.at("id").as_string() == "b");
+    BOOST_TEST(b.at("kind").as_string() == "handler");
+    BOOST_TEST(b.at("dependencies").as_array().at(0).as_string() == "a");
+    BOOST_TEST(b.at("timeout_ms").as_int64() == 5000);
+    BOOST_TEST(b.at("trigger_rule").as_string() == "all_done");
+    BOOST_TEST(!b.contains("retry"));  // omitted keys take the server's defaults
+
+    const json::object retry = Task("r").retry(RetryPolicy::exponential(3, std::chrono::milliseconds(500),
+                                                                        std::chrono::seconds(30), true))
+                                   .definition().at("retry").as_object();
+    BOOST_TEST(retry.at("attempts").as_int64() == 3);
+    BOOST_TEST(retry.at("backoff").as_string() == "exponential");
+    BOOST_TEST(retry.at("delay_ms").as_int64() == 500);
+    BOOST_TEST(retry.at("max_delay_ms").as_int64() == 30000);
+    BOOST_TEST(retry.at("jitter").as_bool());
+
+    const json::object when = Task("w").when(Condition::equals("tier", "gold")).definition().at("when").as_object();
+    BOOST_TEST(when.at("op").as_string() == "equals");
+    BOOST_TEST(when.at("value").as_string() == "gold");
+}
+
+BOOST_AUTO_TEST_CASE(client_side_validation_names_the_offending_item) {
+    auto base = [] { return Workflow::builder("wf"); };
+    BOOST_TEST(validation_message(base()).find("no tasks") != std::string::npos);
+    BOOST_TEST(validation_message(Workflow::builder("bad name").task(Task("a").handler(noop))).find("bad name") !=
+               std::string::npos);
+    BOOST_TEST(validation_message(Workflow::builder("_leading").task(Task("a").handler(noop))).find("_leading") !=
+               std::string::npos);
+    BOOST_CHECK_NO_THROW((void)Workflow::builder("with-dash_2").task(Task("step-1").handler(noop)).build());
+    BOOST_TEST(validation_message(base().task(Task("a").handler(noop)).task(Task("a").handler(noop)))
+                   .find("duplicate task id \"a\"") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"ghost"}).handler(noop)))
+                   .find("unknown task \"ghost\"") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"b"}).handler(noop))
+                                      .task(Task("b").dependencies({"a"}).handler(noop)))
+                   .find("cycle") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a"))).find("no handler") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a").retry(RetryPolicy::fixed(0, std::chrono::milliseconds(1))).handler(noop)))
+                   .find("attempts") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a").timeout(std::chrono::milliseconds(0)).handler(noop)))
+                   .find("timeout") != std::string::npos);
+    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"a"}).handler(noop)))
+                   .find("itself") != std::string::npos);
+    BOOST_CHECK_NO_THROW((void)base().task(Task("a").handler(noop)).task(Task("b").depends_on("a").sql("SELECT 1")).build());
+}
+
+BOOST_AUTO_TEST_CASE(configuration_is_validated) {
+    using std::chrono::milliseconds;
+    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().db_pool_size(0).build(), ConfigError);
+    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().max_concurrent_tasks(0).build(), ConfigError);
+    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().lease(milliseconds(1000)).heartbeat_interval(milliseconds(2000)).build(),
+                      ConfigError);
+    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().poll_interval(milliseconds(1)).poll_interval_min(milliseconds(10)).build(),
+                      ConfigError);
+    const auto config = DefaultRunnerConfig::builder().db_pool_size(5).max_concurrent_tasks(8).build();
+    BOOST_TEST(config.db_pool_size == 5u);
+    BOOST_TEST(config.max_concurrent_tasks == 8u);
+}
+
+BOOST_AUTO_TEST_CASE(sqlstates_map_to_the_error_hierarchy) {
+    auto kind = [](const char* sqlstate) -> std::string {
+        try {
+            detail::throw_sql_error("m", sqlstate, "q");
+        } catch (const NotFoundError&) { return "not_found";
+        } catch (const AlreadyExistsError&) { return "exists";
+        } catch (const ValidationError&) { return "validation";
+        } catch (const PermissionDenied&) { return "permission";
+        } catch (const TransientError&) { return "transient";
+        } catch (const BrokenConnection&) { return "broken";
+        } catch (const SqlError& e) {
+            BOOST_TEST(e.query() == "q");
+            return "sql";
+        }
+        return "none";
+    };
+    BOOST_TEST(kind("42704") == "not_found");
+    BOOST_TEST(kind("3F000") == "not_found");
+    BOOST_TEST(kind("42P06") == "exists");
+    BOOST_TEST(kind("42710") == "exists");
+    BOOST_TEST(kind("22023") == "validation");
+    BOOST_TEST(kind("42939") == "validation");
+    BOOST_TEST(kind("42501") == "permission");
+    BOOST_TEST(kind("40001") == "transient");
+    BOOST_TEST(kind("08006") == "broken");
+    BOOST_TEST(kind("XX000") == "sql");
+}
+
+// ---- against the server --------------------------------------------------------------------------
+
+BOOST_AUTO_TEST_CASE(server_refuses_invalid_definitions) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reg"), ""};
+    auto registry = std::make_shared<Registry>();
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    BOOST_TEST(runner.schema() == tenant.schema);
+
+    Connection connection(ConnectionOptions{url, {}, tenant.schema, "registration-test"});
+    auto refuse = [&](const std::string& definition) -> std::string {
+        try {
+            (void)connection.exec("SELECT cloacina.register_workflow($1::jsonb)", {Param(definition)});
+        } catch (const ValidationError& e) {
+            return e.sqlstate();
+        } catch (const SqlError& e) {
+            BOOST_ERROR("unexpected SQLSTATE " << e.sqlstate() << " for " << definition << ": " << e.what());
+            return e.sqlstate();
+        }
+        BOOST_ERROR("definition accepted: " << definition);
+        return {};
+    };
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","colour":"blue"}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","retry":{"attempts":2,"backoff":"exponentiel"}}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","dependencies":["ghost"]}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","dependencies":["b"]},{"id":"b","dependencies":["a"]}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a"},{"id":"a"}]})") == "22023");
+
+    // Through the SDK: a valid workflow registers (upsert: same version twice), and an unknown
+    // workflow cannot be executed.
+    const Workflow workflow = Workflow::builder("registered_here").task(Task("a").handler(noop)).build();
+    const std::string v1 = runner.register_workflow(workflow);
+    const std::string v2 = runner.register_workflow(workflow);
+    BOOST_TEST(!v1.empty());
+    BOOST_TEST(v1 == v2);
+    try {
+        (void)runner.execute_async("no_such_workflow", Context());
+        BOOST_FAIL("executing an unknown workflow did not throw");
+    } catch (const NotFoundError& e) {
+        BOOST_TEST(e.sqlstate() == "42704");
+    }
+}
+
+BOOST_AUTO_TEST_CASE(runner_start_registers_its_workflows) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reg"), ""};
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("auto_registered").task(Task("only").handler(noop)).build());
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).build());
+    // with_schema twice for the same tenant is fine (42P06 is "already there").
+    DefaultRunner second = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    const WorkflowResult result = second.execute("auto_registered", Context());
+    BOOST_TEST(result.status == WorkflowStatus::Completed);
+
+    // An invalid workflow in the registry fails the runner's start with ValidationError.
+    auto bad = std::make_shared<Registry>();
+    bad->add(Workflow("broken", "", {Task("a").dependencies({"ghost"}).handler(noop)}));
+    BOOST_CHECK_THROW(DefaultRunner::with_schema(url, tenant.schema, fast_config(bad).build()), ValidationError);
+}
+
+BOOST_AUTO_TEST_CASE(concurrent_with_schema_starts_are_safe) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("race"), ""};
+    auto registry = std::make_shared<Registry>();
+    std::atomic<int> ok{0};
+    std::vector<std::thread> threads;
+    std::mutex errors_mutex;
+    std::vector<std::string> errors;
+    for (int i = 0; i < 4; ++i) {
+        threads.emplace_back([&] {
+            try {
+                DefaultRunner r = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+                ++ok;
+            } catch (const std::exception& e) {
+                std::lock_guard lock(errors_mutex);
+                errors.push_back(e.what());
+            }
+        });
+    }
+    for (auto& t : threads) t.join();
+    for (const auto& e : errors) BOOST_ERROR("concurrent start failed: " << e);
+    BOOST_TEST(ok.load() == 4);
+}
+
+BOOST_AUTO_TEST_CASE(tenant_functions_outside_a_tenant_schema_fail_clearly) {
+    Connection connection(database_url());
+    (void)connection.exec("SET search_path = public");
+    try {
+        (void)connection.exec("SELECT cloacina.execute('anything')");
+        BOOST_FAIL("no error outside a tenant schema");
+    } catch (const SqlError& e) {
+        BOOST_TEST(e.sqlstate() == "3F000");
+    }
+    // And a runner on such a connection refuses to start.
+    BOOST_CHECK_THROW(DefaultRunner(database_url(), fast_config(std::make_shared<Registry>()).build()), Error);
+}
