@@ -938,38 +938,42 @@ BEGIN
 END
 $$;
 
--- Ends a run: status (derived from its tasks unless forced), final_context (the input merged with
--- every completed task's output in topological order), the event, and the waiters' wake-up.
-CREATE FUNCTION cloacina._finalize(s text, eid bigint, forced_status text DEFAULT NULL,
+-- Ends runs: status (derived from their tasks unless forced), final_context (the input merged
+-- with every completed task's output in topological order), one event each, and the waiters'
+-- wake-up. The caller holds the runs' row locks.
+CREATE FUNCTION cloacina._finalize(s text, eids bigint[], forced_status text DEFAULT NULL,
                                    forced_error text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    old_status text;
-    new_status text;
 BEGIN
     EXECUTE format($q$
-        WITH run AS (SELECT status, input_context FROM %1$I.executions WHERE id = $1),
+        WITH runs AS (SELECT id, status, input_context FROM %1$I.executions WHERE id = ANY ($1)),
         outcome AS (
-            SELECT bool_or(x.status = 'failed') AS any_failed,
+            SELECT x.execution_id,
+                   bool_or(x.status = 'failed') AS any_failed,
                    (array_agg(format('task "%%s" failed: %%s', x.task, x.error) ORDER BY x.ord)
                         FILTER (WHERE x.status = 'failed'))[1] AS first_error,
                    cloacina.context_merge_agg(x.output ORDER BY x.ord)
                         FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context
-            FROM (SELECT NULL::text AS task, NULL::text AS status, input_context AS output,
-                         NULL::text AS error, -1 AS ord FROM run
+            FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status,
+                         input_context AS output, NULL::text AS error, -1 AS ord FROM runs
                   UNION ALL
-                  SELECT task, status, output, error, topo_index FROM %1$I.tasks WHERE execution_id = $1) x)
-        UPDATE %1$I.executions e
-           SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),
-               final_context = o.final_context,
-               error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),
-               pending_tasks = 0, finished_at = now()
-          FROM outcome o, run
-         WHERE e.id = $1
-        RETURNING run.status, e.status$q$, s)
-        INTO old_status, new_status USING eid, forced_status, forced_error;
-    PERFORM cloacina._event(s, eid, NULL, NULL, old_status, new_status);
-    PERFORM cloacina._run_finished(eid);
+                  SELECT execution_id, task, status, output, error, topo_index
+                    FROM %1$I.tasks WHERE execution_id = ANY ($1)) x
+            GROUP BY x.execution_id),
+        ended AS (
+            UPDATE %1$I.executions e
+               SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),
+                   final_context = o.final_context,
+                   error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),
+                   pending_tasks = 0, finished_at = now()
+              FROM outcome o, runs r
+             WHERE e.id = o.execution_id AND r.id = e.id
+            RETURNING e.id, r.status AS old_status, e.status AS new_status),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, from_status, to_status)
+            SELECT id, old_status, new_status FROM ended)
+        SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken$q$, s)
+        USING eids, forced_status, forced_error;
 END
 $$;
 
@@ -1066,38 +1070,50 @@ BEGIN
     EXECUTE format('UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s)
         INTO remaining USING eid, terminal;
     IF remaining = 0 THEN
-        PERFORM cloacina._finalize(s, eid);
+        PERFORM cloacina._finalize(s, ARRAY[eid]);
     END IF;
 END
 $$;
 
-CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
+-- Starts one run per context, set-based: the runs, their creation events and all their tasks
+-- in one statement whatever the number of runs. Root tasks start ready with the run's context
+-- (or skipped when their condition fails); the others wait for their dependencies. Returns the
+-- run ids in the order of the contexts. An idempotency key (one context only) returns the run
+-- that first used it.
+CREATE FUNCTION cloacina._start_runs(s text, workflow text, contexts jsonb[], options jsonb) RETURNS bigint[]
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    wf_version text;
-    wf_tasks   jsonb;
-    prio       int := 0;
-    idem_key   text;
-    start_at   timestamptz := now();
-    eid        bigint;
-    skipped    text[];
-    any_ready  boolean;
-    any_sql    boolean;
+    wf_version  text;
+    wf_tasks    jsonb;
+    prio        int := 0;
+    idem_key    text;
+    start_at    timestamptz := now();
     run_timeout interval;
+    bad         record;
+    ids         bigint[];
+    skipped     jsonb;
+    any_ready   boolean;
+    any_sql     boolean;
+    r           record;
 BEGIN
     PERFORM cloacina._require_tenant(s);
-    context := coalesce(context, '{}'::jsonb);
-    IF jsonb_typeof(context) <> 'object' THEN
-        RAISE EXCEPTION 'context must be a JSON object (got %)', jsonb_typeof(context)
+    SELECT u.ord, jsonb_typeof(u.c) AS kind INTO bad
+      FROM unnest(contexts) WITH ORDINALITY AS u(c, ord)
+     WHERE u.c IS NOT NULL AND jsonb_typeof(u.c) <> 'object' LIMIT 1;
+    IF FOUND AND cardinality(contexts) = 1 THEN
+        RAISE EXCEPTION 'context must be a JSON object (got %)', bad.kind USING ERRCODE = 'invalid_parameter_value';
+    ELSIF FOUND THEN
+        RAISE EXCEPTION 'context #% of the batch must be a JSON object (got %)', bad.ord, bad.kind
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     options := coalesce(options, '{}'::jsonb);
-    PERFORM cloacina._json_keys_allowed(options, 'execute options', ARRAY['priority', 'idempotency_key', 'run_at', 'timeout_ms']);
-    IF options ? 'timeout_ms' THEN
-        run_timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
-    END IF;
+    PERFORM cloacina._json_keys_allowed(options, 'execute options',
+        ARRAY['priority', 'idempotency_key', 'run_at', 'timeout_ms']);
     IF options ? 'priority' THEN
         prio := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
+    END IF;
+    IF options ? 'timeout_ms' THEN
+        run_timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
     END IF;
     IF options ? 'idempotency_key' THEN
         IF jsonb_typeof(options -> 'idempotency_key') <> 'string' OR (options ->> 'idempotency_key') = ''
@@ -1125,33 +1141,35 @@ BEGIN
         RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
             USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
     END IF;
-
-    EXECUTE format($q$
-        INSERT INTO %I.executions (workflow, workflow_version, status, input_context, priority,
-                                   idempotency_key, run_at, pending_tasks, deadline)
-        VALUES ($1, $2, 'running', $3, $4, $5, $6, $7, $6 + $8)
-        ON CONFLICT (idempotency_key) DO NOTHING
-        RETURNING id$q$, s)
-        INTO eid USING workflow, wf_version, context, prio, idem_key, start_at, jsonb_array_length(wf_tasks), run_timeout;
-    IF eid IS NULL THEN
-        -- the key was used before: that run is the answer (the conflicting insert has committed)
-        EXECUTE format('SELECT id FROM %I.executions WHERE idempotency_key = $1', s) INTO eid USING idem_key;
-        RETURN eid;
+    IF coalesce(cardinality(contexts), 0) = 0 THEN
+        RETURN '{}';
     END IF;
-    PERFORM cloacina._event(s, eid, NULL, NULL, NULL, 'running');
-    IF run_timeout IS NOT NULL THEN
-        PERFORM cloacina._due(s, start_at + run_timeout);
+    IF idem_key IS NOT NULL THEN
+        -- Serialise executes of one key; the loser then sees the winner's committed run.
+        -- (The unique index on idempotency_key is what guarantees one run per key.)
+        PERFORM pg_advisory_xact_lock(hashtext(s), hashtext(idem_key));
+        EXECUTE format('SELECT ARRAY[id] FROM %I.executions WHERE idempotency_key = $1', s) INTO ids USING idem_key;
+        IF ids IS NOT NULL THEN
+            RETURN ids;
+        END IF;
     END IF;
 
-    -- Root tasks start ready with the run's context (or skipped when their condition fails);
-    -- the others wait for their dependencies.
     EXECUTE format($q$
-        WITH ins AS (
-            INSERT INTO %I.tasks (execution_id, workflow, task, position, topo_index, kind, sql,
+        WITH new_runs AS MATERIALIZED (
+            SELECT nextval(%2$L::regclass) AS id, coalesce(u.c, '{}'::jsonb) AS ctx, u.ord
+              FROM unnest($3::jsonb[]) WITH ORDINALITY AS u(c, ord)),
+        runs AS (
+            INSERT INTO %1$I.executions (id, workflow, workflow_version, status, input_context, priority,
+                                         idempotency_key, run_at, pending_tasks, deadline)
+            SELECT id, $1, $2, 'running', ctx, $4, $5, $6, jsonb_array_length($8), $6 + $7 FROM new_runs),
+        run_events AS (
+            INSERT INTO %1$I.execution_events (execution_id, to_status) SELECT id, 'running' FROM new_runs),
+        new_tasks AS (
+            INSERT INTO %1$I.tasks (execution_id, workflow, task, position, topo_index, kind, sql,
                 dependencies, dependents, pending_deps, trigger_rule, condition, max_attempts,
                 backoff, delay_ms, max_delay_ms, jitter, timeout_ms, priority, status, ready_at,
                 input, finished_at)
-            SELECT $1, $2, t ->> 'id', (t ->> 'position')::int, (t ->> 'topo_index')::int,
+            SELECT r.id, $1, t ->> 'id', (t ->> 'position')::int, (t ->> 'topo_index')::int,
                    t ->> 'kind', t ->> 'sql',
                    ARRAY(SELECT jsonb_array_elements_text(t -> 'dependencies')),
                    ARRAY(SELECT jsonb_array_elements_text(t -> 'dependents')),
@@ -1159,28 +1177,34 @@ BEGIN
                    (t #>> '{retry,attempts}')::int, t #>> '{retry,backoff}',
                    (t #>> '{retry,delay_ms}')::bigint, (t #>> '{retry,max_delay_ms}')::bigint,
                    (t #>> '{retry,jitter}')::boolean, (t ->> 'timeout_ms')::bigint,
-                   $3 + (t ->> 'priority')::int,
-                   r.status, $4, CASE WHEN r.root THEN $5 END,
-                   CASE WHEN r.status = 'skipped' THEN now() END
-            FROM jsonb_array_elements($6) AS t,
-                 LATERAL (SELECT jsonb_array_length(t -> 'dependencies') = 0 AS root) rr,
-                 LATERAL (SELECT rr.root,
-                                 CASE WHEN NOT rr.root THEN 'waiting'
-                                      WHEN t -> 'when' = 'null' OR cloacina._condition_holds(t -> 'when', $5) THEN 'ready'
-                                      ELSE 'skipped' END AS status) r
-            RETURNING task, kind, status)
-        SELECT array_agg(task) FILTER (WHERE status = 'skipped'),
-               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
-               coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
-        FROM ins$q$, s)
-        INTO skipped, any_ready, any_sql USING eid, workflow, prio, start_at, context, wf_tasks;
+                   $4 + (t ->> 'priority')::int,
+                   st.status, $6, CASE WHEN st.root THEN r.ctx END,
+                   CASE WHEN st.status = 'skipped' THEN now() END
+              FROM new_runs r, jsonb_array_elements($8) AS t,
+                   LATERAL (SELECT root,
+                                   CASE WHEN NOT root THEN 'waiting'
+                                        WHEN t -> 'when' = 'null' OR cloacina._condition_holds(t -> 'when', r.ctx) THEN 'ready'
+                                        ELSE 'skipped' END AS status
+                              FROM (SELECT jsonb_array_length(t -> 'dependencies') = 0 AS root) x) st
+            RETURNING execution_id, task, kind, status)
+        SELECT (SELECT array_agg(id ORDER BY ord) FROM new_runs),
+               (SELECT jsonb_object_agg(execution_id, tasks) FROM
+                   (SELECT execution_id, jsonb_agg(task) AS tasks FROM new_tasks
+                     WHERE status = 'skipped' GROUP BY execution_id) sk),
+               (SELECT coalesce(bool_or(status = 'ready' AND kind = 'handler'), false) FROM new_tasks),
+               (SELECT coalesce(bool_or(status = 'ready' AND kind = 'sql'), false) FROM new_tasks)$q$,
+        s, format('%I.executions_id_seq', s))
+        INTO ids, skipped, any_ready, any_sql
+        USING workflow, wf_version, contexts, prio, idem_key, start_at, run_timeout, wf_tasks;
 
-    IF skipped IS NOT NULL THEN
-        FOR i IN 1 .. cardinality(skipped) LOOP
-            PERFORM cloacina._event(s, eid, skipped[i], 0, NULL, 'skipped', 'condition not met');
-        END LOOP;
-        PERFORM cloacina._propagate(s, eid, skipped);
-    END IF;
+    -- Roots skipped by their condition: log them and let the skips propagate.
+    FOR r IN SELECT key::bigint AS eid, ARRAY(SELECT jsonb_array_elements_text(value)) AS tasks
+               FROM jsonb_each(skipped) ORDER BY 1 LOOP
+        EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, to_status, detail) '
+                       'SELECT $1, t, 0, ''skipped'', ''condition not met'' FROM unnest($2::text[]) t', s)
+            USING r.eid, r.tasks;
+        PERFORM cloacina._propagate(s, r.eid, r.tasks);
+    END LOOP;
     IF any_ready AND start_at <= now() THEN
         PERFORM cloacina._hint(s, 'ready');
     END IF;
@@ -1188,9 +1212,16 @@ BEGIN
         -- a delayed run (hint its workers when it comes due) or SQL tasks for the worker's pool
         PERFORM cloacina._due(s, start_at, any_sql);
     END IF;
-    RETURN eid;
+    IF run_timeout IS NOT NULL THEN
+        PERFORM cloacina._due(s, start_at + run_timeout);
+    END IF;
+    RETURN ids;
 END
 $$;
+
+CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT (cloacina._start_runs(s, workflow, ARRAY[context], options))[1] $$;
 
 CREATE FUNCTION cloacina._execute_batch(s text, workflow text, contexts jsonb[], options jsonb)
 RETURNS TABLE(ordinal int, execution_id bigint)
@@ -1201,13 +1232,11 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value',
                   HINT = 'One key would make every run of the batch the same run; use execute() per keyed run.';
     END IF;
-    FOR i IN 1 .. coalesce(cardinality(contexts), 0) LOOP
-        ordinal := i;
-        execution_id := cloacina._execute(s, workflow, contexts[i], options);
-        RETURN NEXT;
-    END LOOP;
+    RETURN QUERY SELECT u.ord::int, u.id
+                   FROM unnest(cloacina._start_runs(s, workflow, contexts, options)) WITH ORDINALITY AS u(id, ord);
 END
 $$;
+
 
 CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
@@ -1308,34 +1337,8 @@ END
 $$;
 
 CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    eid bigint;
-    tname text;
-    tattempt int;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    output := coalesce(output, '{}'::jsonb);
-    IF jsonb_typeof(output) <> 'object' THEN
-        RAISE EXCEPTION 'the output context of task % must be a JSON object (got %)', task_id, jsonb_typeof(output)
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    eid := cloacina._lock_running_task(s, task_id, fence);
-    IF eid IS NULL THEN
-        RETURN false;
-    END IF;
-    -- Re-checked under the run lock: a cancel or lease expiry may have won in between.
-    EXECUTE format($q$UPDATE %I.tasks SET status = 'completed', output = $3, finished_at = now(), lease_until = NULL
-                      WHERE id = $1 AND fence = $2 AND status = 'running' RETURNING task, attempt$q$, s)
-        INTO tname, tattempt USING task_id, fence, output;
-    IF tname IS NULL THEN
-        RETURN false;
-    END IF;
-    PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'completed');
-    PERFORM cloacina._propagate(s, eid, ARRAY[tname]);
-    RETURN true;
-END
-$$;
+LANGUAGE sql SET search_path = pg_catalog, pg_temp
+AS $$ SELECT accepted FROM cloacina._complete_batch(s, ARRAY[task_id], ARRAY[fence], ARRAY[output]) $$;
 
 CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
 RETURNS boolean
@@ -1406,7 +1409,7 @@ BEGIN
          WHERE status = 'running'
            AND (lease_until < now()
                 OR (timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now()))
-         ORDER BY lease_until, id LIMIT $1$q$, s) USING max_tasks
+         ORDER BY execution_id, id LIMIT $1$q$, s) USING max_tasks  -- run order: the locking order
     LOOP
         PERFORM cloacina._lock_run(s, r.execution_id);
         EXECUTE format($q$
@@ -1439,13 +1442,20 @@ BEGIN
 END
 $$;
 
--- Batch forms: one call, one transaction; tasks are taken in run order so that two batches
--- sharing runs lock them in the same order.
+-- Completes tasks, set-based: every task still running under the given fence records its output
+-- and its event in one statement. Runs are locked first, in id order (the locking order), so
+-- two batches sharing runs never deadlock. Tasks with dependents go through _propagate; for the
+-- others the runs are counted down together and the runs with nothing left end together.
 CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
 RETURNS TABLE(task_id bigint, accepted boolean)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    bad record;
     r record;
+    accepted_ids bigint[] := '{}';
+    leaf_runs bigint[] := '{}';
+    leaf_counts int[] := '{}';
+    ended_runs bigint[];
 BEGIN
     PERFORM cloacina._require_tenant(s);
     IF cardinality(task_ids) IS DISTINCT FROM cardinality(fences)
@@ -1453,17 +1463,69 @@ BEGIN
         RAISE EXCEPTION 'task_ids, fences and contexts must have the same length'
             USING ERRCODE = 'array_subscript_error';
     END IF;
-    FOR r IN EXECUTE format('SELECT u.id, u.fence, u.output FROM unnest($1, $2, $3) AS u(id, fence, output) '
-                            'LEFT JOIN %I.tasks t ON t.id = u.id ORDER BY t.execution_id, u.id', s)
-             USING task_ids, fences, outputs
+    SELECT u.id, jsonb_typeof(u.output) AS kind INTO bad
+      FROM unnest(task_ids, outputs) AS u(id, output)
+     WHERE u.output IS NOT NULL AND jsonb_typeof(u.output) <> 'object' LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'the output context of task % must be a JSON object (got %)', bad.id, bad.kind
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+
+    -- (only the runs of tasks that can still be completed: a stale fence waits for nothing)
+    EXECUTE format($q$
+        SELECT count(*) FROM (
+            SELECT e.id FROM %1$I.executions e
+             WHERE e.id IN (SELECT t.execution_id
+                              FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
+                                ON t.id = u.id AND t.fence = u.fence AND t.status = 'running')
+             ORDER BY e.id FOR UPDATE OF e) locked$q$, s) USING task_ids, fences;
+
+    FOR r IN EXECUTE format($q$
+        WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),
+        done AS (
+            UPDATE %1$I.tasks t
+               SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now(),
+                   lease_until = NULL
+              FROM input i
+             WHERE t.id = i.id AND t.fence = i.fence AND t.status = 'running'
+            RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
+            SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id)
+        SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,
+               bool_or(has_dependents) AS has_dependents
+          FROM done GROUP BY execution_id ORDER BY execution_id$q$, s)
+        USING task_ids, fences, outputs
     LOOP
-        task_id := r.id;
-        accepted := cloacina._complete(s, r.id, r.fence, r.output);
-        RETURN NEXT;
+        accepted_ids := accepted_ids || r.ids;
+        IF r.has_dependents THEN
+            PERFORM cloacina._propagate(s, r.execution_id, r.tasks);
+        ELSE
+            leaf_runs := leaf_runs || r.execution_id;
+            leaf_counts := leaf_counts || cardinality(r.tasks);
+        END IF;
     END LOOP;
+
+    IF cardinality(leaf_runs) > 0 THEN
+        EXECUTE format($q$
+            WITH counted AS (
+                UPDATE %1$I.executions e SET pending_tasks = e.pending_tasks - n.n
+                  FROM unnest($1::bigint[], $2::int[]) AS n(id, n)
+                 WHERE e.id = n.id
+                RETURNING e.id, e.pending_tasks)
+            SELECT array_agg(id) FROM counted WHERE pending_tasks = 0$q$, s)
+            INTO ended_runs USING leaf_runs, leaf_counts;
+        IF ended_runs IS NOT NULL THEN
+            PERFORM cloacina._finalize(s, ended_runs);
+        END IF;
+    END IF;
+
+    RETURN QUERY SELECT u.id, u.id = ANY (accepted_ids) FROM unnest(task_ids) AS u(id);
 END
 $$;
 
+-- fail_batch: fails one task at a time (failures are the exception), in run order so that two
+-- batches sharing runs lock them in the same order.
 CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
                                      retryable boolean[])
 RETURNS TABLE(task_id bigint, accepted boolean)
@@ -1510,9 +1572,9 @@ BEGIN
         INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
         SELECT $1, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING eid;
     IF failure IS NULL THEN
-        PERFORM cloacina._finalize(s, eid, 'cancelled');
+        PERFORM cloacina._finalize(s, ARRAY[eid], 'cancelled');
     ELSE
-        PERFORM cloacina._finalize(s, eid, 'failed', failure);
+        PERFORM cloacina._finalize(s, ARRAY[eid], 'failed', failure);
     END IF;
     RETURN true;
 END
@@ -2036,7 +2098,7 @@ DECLARE
     expired int := 0;
 BEGIN
     FOR r IN EXECUTE format($q$SELECT id, extract(epoch FROM deadline - run_at) * 1000 AS ms FROM %I.executions
-                               WHERE deadline < now() AND status IN ('running', 'paused') ORDER BY deadline LIMIT 1000$q$, s)
+                               WHERE deadline < now() AND status IN ('running', 'paused') ORDER BY id LIMIT 1000$q$, s)
     LOOP
         IF cloacina._cancel(s, r.id, format('run timed out after %s ms', round(r.ms))) THEN
             expired := expired + 1;

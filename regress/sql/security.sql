@@ -91,7 +91,7 @@ INSERT INTO regress_probe.probes (label, path, q) VALUES
     ('_pause', 'sec_a', $$SELECT cloacina._pause('sec_b', 1)$$),
     ('_resume', 'sec_a', $$SELECT cloacina._resume('sec_b', 1)$$),
     ('_propagate', 'sec_a', $$SELECT cloacina._propagate('sec_b', 1, ARRAY['s1'])$$),
-    ('_finalize', 'sec_a', $$SELECT cloacina._finalize('sec_b', 1, 'completed')$$),
+    ('_finalize', 'sec_a', $$SELECT cloacina._finalize('sec_b', ARRAY[1]::bigint[], 'completed')$$),
     ('_lock_run', 'sec_a', $$SELECT cloacina._lock_run('sec_b', 1)$$),
     ('_event', 'sec_a', $$SELECT cloacina._event('sec_b', 1, 's1', 1, 'running', 'completed')$$),
     ('_hint', 'sec_a', $$SELECT cloacina._hint('sec_b', 'ready')$$),
