@@ -74,6 +74,12 @@ CREATE FUNCTION cloacina._url_escape(value text) RETURNS text
     AS 'MODULE_PATHNAME', 'cloacina_url_escape' LANGUAGE C IMMUTABLE STRICT;
 CREATE FUNCTION cloacina._due(schema_name text, due_at timestamptz, sql_ready boolean DEFAULT false) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_due' LANGUAGE C VOLATILE;
+-- Runs a statement through a per-backend cache of prepared plans (extension/prepared.c); the
+-- engine uses it for its tenant statements instead of EXECUTE, which plans on every call.
+CREATE FUNCTION cloacina._run(statement text) RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
+CREATE FUNCTION cloacina._run(statement text, VARIADIC args "any") RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
 CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
@@ -908,7 +914,8 @@ $$;
 CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('SELECT pg_notify(notify_channel, $1) FROM %I.tenant_settings', s) USING payload;
+    PERFORM FROM cloacina._run(format('SELECT 1 FROM %I.tenant_settings, pg_notify(notify_channel, $1)', s), payload)
+        AS r(notified int);
 END
 $$;
 
@@ -916,9 +923,9 @@ CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
                                 from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
-                   'VALUES ($1, $2, $3, $4, $5, $6)', s)
-        USING eid, task, attempt, from_status, to_status, detail;
+    PERFORM FROM cloacina._run(format(
+        'INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
+        'VALUES ($1, $2, $3, $4, $5, $6)', s), eid, task, attempt, from_status, to_status, detail) AS r(nothing int);
 END
 $$;
 
@@ -929,7 +936,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
 BEGIN
-    EXECUTE format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s) INTO st USING eid;
+    SELECT r.status INTO st FROM cloacina._run(format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s), eid) AS r(status text);
     IF st IS NULL THEN
         RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL')
             USING ERRCODE = 'undefined_object';
@@ -945,7 +952,7 @@ CREATE FUNCTION cloacina._finalize(s text, eids bigint[], forced_status text DEF
                                    forced_error text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format($q$
+    PERFORM FROM cloacina._run(format($q$
         WITH runs AS (SELECT id, status, input_context FROM %1$I.executions WHERE id = ANY ($1)),
         outcome AS (
             SELECT x.execution_id,
@@ -972,8 +979,8 @@ BEGIN
         logged AS (
             INSERT INTO %1$I.execution_events (execution_id, from_status, to_status)
             SELECT id, old_status, new_status FROM ended)
-        SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken$q$, s)
-        USING eids, forced_status, forced_error;
+        SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken$q$, s),
+        eids, forced_status, forced_error) AS r(ended bigint);
 END
 $$;
 
@@ -1001,7 +1008,7 @@ DECLARE
 BEGIN
     WHILE cardinality(worklist) > 0 LOOP
         next_round := '{}';
-        FOR cand IN EXECUTE format($q$
+        FOR cand IN SELECT * FROM cloacina._run(format($q$
             WITH d AS (SELECT dep AS task, count(*)::int AS n
                        FROM %1$I.tasks f, unnest(f.dependents) AS dep
                        WHERE f.execution_id = $1 AND f.task = ANY ($2)
@@ -1009,8 +1016,9 @@ BEGIN
             UPDATE %1$I.tasks t SET pending_deps = t.pending_deps - d.n
               FROM d
              WHERE t.execution_id = $1 AND t.task = d.task AND t.status = 'waiting'
-            RETURNING t.id, t.task, t.kind, t.pending_deps, t.dependencies, t.trigger_rule, t.condition$q$, s)
-            USING eid, worklist
+            RETURNING t.id, t.task, t.kind, t.pending_deps, t.dependencies, t.trigger_rule, t.condition$q$, s),
+            eid, worklist)
+            AS x(id bigint, task text, kind text, pending_deps int, dependencies text[], trigger_rule text, condition jsonb)
         LOOP
             CONTINUE WHEN cand.pending_deps > 0;
             IF run IS NULL THEN
@@ -1018,7 +1026,7 @@ BEGIN
                     INTO run USING eid;
             END IF;
             -- Input = run input, then each completed dependency's output in declaration order.
-            EXECUTE format($q$
+            SELECT * INTO n_ok, n_failed, n_all, input FROM cloacina._run(format($q$
                 SELECT count(*) FILTER (WHERE x.status = 'completed'),
                        count(*) FILTER (WHERE x.status = 'failed'),
                        count(*) FILTER (WHERE x.ord > 0),
@@ -1028,8 +1036,8 @@ BEGIN
                       UNION ALL
                       SELECT t.status, t.output, u.ord
                       FROM unnest($2::text[]) WITH ORDINALITY AS u(task, ord)
-                      JOIN %I.tasks t ON t.execution_id = $1 AND t.task = u.task) x$q$, s)
-                INTO n_ok, n_failed, n_all, input USING eid, cand.dependencies, run.input_context;
+                      JOIN %I.tasks t ON t.execution_id = $1 AND t.task = u.task) x$q$, s),
+                eid, cand.dependencies, run.input_context) AS x(n_ok bigint, n_failed bigint, n_all bigint, input jsonb);
             holds := CASE cand.trigger_rule
                          WHEN 'all_success' THEN n_ok = n_all
                          WHEN 'one_success' THEN n_ok > 0
@@ -1067,8 +1075,9 @@ BEGIN
     IF any_sql THEN
         PERFORM cloacina._due(s, now(), true);
     END IF;
-    EXECUTE format('UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s)
-        INTO remaining USING eid, terminal;
+    SELECT x.remaining INTO remaining FROM cloacina._run(format(
+        'UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s),
+        eid, terminal) AS x(remaining int);
     IF remaining = 0 THEN
         PERFORM cloacina._finalize(s, ARRAY[eid]);
     END IF;
@@ -1135,8 +1144,9 @@ BEGIN
         END IF;
     END IF;
 
-    EXECUTE format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s)
-        INTO wf_version, wf_tasks USING workflow;
+    SELECT x.version, x.tasks INTO wf_version, wf_tasks
+      FROM cloacina._run(format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s), workflow)
+           AS x(version text, tasks jsonb);
     IF wf_version IS NULL THEN
         RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
             USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
@@ -1154,7 +1164,7 @@ BEGIN
         END IF;
     END IF;
 
-    EXECUTE format($q$
+    SELECT * INTO ids, skipped, any_ready, any_sql FROM cloacina._run(format($q$
         WITH new_runs AS MATERIALIZED (
             SELECT nextval(%2$L::regclass) AS id, coalesce(u.c, '{}'::jsonb) AS ctx, u.ord
               FROM unnest($3::jsonb[]) WITH ORDINALITY AS u(c, ord)),
@@ -1193,9 +1203,9 @@ BEGIN
                      WHERE status = 'skipped' GROUP BY execution_id) sk),
                (SELECT coalesce(bool_or(status = 'ready' AND kind = 'handler'), false) FROM new_tasks),
                (SELECT coalesce(bool_or(status = 'ready' AND kind = 'sql'), false) FROM new_tasks)$q$,
-        s, format('%I.executions_id_seq', s))
-        INTO ids, skipped, any_ready, any_sql
-        USING workflow, wf_version, contexts, prio, idem_key, start_at, run_timeout, wf_tasks;
+        s, format('%I.executions_id_seq', s)),
+        workflow, wf_version, contexts, prio, idem_key, start_at, run_timeout, wf_tasks)
+        AS x(ids bigint[], skipped jsonb, any_ready boolean, any_sql boolean);
 
     -- Roots skipped by their condition: log them and let the skips propagate.
     FOR r IN SELECT key::bigint AS eid, ARRAY(SELECT jsonb_array_elements_text(value)) AS tasks
@@ -1257,7 +1267,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     -- One statement: pick in claim order skipping rows other workers hold, take them, log them.
-    FOR claimed IN EXECUTE format($q$
+    FOR claimed IN SELECT * FROM cloacina._run(format($q$
         WITH picked AS (
             SELECT t.id FROM %1$I.tasks t
              WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()
@@ -1279,8 +1289,9 @@ BEGIN
             SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
         SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input, c.timeout_ms
           FROM claimed c
-         ORDER BY c.priority DESC, c.ready_at, c.id$q$, s)
-        USING coalesce(worker, ''), task_names, max_tasks, lease
+         ORDER BY c.priority DESC, c.ready_at, c.id$q$, s), coalesce(worker, ''), task_names, max_tasks, lease)
+        AS x(id bigint, execution_id bigint, workflow text, task text, attempt int, fence bigint,
+             input jsonb, timeout_ms bigint)
     LOOP
         task_id := claimed.id;
         execution_id := claimed.execution_id;
@@ -1308,9 +1319,9 @@ DECLARE
     current_fence bigint;
 BEGIN
     PERFORM cloacina._require_tenant(s);
-    EXECUTE format('UPDATE %I.tasks SET lease_until = now() + lease '
-                   'WHERE id = $1 AND fence = $2 AND status = ''running'' RETURNING id', s)
-        INTO extended USING task_id, fence;
+    SELECT x.id INTO extended FROM cloacina._run(format(
+        'UPDATE %I.tasks SET lease_until = now() + lease WHERE id = $1 AND fence = $2 AND status = ''running'' RETURNING id', s),
+        task_id, fence) AS x(id bigint);
     IF extended IS NOT NULL THEN
         RETURN 'ok';
     END IF;
@@ -1472,15 +1483,15 @@ BEGIN
     END IF;
 
     -- (only the runs of tasks that can still be completed: a stale fence waits for nothing)
-    EXECUTE format($q$
+    PERFORM FROM cloacina._run(format($q$
         SELECT count(*) FROM (
             SELECT e.id FROM %1$I.executions e
              WHERE e.id IN (SELECT t.execution_id
                               FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
                                 ON t.id = u.id AND t.fence = u.fence AND t.status = 'running')
-             ORDER BY e.id FOR UPDATE OF e) locked$q$, s) USING task_ids, fences;
+             ORDER BY e.id FOR UPDATE OF e) locked$q$, s), task_ids, fences) AS r(locked bigint);
 
-    FOR r IN EXECUTE format($q$
+    FOR r IN SELECT * FROM cloacina._run(format($q$
         WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),
         done AS (
             UPDATE %1$I.tasks t
@@ -1494,8 +1505,8 @@ BEGIN
             SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id)
         SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,
                bool_or(has_dependents) AS has_dependents
-          FROM done GROUP BY execution_id ORDER BY execution_id$q$, s)
-        USING task_ids, fences, outputs
+          FROM done GROUP BY execution_id ORDER BY execution_id$q$, s), task_ids, fences, outputs)
+        AS x(execution_id bigint, tasks text[], ids bigint[], has_dependents boolean)
     LOOP
         accepted_ids := accepted_ids || r.ids;
         IF r.has_dependents THEN
@@ -1507,14 +1518,14 @@ BEGIN
     END LOOP;
 
     IF cardinality(leaf_runs) > 0 THEN
-        EXECUTE format($q$
+        SELECT x.ended INTO ended_runs FROM cloacina._run(format($q$
             WITH counted AS (
                 UPDATE %1$I.executions e SET pending_tasks = e.pending_tasks - n.n
                   FROM unnest($1::bigint[], $2::int[]) AS n(id, n)
                  WHERE e.id = n.id
                 RETURNING e.id, e.pending_tasks)
-            SELECT array_agg(id) FROM counted WHERE pending_tasks = 0$q$, s)
-            INTO ended_runs USING leaf_runs, leaf_counts;
+            SELECT array_agg(id) FROM counted WHERE pending_tasks = 0$q$, s), leaf_runs, leaf_counts)
+            AS x(ended bigint[]);
         IF ended_runs IS NOT NULL THEN
             PERFORM cloacina._finalize(s, ended_runs);
         END IF;

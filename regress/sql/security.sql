@@ -105,7 +105,8 @@ INSERT INTO regress_probe.probes (label, path, q) VALUES
     ('_connection_string', 'sec_a', $$SELECT cloacina._connection_string('sec_b_user', 'x')$$),
     ('_generate_password', 'sec_a', 'SELECT cloacina._generate_password()'),
     ('_scram_verifier', 'sec_a', $$SELECT cloacina._scram_verifier('x')$$),
-    ('_random_token', 'sec_a', 'SELECT cloacina._random_token(8)');
+    ('_random_token', 'sec_a', 'SELECT cloacina._random_token(8)'),
+    ('_run', 'sec_a', $$SELECT * FROM cloacina._run('SELECT count(*) FROM sec_b.tasks') AS r(n bigint)$$);
 -- Admin functions, the registry, roles.
 INSERT INTO regress_probe.probes (label, path, q) VALUES
     ('create_tenant', 'sec_a', $$SELECT * FROM cloacina.create_tenant('evil_tenant')$$),

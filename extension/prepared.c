@@ -1,0 +1,181 @@
+/*
+ * prepared.c: cloacina._run(sql text, VARIADIC args "any"), a prepared-statement cache for the
+ * engine's tenant statements.
+ *
+ * The engine's statements name the tenant's tables, so plpgsql can only run them with EXECUTE,
+ * which parses and plans them on every call; planning was most of the cost of a completion.
+ * _run prepares each distinct statement text once per backend (with the caller's pinned
+ * search_path, which the plan keeps for any later re-planning), keeps the plan, and executes it
+ * with the given arguments. Results come back as SETOF record, described by the caller's column
+ * definition list. The cache is bounded (least recently used plans are freed), so a backend
+ * that serves many tenants does not grow without limit.
+ */
+#include "postgres.h"
+
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/hsearch.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+
+PG_FUNCTION_INFO_V1(cloacina_run);
+
+#define MAX_PREPARED 256
+#define MAX_ARGS 16
+
+typedef struct PreparedEntry
+{
+	uint32		hash;			/* key: hash of text and argument types ... */
+	char	   *sql;			/* ... confirmed by comparing these */
+	int			nargs;
+	Oid			argtypes[MAX_ARGS];
+	SPIPlanPtr	plan;
+	uint64		last_used;
+	bool		in_use;
+} PreparedEntry;
+
+static PreparedEntry cache[MAX_PREPARED];
+static uint64 use_counter = 0;
+
+static PreparedEntry *
+lookup(const char *sql, int nargs, const Oid *argtypes, uint32 hash)
+{
+	for (int i = 0; i < MAX_PREPARED; i++)
+	{
+		PreparedEntry *e = &cache[i];
+
+		if (e->in_use && e->hash == hash && e->nargs == nargs &&
+			memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 && strcmp(e->sql, sql) == 0)
+			return e;
+	}
+	return NULL;
+}
+
+static PreparedEntry *
+prepare(const char *sql, int nargs, Oid *argtypes, uint32 hash)
+{
+	PreparedEntry *victim = NULL;
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "could not prepare statement: %s", SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "could not keep the prepared statement");
+
+	for (int i = 0; i < MAX_PREPARED; i++)
+	{
+		if (!cache[i].in_use)
+		{
+			victim = &cache[i];
+			break;
+		}
+		if (victim == NULL || cache[i].last_used < victim->last_used)
+			victim = &cache[i];
+	}
+	if (victim->in_use)
+	{
+		SPI_freeplan(victim->plan);
+		pfree(victim->sql);
+	}
+	victim->hash = hash;
+	victim->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	victim->nargs = nargs;
+	memcpy(victim->argtypes, argtypes, sizeof(Oid) * nargs);
+	victim->plan = plan;
+	victim->in_use = true;
+	return victim;
+}
+
+/* Forgets a statement whose execution failed: its plan may refer to something that is gone. */
+static void
+forget(PreparedEntry *e)
+{
+	if (e->in_use)
+	{
+		SPI_freeplan(e->plan);
+		pfree(e->sql);
+		e->in_use = false;
+	}
+}
+
+Datum
+cloacina_run(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *sql;
+	int			nargs = PG_NARGS() - 1;
+	Oid			argtypes[MAX_ARGS];
+	Datum		values[MAX_ARGS];
+	char		nulls[MAX_ARGS];
+	uint32		hash;
+	PreparedEntry *volatile entry;
+	TupleDesc	expected;
+	int			ret;
+
+	if (PG_ARGISNULL(0))
+		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("statement must not be NULL")));
+	if (nargs > MAX_ARGS)
+		ereport(ERROR, (errcode(ERRCODE_TOO_MANY_ARGUMENTS), errmsg("at most %d arguments", MAX_ARGS)));
+	sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	for (int i = 0; i < nargs; i++)
+	{
+		argtypes[i] = get_fn_expr_argtype(fcinfo->flinfo, i + 1);
+		if (!OidIsValid(argtypes[i]) || argtypes[i] == UNKNOWNOID)
+			ereport(ERROR, (errcode(ERRCODE_INDETERMINATE_DATATYPE),
+							errmsg("argument %d of cloacina._run has no type", i + 1)));
+		values[i] = PG_GETARG_DATUM(i + 1);
+		nulls[i] = PG_ARGISNULL(i + 1) ? 'n' : ' ';
+	}
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	expected = rsinfo->setDesc;
+
+	hash = hash_bytes((const unsigned char *) sql, strlen(sql)) ^
+		hash_bytes((const unsigned char *) argtypes, sizeof(Oid) * nargs);
+
+	SPI_connect();
+	entry = lookup(sql, nargs, argtypes, hash);
+	if (entry == NULL)
+		entry = prepare(sql, nargs, argtypes, hash);
+	entry->last_used = ++use_counter;
+
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
+	}
+	PG_CATCH();
+	{
+		forget((PreparedEntry *) entry);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	if (ret < 0)
+		elog(ERROR, "could not run statement: %s", SPI_result_code_string(ret));
+
+	if (SPI_tuptable != NULL && SPI_processed > 0)
+	{
+		TupleDesc	got = SPI_tuptable->tupdesc;
+		Datum	   *row = palloc(sizeof(Datum) * Max(expected->natts, 1));
+		bool	   *isnull = palloc(sizeof(bool) * Max(expected->natts, 1));
+
+		if (got->natts != expected->natts)
+			ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+							errmsg("statement returns %d columns, the caller expects %d", got->natts, expected->natts)));
+		for (int c = 0; c < got->natts; c++)
+			if (TupleDescAttr(got, c)->atttypid != TupleDescAttr(expected, c)->atttypid)
+				ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
+								errmsg("column %d of the statement is %s, the caller expects %s", c + 1,
+									   format_type_be(TupleDescAttr(got, c)->atttypid),
+									   format_type_be(TupleDescAttr(expected, c)->atttypid))));
+		for (uint64 r = 0; r < SPI_processed; r++)
+		{
+			heap_deform_tuple(SPI_tuptable->vals[r], got, row, isnull);
+			tuplestore_putvalues(rsinfo->setResult, expected, row, isnull);
+		}
+	}
+	SPI_finish();
+	return (Datum) 0;
+}
