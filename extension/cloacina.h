@@ -28,6 +28,7 @@ extern bool cloacina_due_take_overflow(void);
 extern int	cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int max_schemas);
 extern void cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready,
 									int max_running, int weight);
+extern void cloacina_due_forget(const char *schema);
 extern TimestampTz cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest);
 extern void cloacina_due_wake_sql_workers(void);
 extern void cloacina_due_set_sql_worker_latch(int worker);

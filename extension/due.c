@@ -289,6 +289,15 @@ cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready
 		cloacina_due_wake_sql_workers();
 }
 
+/* Drops the entry of a tenant that no longer exists. */
+void
+cloacina_due_forget(const char *schema)
+{
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	hash_search(due_table, schema, HASH_REMOVE, NULL);
+	LWLockRelease(due_shared->lock);
+}
+
 /* The earliest due time, capped at "latest"; recorded so that backends know when to wake us. */
 TimestampTz
 cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest)

@@ -87,6 +87,7 @@ tick_tenant(const char *schema, bool startup)
 	bool		sql_ready = false;
 	int			max_running = 0;
 	int			weight = 1;
+	bool		exists;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -106,7 +107,8 @@ tick_tenant(const char *schema, bool startup)
 	if (SPI_execute_with_args("SELECT * FROM cloacina._tenant_tick($1, $2, $3)", 3, argtypes,
 							  args, nulls, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "cloacina._tenant_tick failed for tenant %s", schema);
-	if (SPI_processed > 0)
+	exists = SPI_processed > 0;
+	if (exists)
 	{
 		HeapTuple	row = SPI_tuptable->vals[0];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
@@ -130,7 +132,10 @@ tick_tenant(const char *schema, bool startup)
 	pgstat_report_stat(false);
 	pgstat_report_activity(STATE_IDLE, NULL);
 
-	cloacina_due_after_tick(schema, next_due, sql_ready, max_running, weight);
+	if (exists)
+		cloacina_due_after_tick(schema, next_due, sql_ready, max_running, weight);
+	else
+		cloacina_due_forget(schema);
 }
 
 /*

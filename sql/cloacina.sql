@@ -2072,11 +2072,15 @@ COMMENT ON FUNCTION cloacina.unschedule(text) IS 'Removes a schedule; false if t
 
 -- One pass over a tenant: expired leases and timeouts, due schedules, a ready-hint for retries
 -- that came due, and retention. Returns the next time something is due in this tenant (NULL:
--- nothing), which the worker keeps in shared memory so that idle tenants cost nothing.
+-- nothing), which the worker keeps in shared memory so that idle tenants cost nothing; no row at
+-- all for a tenant that was removed.
 CREATE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
 RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
+    IF NOT EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RETURN;  -- removed: no row tells the worker to forget it
+    END IF;
     PERFORM cloacina._reap(s);
     PERFORM cloacina._expire_runs(s);
     PERFORM cloacina._fire_schedules(s, startup);
