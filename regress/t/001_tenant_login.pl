@@ -1,5 +1,6 @@
 # A tenant's connection string works as given: over TCP with scram-sha-256, the tenant role logs
-# in with the generated password and lands in its own schema; a wrong password is refused.
+# in with the generated password and lands in its own schema; a wrong password is refused. And the
+# extension refuses to install without shared_preload_libraries.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -43,4 +44,14 @@ chomp $stdout;
 is($stdout, 'odd_user', 'a password with @ : / % quote backslash space # ? survives the URI');
 
 $node->stop;
+
+# Without shared_preload_libraries the extension refuses to install, saying what to do.
+my $plain = PostgreSQL::Test::Cluster->new('no_preload');
+$plain->init;
+$plain->start;
+my ($rc, $out, $err) = $plain->psql('postgres', 'CREATE EXTENSION cloacina');
+isnt($rc, 0, 'CREATE EXTENSION fails without shared_preload_libraries');
+like($err, qr/cloacina must be loaded via shared_preload_libraries.*HINT:  Add cloacina to shared_preload_libraries/s,
+    'with a clear error and a hint');
+$plain->stop;
 done_testing();
