@@ -14,12 +14,14 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
 #include "storage/proc.h"
 #include "storage/shmem.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/hsearch.h"
 #include "utils/memutils.h"
@@ -177,6 +179,7 @@ cloacina_due(PG_FUNCTION_ARGS)
 	ListCell   *lc;
 	char	   *schema;
 	TimestampTz due;
+	Oid			namespace_oid;
 	bool		sql_ready = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 
 	if (due_shared == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -185,6 +188,16 @@ cloacina_due(PG_FUNCTION_ARGS)
 	due = PG_GETARG_TIMESTAMPTZ(1);
 	if (strlen(schema) >= NAMEDATALEN)
 		PG_RETURN_VOID();
+	/*
+	 * Only for a schema the caller may use: a tenant can hurry the scheduler for itself, not
+	 * for others, and cannot fill the table with names of schemas that do not exist.
+	 */
+	namespace_oid = get_namespace_oid(schema, true);
+	if (!OidIsValid(namespace_oid) ||
+		pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for schema %s", schema)));
 
 	/* One pending entry per schema and transaction: keep the earliest time. */
 	foreach(lc, pending)

@@ -25,6 +25,7 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
+#include "storage/lock.h"
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
@@ -155,7 +156,11 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		}
 		if (task->timeout_ms > 0)
 			disable_timeout(STATEMENT_TIMEOUT, false);
-		AtEOXact_GUC(true, nest);
+		/*
+		 * Roll back every setting the task changed, also with a plain SET: the worker serves
+		 * other tenants next, and nothing of this task may carry over to them.
+		 */
+		AtEOXact_GUC(false, nest);
 		SetUserIdAndSecContext(saved_user, saved_sec_context);
 		ReleaseCurrentSubTransaction();
 		MemoryContextSwitchTo(caller_context);
@@ -179,6 +184,16 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 	}
 	PG_END_TRY();
 	return outcome;
+}
+
+/*
+ * Session-level advisory locks a task took would outlive it in this shared worker and block
+ * whoever uses the same keys: release them all after each task.
+ */
+static void
+release_session_locks(void)
+{
+	LockReleaseSession(USER_LOCKMETHOD);	/* what pg_advisory_unlock_all() does */
 }
 
 static void
@@ -228,6 +243,7 @@ run_one_task(const char *schema, const char *worker_name)
 	if (found)
 	{
 		outcome = run_as_tenant(schema, &task);
+		release_session_locks();
 		record_outcome(schema, &task, &outcome);
 	}
 
