@@ -1490,6 +1490,13 @@ BEGIN
                               FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
                                 ON t.id = u.id AND t.fence = u.fence AND t.status = 'running')
              ORDER BY e.id FOR UPDATE OF e) locked$q$, s), task_ids, fences) AS r(locked bigint);
+    -- then the tasks, in id order (heartbeat batches go in that order too: no lock cycles)
+    PERFORM FROM cloacina._run(format($q$
+        SELECT count(*) FROM (
+            SELECT t.id FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
+                ON t.id = u.id AND t.fence = u.fence AND t.status = 'running'
+             ORDER BY t.id FOR UPDATE OF t) locked$q$, s),
+        task_ids, fences) AS r(locked bigint);
 
     FOR r IN SELECT * FROM cloacina._run(format($q$
         WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),
@@ -1535,8 +1542,8 @@ BEGIN
 END
 $$;
 
--- fail_batch: fails one task at a time (failures are the exception), in run order so that two
--- batches sharing runs lock them in the same order.
+-- fail_batch: fails one task at a time (failures are the exception), after locking the runs in
+-- id order like complete_batch, so that batches sharing runs never deadlock.
 CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
                                      retryable boolean[])
 RETURNS TABLE(task_id bigint, accepted boolean)
@@ -1551,10 +1558,15 @@ BEGIN
         RAISE EXCEPTION 'task_ids, fences, errors and retryable must have the same length'
             USING ERRCODE = 'array_subscript_error';
     END IF;
-    FOR r IN EXECUTE format('SELECT u.id, u.fence, u.error, u.retryable '
-                            'FROM unnest($1, $2, $3, $4) AS u(id, fence, error, retryable) '
-                            'LEFT JOIN %I.tasks t ON t.id = u.id ORDER BY t.execution_id, u.id', s)
-             USING task_ids, fences, errors, retryable
+    -- the same locking order as complete_batch: the runs in id order, then the tasks in id order
+    PERFORM FROM cloacina._run(format($q$
+        SELECT count(*) FROM (
+            SELECT e.id FROM %1$I.executions e
+             WHERE e.id IN (SELECT t.execution_id FROM %1$I.tasks t WHERE t.id = ANY ($1))
+             ORDER BY e.id FOR UPDATE OF e) locked$q$, s), task_ids) AS r(locked bigint);
+    FOR r IN SELECT u.id, u.fence, u.error, u.retryable
+               FROM unnest(task_ids, fences, errors, retryable) AS u(id, fence, error, retryable)
+              ORDER BY u.id
     LOOP
         task_id := r.id;
         accepted := cloacina._fail(s, r.id, r.fence, r.error, r.retryable);
@@ -2152,12 +2164,15 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
         WITH picked AS (
-            SELECT t.id FROM %1$I.tasks t
+            -- The run is locked with its task: the worker completes the task in this same
+            -- transaction, and a run's lock must come first (a cancel holding the run lock
+            -- would otherwise wait for this task while this waits for the run).
+            SELECT t.id FROM %1$I.tasks t JOIN %1$I.executions e ON e.id = t.execution_id
              WHERE t.status = 'ready' AND t.kind = 'sql' AND t.ready_at <= now()
                AND (SELECT state FROM %1$I.tenant_settings) = 'active'
              ORDER BY t.priority DESC, t.ready_at, t.id
              LIMIT 1
-             FOR UPDATE SKIP LOCKED),
+             FOR UPDATE OF t, e SKIP LOCKED),
         claimed AS (
             UPDATE %1$I.tasks t
                SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $2,

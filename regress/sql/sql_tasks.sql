@@ -36,6 +36,12 @@ SELECT attempt, from_status, to_status, regexp_replace(detail, 'retry at [^:]*:[
   FROM sql_a.execution_events
  WHERE execution_id = :broken AND task = 'divide' AND to_status IN ('ready', 'failed') ORDER BY id;
 
+-- timeout_ms bounds a SQL task as a statement timeout: the attempt fails with 57014.
+SELECT cloacina.register_workflow($${"name": "slow", "tasks": [
+    {"id": "nap", "kind": "sql", "timeout_ms": 200, "sql": "SELECT pg_sleep(30)"}]}$$) IS NOT NULL AS registered;
+SELECT cloacina.execute('slow') AS slow \gset
+SELECT status, error FROM cloacina.wait(:slow, '20 seconds');
+
 -- Reaching into tenant B: denied, recorded, and B's table is untouched.
 SELECT cloacina.register_workflow($${"name": "trespass", "tasks": [
     {"id": "read_b", "kind": "sql", "sql": "SELECT jsonb_build_object('stolen', (SELECT string_agg(entry, ',') FROM sql_b.ledger))"},
