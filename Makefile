@@ -35,7 +35,7 @@ installcheck: build-dirs
 build-dirs:
 	@mkdir -p build/regress build/isolation
 
-.PHONY: test demo build-dirs sdk install-sdk
+.PHONY: test demo build-dirs sdk install-sdk bench bench-smoke
 # The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
 # PostgreSQL cluster of its own.
 test:
@@ -51,3 +51,10 @@ sdk:
 	cmake --build build/cpp -j2
 install-sdk: sdk
 	cmake --install build/cpp --prefix $(PREFIX)
+
+# Benchmarks (bench/README.md): the full run writes bench/RESULTS.md and bench/plots/*.png; the
+# smoke run (seconds per scenario, part of CI) writes build/bench-smoke/.
+bench:
+	bench/run
+bench-smoke:
+	bench/run --smoke
