@@ -49,8 +49,8 @@ $node->stop;
 my $plain = PostgreSQL::Test::Cluster->new('no_preload');
 $plain->init;
 $plain->start;
-my ($rc, $out, $err) = $plain->psql('postgres', 'CREATE EXTENSION cloacina');
-isnt($rc, 0, 'CREATE EXTENSION fails without shared_preload_libraries');
+my ($ext_rc, $out, $err) = $plain->psql('postgres', 'CREATE EXTENSION cloacina');
+isnt($ext_rc, 0, 'CREATE EXTENSION fails without shared_preload_libraries');
 like($err, qr/cloacina must be loaded via shared_preload_libraries.*HINT:  Add cloacina to shared_preload_libraries/s,
     'with a clear error and a hint');
 $plain->stop;
