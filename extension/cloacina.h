@@ -5,6 +5,7 @@
 #define CLOACINA_H
 
 #include "datatype/timestamp.h"
+#include "utils/palloc.h"
 
 /* Settings (cloacina.c) */
 extern char *cloacina_database;
@@ -34,6 +35,11 @@ extern void cloacina_due_wake_sql_workers(void);
 extern void cloacina_due_set_sql_worker_latch(int worker);
 extern bool cloacina_due_pick_sql_tenant(int worker, char *schema);
 extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
+
+/* unit.c: one unit of background work in a transaction of its own */
+extern void cloacina_unit_begin(const char *activity);
+extern void cloacina_unit_commit(void);
+extern void cloacina_unit_recover(MemoryContext scratch);
 
 /* scheduler.c and sqltask.c: the background workers */
 extern void cloacina_register_workers(void);

@@ -89,11 +89,7 @@ tick_tenant(const char *schema, bool startup)
 	int			weight = 1;
 	bool		exists;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, psprintf("cloacina: tenant %s", schema));
+	cloacina_unit_begin(psprintf("cloacina: tenant %s", schema));
 
 	args[0] = CStringGetTextDatum(schema);
 	args[1] = BoolGetDatum(startup);
@@ -126,11 +122,7 @@ tick_tenant(const char *schema, bool startup)
 		weight = isnull ? 1 : DatumGetInt32(d);
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	cloacina_unit_commit();
 
 	if (exists)
 		cloacina_due_after_tick(schema, next_due, sql_ready, max_running, weight);
@@ -153,11 +145,7 @@ tick_tenant_guarded(const char *schema, bool startup, MemoryContext scratch)
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(scratch);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		pgstat_report_activity(STATE_IDLE, NULL);
+		cloacina_unit_recover(scratch);
 		cloacina_due_after_tick(schema,
 								TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cloacina_naptime_ms),
 								false, 0, 1);
@@ -175,21 +163,14 @@ tick_all_tenants(bool startup, MemoryContext scratch)
 	ListCell   *lc;
 	MemoryContext old;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, "cloacina: listing tenants");
+	cloacina_unit_begin("cloacina: listing tenants");
 	if (SPI_execute("SELECT cloacina._tenant_schemas()", true, 0) != SPI_OK_SELECT)
 		elog(ERROR, "could not list the tenants");
 	old = MemoryContextSwitchTo(TopMemoryContext);
 	for (uint64 i = 0; i < SPI_processed; i++)
 		schemas = lappend(schemas, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
 	MemoryContextSwitchTo(old);
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_activity(STATE_IDLE, NULL);
+	cloacina_unit_commit();
 
 	foreach(lc, schemas)
 	{

@@ -233,11 +233,7 @@ run_one_task(const char *schema, const char *worker_name)
 	SqlTaskOutcome outcome;
 	bool		found;
 
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	SPI_connect();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	pgstat_report_activity(STATE_RUNNING, psprintf("cloacina: SQL task of tenant %s", schema));
+	cloacina_unit_begin(psprintf("cloacina: SQL task of tenant %s", schema));
 
 	found = claim_one(schema, worker_name, &task);
 	if (found)
@@ -247,11 +243,7 @@ run_one_task(const char *schema, const char *worker_name)
 		record_outcome(schema, &task, &outcome);
 	}
 
-	SPI_finish();
-	PopActiveSnapshot();
-	CommitTransactionCommand();
-	pgstat_report_stat(false);
-	pgstat_report_activity(STATE_IDLE, NULL);
+	cloacina_unit_commit();
 	return found;
 }
 
@@ -293,11 +285,7 @@ cloacina_sql_worker_main(Datum main_arg)
 			}
 			PG_CATCH();
 			{
-				MemoryContextSwitchTo(scratch);
-				EmitErrorReport();
-				FlushErrorState();
-				AbortCurrentTransaction();
-				pgstat_report_activity(STATE_IDLE, NULL);
+				cloacina_unit_recover(scratch);
 			}
 			PG_END_TRY();
 			MemoryContextSwitchTo(old);
