@@ -5,6 +5,7 @@
 #define CLOACINA_H
 
 #include "datatype/timestamp.h"
+#include "fmgr.h"
 #include "utils/palloc.h"
 
 /* Settings (cloacina.c) */
@@ -30,11 +31,23 @@ extern int	cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int 
 extern void cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready,
 									int max_running, int weight);
 extern void cloacina_due_forget(const char *schema);
+extern void cloacina_due_push(const char *schema, TimestampTz due, bool sql_ready);
 extern TimestampTz cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest);
 extern void cloacina_due_wake_sql_workers(void);
 extern void cloacina_due_set_sql_worker_latch(int worker);
 extern bool cloacina_due_pick_sql_tenant(int worker, char *schema);
 extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
+
+/* prepared.c: statements prepared once per backend */
+extern int	cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
+									  const char *nulls, bool generic);
+
+/* tenant_path.c: shared by the C functions of the tenant path */
+extern char *cloacina_require_tenant(FunctionCallInfo fcinfo, int argno);
+
+/* complete.c: ends runs (status, final context, event, waiters' wake-up) */
+extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
+								   const char *forced_error);
 
 /* unit.c: one unit of background work in a transaction of its own */
 extern void cloacina_unit_begin(const char *activity);

@@ -167,6 +167,45 @@ apply_pending_at_commit(XactEvent event, void *arg)
 }
 
 /*
+ * From the end of this transaction on, the background worker looks at the tenant no later than
+ * "due" (and the SQL pool knows it may have ready SQL tasks when sql_ready). The caller has
+ * checked that the schema is one it may use. Without shared_preload_libraries it does nothing.
+ */
+void
+cloacina_due_push(const char *schema, TimestampTz due, bool sql_ready)
+{
+	MemoryContext old;
+	PendingDue *p;
+	ListCell   *lc;
+
+	if (due_shared == NULL || strlen(schema) >= NAMEDATALEN)
+		return;
+	/* One pending entry per schema and transaction: keep the earliest time. */
+	foreach(lc, pending)
+	{
+		p = (PendingDue *) lfirst(lc);
+		if (strcmp(p->schema, schema) == 0)
+		{
+			p->due = Min(p->due, due);
+			p->sql_ready |= sql_ready;
+			return;
+		}
+	}
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(apply_pending_at_commit, NULL);
+		xact_callback_registered = true;
+	}
+	old = MemoryContextSwitchTo(TopTransactionContext);
+	p = palloc0(sizeof(PendingDue));
+	strlcpy(p->schema, schema, NAMEDATALEN);
+	p->due = due;
+	p->sql_ready = sql_ready;
+	pending = lappend(pending, p);
+	MemoryContextSwitchTo(old);
+}
+
+/*
  * cloacina._due(schema text, due_at timestamptz, sql_ready boolean): from the end of this
  * transaction on, the background worker looks at the tenant no later than due_at (and the SQL
  * pool knows it may have ready SQL tasks). Without shared_preload_libraries it does nothing.
@@ -174,9 +213,6 @@ apply_pending_at_commit(XactEvent event, void *arg)
 Datum
 cloacina_due(PG_FUNCTION_ARGS)
 {
-	MemoryContext old;
-	PendingDue *p;
-	ListCell   *lc;
 	char	   *schema;
 	TimestampTz due;
 	Oid			namespace_oid;
@@ -199,29 +235,7 @@ cloacina_due(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for schema %s", schema)));
 
-	/* One pending entry per schema and transaction: keep the earliest time. */
-	foreach(lc, pending)
-	{
-		p = (PendingDue *) lfirst(lc);
-		if (strcmp(p->schema, schema) == 0)
-		{
-			p->due = Min(p->due, due);
-			p->sql_ready |= sql_ready;
-			PG_RETURN_VOID();
-		}
-	}
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(apply_pending_at_commit, NULL);
-		xact_callback_registered = true;
-	}
-	old = MemoryContextSwitchTo(TopTransactionContext);
-	p = palloc0(sizeof(PendingDue));
-	strlcpy(p->schema, schema, NAMEDATALEN);
-	p->due = due;
-	p->sql_ready = sql_ready;
-	pending = lappend(pending, p);
-	MemoryContextSwitchTo(old);
+	cloacina_due_push(schema, due, sql_ready);
 	PG_RETURN_VOID();
 }
 

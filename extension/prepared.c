@@ -21,6 +21,8 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 
+#include "cloacina.h"
+
 PG_FUNCTION_INFO_V1(cloacina_run);
 
 #define MAX_PREPARED 256
@@ -32,6 +34,7 @@ typedef struct PreparedEntry
 	char	   *sql;			/* ... confirmed by comparing these */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
+	bool		generic;		/* ... and the plan kind */
 	SPIPlanPtr	plan;
 	uint64		last_used;
 	bool		in_use;
@@ -41,13 +44,13 @@ static PreparedEntry cache[MAX_PREPARED];
 static uint64 use_counter = 0;
 
 static PreparedEntry *
-lookup(const char *sql, int nargs, const Oid *argtypes, uint32 hash)
+lookup(const char *sql, int nargs, const Oid *argtypes, bool generic, uint32 hash)
 {
 	for (int i = 0; i < MAX_PREPARED; i++)
 	{
 		PreparedEntry *e = &cache[i];
 
-		if (e->in_use && e->hash == hash && e->nargs == nargs &&
+		if (e->in_use && e->hash == hash && e->nargs == nargs && e->generic == generic &&
 			memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 && strcmp(e->sql, sql) == 0)
 			return e;
 	}
@@ -55,10 +58,11 @@ lookup(const char *sql, int nargs, const Oid *argtypes, uint32 hash)
 }
 
 static PreparedEntry *
-prepare(const char *sql, int nargs, Oid *argtypes, uint32 hash)
+prepare(const char *sql, int nargs, Oid *argtypes, bool generic, uint32 hash)
 {
 	PreparedEntry *victim = NULL;
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
+										  generic ? CURSOR_OPT_GENERIC_PLAN : 0);
 
 	if (plan == NULL)
 		elog(ERROR, "could not prepare statement: %s", SPI_result_code_string(SPI_result));
@@ -83,6 +87,7 @@ prepare(const char *sql, int nargs, Oid *argtypes, uint32 hash)
 	victim->hash = hash;
 	victim->sql = MemoryContextStrdup(TopMemoryContext, sql);
 	victim->nargs = nargs;
+	victim->generic = generic;
 	memcpy(victim->argtypes, argtypes, sizeof(Oid) * nargs);
 	victim->plan = plan;
 	victim->in_use = true;
@@ -101,6 +106,42 @@ forget(PreparedEntry *e)
 	}
 }
 
+/*
+ * Executes "sql" (inside the caller's SPI connection) with a plan prepared once per backend.
+ * A generic plan is planned once and reused; otherwise the plan cache decides per call (custom
+ * plans for the first executions). Statements whose plan must not depend on the argument
+ * values (the C tenant path's) ask for a generic plan and are written so that it is a good one.
+ * Returns the SPI result code.
+ */
+int
+cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
+						  const char *nulls, bool generic)
+{
+	uint32		hash;
+	PreparedEntry *volatile entry;
+	int			ret;
+
+	Assert(nargs <= MAX_ARGS);
+	hash = hash_bytes((const unsigned char *) sql, strlen(sql)) ^
+		hash_bytes((const unsigned char *) argtypes, sizeof(Oid) * nargs);
+	entry = lookup(sql, nargs, argtypes, generic, hash);
+	if (entry == NULL)
+		entry = prepare(sql, nargs, argtypes, generic, hash);
+	entry->last_used = ++use_counter;
+
+	PG_TRY();
+	{
+		ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
+	}
+	PG_CATCH();
+	{
+		forget((PreparedEntry *) entry);
+		PG_RE_THROW();
+	}
+	PG_END_TRY();
+	return ret;
+}
+
 Datum
 cloacina_run(PG_FUNCTION_ARGS)
 {
@@ -110,8 +151,6 @@ cloacina_run(PG_FUNCTION_ARGS)
 	Oid			argtypes[MAX_ARGS];
 	Datum		values[MAX_ARGS];
 	char		nulls[MAX_ARGS];
-	uint32		hash;
-	PreparedEntry *volatile entry;
 	TupleDesc	expected;
 	int			ret;
 
@@ -133,25 +172,8 @@ cloacina_run(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	expected = rsinfo->setDesc;
 
-	hash = hash_bytes((const unsigned char *) sql, strlen(sql)) ^
-		hash_bytes((const unsigned char *) argtypes, sizeof(Oid) * nargs);
-
 	SPI_connect();
-	entry = lookup(sql, nargs, argtypes, hash);
-	if (entry == NULL)
-		entry = prepare(sql, nargs, argtypes, hash);
-	entry->last_used = ++use_counter;
-
-	PG_TRY();
-	{
-		ret = SPI_execute_plan(entry->plan, values, nulls, false, 0);
-	}
-	PG_CATCH();
-	{
-		forget((PreparedEntry *) entry);
-		PG_RE_THROW();
-	}
-	PG_END_TRY();
+	ret = cloacina_execute_prepared(sql, nargs, argtypes, values, nulls, false);
 	if (ret < 0)
 		elog(ERROR, "could not run statement: %s", SPI_result_code_string(ret));
 

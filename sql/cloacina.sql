@@ -123,18 +123,7 @@ $$;
 -- Deep merge of two JSON values: objects merge key by key recursively, anything else in
 -- "patch" replaces "base". This is how a task's input and a run's final_context are built.
 CREATE FUNCTION cloacina.context_merge(base jsonb, patch jsonb) RETURNS jsonb
-LANGUAGE sql IMMUTABLE PARALLEL SAFE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT CASE
-        WHEN patch IS NULL THEN base
-        WHEN base IS NULL THEN patch
-        WHEN jsonb_typeof(base) = 'object' AND jsonb_typeof(patch) = 'object' THEN
-            base || coalesce((SELECT jsonb_object_agg(o.key,
-                                  CASE WHEN base ? o.key THEN cloacina.context_merge(base -> o.key, o.value)
-                                       ELSE o.value END)
-                              FROM jsonb_each(patch) AS o), '{}'::jsonb)
-        ELSE patch
-    END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_context_merge' LANGUAGE C IMMUTABLE PARALLEL SAFE;
 COMMENT ON FUNCTION cloacina.context_merge(jsonb, jsonb) IS
     'Deep-merges patch into base: objects merge recursively, anything else in patch wins';
 
@@ -950,39 +939,7 @@ $$;
 -- wake-up. The caller holds the runs' row locks.
 CREATE FUNCTION cloacina._finalize(s text, eids bigint[], forced_status text DEFAULT NULL,
                                    forced_error text DEFAULT NULL) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM FROM cloacina._run(format($q$
-        WITH runs AS (SELECT id, status, input_context FROM %1$I.executions WHERE id = ANY ($1)),
-        outcome AS (
-            SELECT x.execution_id,
-                   bool_or(x.status = 'failed') AS any_failed,
-                   (array_agg(format('task "%%s" failed: %%s', x.task, x.error) ORDER BY x.ord)
-                        FILTER (WHERE x.status = 'failed'))[1] AS first_error,
-                   cloacina.context_merge_agg(x.output ORDER BY x.ord)
-                        FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context
-            FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status,
-                         input_context AS output, NULL::text AS error, -1 AS ord FROM runs
-                  UNION ALL
-                  SELECT execution_id, task, status, output, error, topo_index
-                    FROM %1$I.tasks WHERE execution_id = ANY ($1)) x
-            GROUP BY x.execution_id),
-        ended AS (
-            UPDATE %1$I.executions e
-               SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),
-                   final_context = o.final_context,
-                   error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),
-                   pending_tasks = 0, finished_at = now()
-              FROM outcome o, runs r
-             WHERE e.id = o.execution_id AND r.id = e.id
-            RETURNING e.id, r.status AS old_status, e.status AS new_status),
-        logged AS (
-            INSERT INTO %1$I.execution_events (execution_id, from_status, to_status)
-            SELECT id, old_status, new_status FROM ended)
-        SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken$q$, s),
-        eids, forced_status, forced_error) AS r(ended bigint);
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C SET search_path = pg_catalog, pg_temp;
 
 -- After tasks of a run became terminal: counts them down on their dependents; a dependent whose
 -- last dependency just ended is evaluated (trigger rule, then context condition) and becomes
@@ -1247,69 +1204,11 @@ BEGIN
 END
 $$;
 
-
+-- Claims up to max_tasks ready handler tasks in claim order with a lease and a new fence (claim.c).
 CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
               fence bigint, context jsonb)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-#variable_conflict use_column
-DECLARE
-    claimed record;
-    first_deadline timestamptz;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    IF max_tasks IS NULL OR max_tasks < 1 OR max_tasks > 1000 THEN
-        RAISE EXCEPTION 'max_tasks must be between 1 and 1000 (got %)', coalesce(max_tasks::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    IF lease IS NULL OR lease <= interval '0' THEN
-        RAISE EXCEPTION 'lease must be a positive interval (got %)', coalesce(lease::text, 'NULL')
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-    -- One statement: pick in claim order skipping rows other workers hold, take them, log them.
-    FOR claimed IN SELECT * FROM cloacina._run(format($q$
-        WITH picked AS (
-            SELECT t.id FROM %1$I.tasks t
-             WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()
-               AND ($2::text[] IS NULL OR t.task = ANY ($2) OR (t.workflow || '.' || t.task) = ANY ($2))
-               AND (SELECT state FROM %1$I.tenant_settings) = 'active'
-             ORDER BY t.priority DESC, t.ready_at, t.id
-             LIMIT $3
-             FOR UPDATE SKIP LOCKED),
-        claimed AS (
-            UPDATE %1$I.tasks t
-               SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $4,
-                   lease_until = now() + $4, worker = $1, started_at = now()
-              FROM picked
-             WHERE t.id = picked.id
-            RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input,
-                      t.priority, t.ready_at, t.timeout_ms),
-        logged AS (
-            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
-            SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
-        SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input, c.timeout_ms
-          FROM claimed c
-         ORDER BY c.priority DESC, c.ready_at, c.id$q$, s), coalesce(worker, ''), task_names, max_tasks, lease)
-        AS x(id bigint, execution_id bigint, workflow text, task text, attempt int, fence bigint,
-             input jsonb, timeout_ms bigint)
-    LOOP
-        task_id := claimed.id;
-        execution_id := claimed.execution_id;
-        workflow := claimed.workflow;
-        task := claimed.task;
-        attempt := claimed.attempt;
-        fence := claimed.fence;
-        context := claimed.input;
-        RETURN NEXT;
-        first_deadline := least(first_deadline, now() + lease,
-                                now() + claimed.timeout_ms * interval '1 millisecond');
-    END LOOP;
-    -- The background worker must look at this tenant when the first lease or timeout can expire.
-    IF first_deadline IS NOT NULL THEN
-        PERFORM cloacina._due(s, first_deadline);
-    END IF;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C SET search_path = pg_catalog, pg_temp;
 
 CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1459,88 +1358,7 @@ $$;
 -- others the runs are counted down together and the runs with nothing left end together.
 CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
 RETURNS TABLE(task_id bigint, accepted boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    bad record;
-    r record;
-    accepted_ids bigint[] := '{}';
-    leaf_runs bigint[] := '{}';
-    leaf_counts int[] := '{}';
-    ended_runs bigint[];
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    IF cardinality(task_ids) IS DISTINCT FROM cardinality(fences)
-       OR cardinality(task_ids) IS DISTINCT FROM cardinality(outputs) THEN
-        RAISE EXCEPTION 'task_ids, fences and contexts must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
-    SELECT u.id, jsonb_typeof(u.output) AS kind INTO bad
-      FROM unnest(task_ids, outputs) AS u(id, output)
-     WHERE u.output IS NOT NULL AND jsonb_typeof(u.output) <> 'object' LIMIT 1;
-    IF FOUND THEN
-        RAISE EXCEPTION 'the output context of task % must be a JSON object (got %)', bad.id, bad.kind
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
-
-    -- (only the runs of tasks that can still be completed: a stale fence waits for nothing)
-    PERFORM FROM cloacina._run(format($q$
-        SELECT count(*) FROM (
-            SELECT e.id FROM %1$I.executions e
-             WHERE e.id IN (SELECT t.execution_id
-                              FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
-                                ON t.id = u.id AND t.fence = u.fence AND t.status = 'running')
-             ORDER BY e.id FOR UPDATE OF e) locked$q$, s), task_ids, fences) AS r(locked bigint);
-    -- then the tasks, in id order (heartbeat batches go in that order too: no lock cycles)
-    PERFORM FROM cloacina._run(format($q$
-        SELECT count(*) FROM (
-            SELECT t.id FROM %1$I.tasks t JOIN unnest($1::bigint[], $2::bigint[]) AS u(id, fence)
-                ON t.id = u.id AND t.fence = u.fence AND t.status = 'running'
-             ORDER BY t.id FOR UPDATE OF t) locked$q$, s),
-        task_ids, fences) AS r(locked bigint);
-
-    FOR r IN SELECT * FROM cloacina._run(format($q$
-        WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),
-        done AS (
-            UPDATE %1$I.tasks t
-               SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now(),
-                   lease_until = NULL
-              FROM input i
-             WHERE t.id = i.id AND t.fence = i.fence AND t.status = 'running'
-            RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents),
-        logged AS (
-            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
-            SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id)
-        SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,
-               bool_or(has_dependents) AS has_dependents
-          FROM done GROUP BY execution_id ORDER BY execution_id$q$, s), task_ids, fences, outputs)
-        AS x(execution_id bigint, tasks text[], ids bigint[], has_dependents boolean)
-    LOOP
-        accepted_ids := accepted_ids || r.ids;
-        IF r.has_dependents THEN
-            PERFORM cloacina._propagate(s, r.execution_id, r.tasks);
-        ELSE
-            leaf_runs := leaf_runs || r.execution_id;
-            leaf_counts := leaf_counts || cardinality(r.tasks);
-        END IF;
-    END LOOP;
-
-    IF cardinality(leaf_runs) > 0 THEN
-        SELECT x.ended INTO ended_runs FROM cloacina._run(format($q$
-            WITH counted AS (
-                UPDATE %1$I.executions e SET pending_tasks = e.pending_tasks - n.n
-                  FROM unnest($1::bigint[], $2::int[]) AS n(id, n)
-                 WHERE e.id = n.id
-                RETURNING e.id, e.pending_tasks)
-            SELECT array_agg(id) FROM counted WHERE pending_tasks = 0$q$, s), leaf_runs, leaf_counts)
-            AS x(ended bigint[]);
-        IF ended_runs IS NOT NULL THEN
-            PERFORM cloacina._finalize(s, ended_runs);
-        END IF;
-    END IF;
-
-    RETURN QUERY SELECT u.id, u.id = ANY (accepted_ids) FROM unnest(task_ids) AS u(id);
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C SET search_path = pg_catalog, pg_temp;
 
 -- fail_batch: fails one task at a time (failures are the exception), after locking the runs in
 -- id order like complete_batch, so that batches sharing runs never deadlock.

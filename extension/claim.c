@@ -1,0 +1,105 @@
+/*
+ * claim.c: cloacina._claim(s, worker, task_names, max_tasks, lease), the claim of ready handler
+ * tasks: one statement picks them in claim order skipping rows other workers hold, takes them
+ * with a new fence and lease, and logs them. Written in C with a generic plan prepared once per
+ * backend and tenant, because the claim is on every task's path (design §8).
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+
+#include "cloacina.h"
+
+PG_FUNCTION_INFO_V1(cloacina_claim);
+
+/*
+ * $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease. The UPDATE takes the picked
+ * ids as an array so that its plan is an index lookup whatever the generic plan assumes about
+ * LIMIT $3. "deadline" is when the background worker must look at the task (lease or timeout).
+ */
+static const char *const claim_sql =
+"WITH picked AS ("
+"    SELECT t.id FROM %1$s.tasks t"
+"     WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()"
+"       AND ($2::text[] IS NULL OR t.task = ANY ($2) OR (t.workflow || '.' || t.task) = ANY ($2))"
+"       AND (SELECT state FROM %1$s.tenant_settings) = 'active'"
+"     ORDER BY t.priority DESC, t.ready_at, t.id"
+"     LIMIT $3"
+"     FOR UPDATE SKIP LOCKED),"
+" claimed AS ("
+"    UPDATE %1$s.tasks t"
+"       SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $4,"
+"           lease_until = now() + $4, worker = $1, started_at = now()"
+"     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))"
+"    RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input,"
+"              t.priority, t.ready_at, t.timeout_ms),"
+" logged AS ("
+"    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
+"    SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)"
+" SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input,"
+"        least(now() + $4, now() + c.timeout_ms * interval '1 millisecond') AS deadline"
+"   FROM claimed c"
+"  ORDER BY c.priority DESC, c.ready_at, c.id";
+
+#define CLAIM_COLUMNS 7
+
+Datum
+cloacina_claim(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *schema = cloacina_require_tenant(fcinfo, 0);
+	Oid			argtypes[4] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	TimestampTz first_deadline = DT_NOEND;
+	int			ret;
+
+	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > 1000)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_tasks must be between 1 and 1000 (got %s)",
+						PG_ARGISNULL(3) ? "NULL" : psprintf("%d", PG_GETARG_INT32(3)))));
+	if (PG_ARGISNULL(4) ||
+		DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(4),
+										 DirectFunctionCall3(interval_in, CStringGetDatum("0"),
+														 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("lease must be a positive interval (got %s)",
+						PG_ARGISNULL(4) ? "NULL"
+						: DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(4))))));
+
+	args[0] = PG_ARGISNULL(1) ? CStringGetTextDatum("") : PG_GETARG_DATUM(1);
+	args[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
+	nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
+	args[2] = PG_GETARG_DATUM(3);
+	args[3] = PG_GETARG_DATUM(4);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+
+	SPI_connect();
+	ret = cloacina_execute_prepared(psprintf(claim_sql, quote_identifier(schema)),
+									4, argtypes, args, nulls, true);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "the claim statement failed: %s", SPI_result_code_string(ret));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		Datum		row[CLAIM_COLUMNS + 1];
+		bool		isnull[CLAIM_COLUMNS + 1];
+
+		heap_deform_tuple(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, row, isnull);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
+		if (DatumGetTimestampTz(row[CLAIM_COLUMNS]) < first_deadline)
+			first_deadline = DatumGetTimestampTz(row[CLAIM_COLUMNS]);
+	}
+	SPI_finish();
+
+	/* The background worker must look at this tenant when the first lease or timeout can expire. */
+	if (first_deadline != DT_NOEND)
+		cloacina_due_push(schema, first_deadline, false);
+	return (Datum) 0;
+}

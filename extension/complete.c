@@ -1,0 +1,283 @@
+/*
+ * complete.c: cloacina._complete_batch(s, task_ids, fences, outputs), the completion of claimed
+ * tasks, and cloacina._finalize(s, run_ids, forced_status, forced_error), the end of runs.
+ *
+ * Both are on every task's path (design §8), so they are written in C: each statement is
+ * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
+ * no dependents (the last task of a run, or a one-task run) costs four statements. Tasks with
+ * dependents hand over to cloacina._propagate, which evaluates the dependents' trigger rules.
+ *
+ * Locking order (shared with fail, cancel, the reaper and the SQL-task pool): the runs' rows in
+ * id order first, then the tasks' rows in id order.
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+
+#include "cloacina.h"
+
+PG_FUNCTION_INFO_V1(cloacina_complete_batch);
+PG_FUNCTION_INFO_V1(cloacina_finalize);
+
+/*
+ * The statements reach tasks by id. The status they must have is the parameter $4 ('running')
+ * rather than a literal, so that a generic plan cannot prefer the partial index of running
+ * tasks (tasks_lease_expiry) when the statistics say there are few: under load there are many,
+ * and many more dead entries.
+ */
+
+/* $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks that can still be completed. */
+static const char *const lock_runs_sql =
+"SELECT e.id FROM %1$s.executions e"
+" WHERE e.id = ANY (ARRAY("
+"     SELECT t.execution_id"
+"       FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
+"       JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4))"
+" ORDER BY e.id FOR UPDATE OF e";
+
+/* The same arguments: then those tasks (heartbeat batches go in id order too). */
+static const char *const lock_tasks_sql =
+"SELECT t.id"
+"  FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
+"  JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4"
+" ORDER BY t.id FOR UPDATE OF t";
+
+/*
+ * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current, logs them,
+ * and counts them down on their runs unless some have dependents (cloacina._propagate does
+ * that). One row per run: its completed tasks, whether they have dependents, whether it ended.
+ */
+static const char *const complete_sql =
+"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),"
+" done AS ("
+"    UPDATE %1$s.tasks t"
+"       SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now(),"
+"           lease_until = NULL"
+"      FROM input i"
+"     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4"
+"    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents),"
+" logged AS ("
+"    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status)"
+"    SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id),"
+" runs AS ("
+"    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,"
+"           bool_or(has_dependents) AS has_dependents, count(*)::int AS n"
+"      FROM done GROUP BY execution_id),"
+" counted AS ("
+"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - r.n"
+"      FROM runs r"
+"     WHERE e.id = r.execution_id AND NOT r.has_dependents"
+"    RETURNING e.id, e.pending_tasks)"
+" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, coalesce(c.pending_tasks = 0, false)"
+"   FROM runs r LEFT JOIN counted c ON c.id = r.execution_id"
+"  ORDER BY r.execution_id";
+
+/*
+ * $1 run ids, $2 forced status, $3 forced error: ends the runs: status (derived from their
+ * tasks unless forced), final_context (the input merged with every completed task's output in
+ * topological order), one event each, and the waiters' wake-up at commit.
+ */
+static const char *const finalize_sql =
+"WITH runs AS (SELECT id, status, input_context FROM %1$s.executions WHERE id = ANY ($1)),"
+" outcome AS ("
+"    SELECT x.execution_id,"
+"           bool_or(x.status = 'failed') AS any_failed,"
+"           (array_agg(format('task \"%%s\" failed: %%s', x.task, x.error) ORDER BY x.ord)"
+"                FILTER (WHERE x.status = 'failed'))[1] AS first_error,"
+"           cloacina.context_merge_agg(x.output ORDER BY x.ord)"
+"                FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context"
+"    FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status,"
+"                 input_context AS output, NULL::text AS error, -1 AS ord FROM runs"
+"          UNION ALL"
+"          SELECT execution_id, task, status, output, error, topo_index"
+"            FROM %1$s.tasks WHERE execution_id = ANY ($1)) x"
+"    GROUP BY x.execution_id),"
+" ended AS ("
+"    UPDATE %1$s.executions e"
+"       SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),"
+"           final_context = o.final_context,"
+"           error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),"
+"           pending_tasks = 0, finished_at = now()"
+"      FROM outcome o, runs r"
+"     WHERE e.id = o.execution_id AND r.id = e.id"
+"    RETURNING e.id, r.status AS old_status, e.status AS new_status),"
+" logged AS ("
+"    INSERT INTO %1$s.execution_events (execution_id, from_status, to_status)"
+"    SELECT id, old_status, new_status FROM ended)"
+" SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken";
+
+static const char *const propagate_sql = "SELECT cloacina._propagate($1, $2, $3)";
+
+/* Runs a statement of the tenant path, raising on failure. Inside an SPI connection. */
+static void
+run(const char *sql_template, const char *schema, int nargs, Oid *argtypes, Datum *args,
+	const char *nulls, int expected)
+{
+	int			ret = cloacina_execute_prepared(psprintf(sql_template, quote_identifier(schema)),
+												nargs, argtypes, args, nulls, true);
+
+	if (ret != expected)
+		elog(ERROR, "a cloacina statement failed: %s", SPI_result_code_string(ret));
+}
+
+/* Inside an SPI connection: ends the runs "run_ids" (bigint[]), whose rows the caller holds. */
+void
+cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
+					   const char *forced_error)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
+	Datum		args[3];
+	char		nulls[3] = {' ', forced_status ? ' ' : 'n', forced_error ? ' ' : 'n'};
+
+	args[0] = run_ids;
+	args[1] = forced_status ? CStringGetTextDatum(forced_status) : (Datum) 0;
+	args[2] = forced_error ? CStringGetTextDatum(forced_error) : (Datum) 0;
+	run(finalize_sql, schema, 3, argtypes, args, nulls, SPI_OK_SELECT);
+}
+
+Datum
+cloacina_finalize(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_require_tenant(fcinfo, 0);
+
+	if (PG_ARGISNULL(1))
+		PG_RETURN_VOID();
+	SPI_connect();
+	cloacina_finalize_runs(schema, PG_GETARG_DATUM(1),
+						   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+						   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* The elements of a one-dimensional view of "array", or -1 elements for NULL. */
+static int
+elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Datum **values, bool **nulls)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			n;
+
+	if (PG_ARGISNULL(argno))
+		return -1;
+	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), element_type, typlen, typbyval, typalign,
+					  values, nulls, &n);
+	return n;
+}
+
+static int
+compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+Datum
+cloacina_complete_batch(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	char	   *schema = cloacina_require_tenant(fcinfo, 0);
+	Datum	   *ids,
+			   *fences,
+			   *outputs;
+	bool	   *id_nulls,
+			   *fence_nulls,
+			   *output_nulls;
+	int			n = elements(fcinfo, 1, INT8OID, &ids, &id_nulls);
+	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTOID};
+	Datum		args[4];
+	SPITupleTable *runs;
+	uint64		n_runs;
+	int64	   *accepted;
+	int			n_accepted = 0;
+	Datum	   *ended;
+	int			n_ended = 0;
+
+	if (n != elements(fcinfo, 2, INT8OID, &fences, &fence_nulls) ||
+		n != elements(fcinfo, 3, JSONBOID, &outputs, &output_nulls))
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("task_ids, fences and contexts must have the same length")));
+	for (int i = 0; i < n; i++)
+		if (!output_nulls[i] && !JB_ROOT_IS_OBJECT(DatumGetJsonbP(outputs[i])))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("the output context of task %s must be a JSON object (got %s)",
+							id_nulls[i] ? "NULL" : psprintf(INT64_FORMAT, DatumGetInt64(ids[i])),
+							TextDatumGetCString(DirectFunctionCall1(jsonb_typeof, outputs[i])))));
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n <= 0)
+		return (Datum) 0;
+
+	args[0] = PG_GETARG_DATUM(1);
+	args[1] = PG_GETARG_DATUM(2);
+	args[2] = PG_GETARG_DATUM(3);
+	args[3] = CStringGetTextDatum("running");
+	SPI_connect();
+	run(lock_runs_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
+	run(lock_tasks_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
+	run(complete_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
+	runs = SPI_tuptable;		/* kept until SPI_finish */
+	n_runs = SPI_processed;
+
+	accepted = palloc(sizeof(int64) * n);
+	ended = palloc(sizeof(Datum) * (n_runs + 1));
+	for (uint64 r = 0; r < n_runs; r++)
+	{
+		bool		isnull;
+		Datum	   *run_ids;
+		int			n_run_ids;
+
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 3, &isnull)),
+						  INT8OID, 8, true, TYPALIGN_DOUBLE, &run_ids, NULL, &n_run_ids);
+		for (int i = 0; i < n_run_ids && n_accepted < n; i++)
+			accepted[n_accepted++] = DatumGetInt64(run_ids[i]);
+		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 5, &isnull)))
+			ended[n_ended++] = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
+	}
+	qsort(accepted, n_accepted, sizeof(int64), compare_int64);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		row[2];
+		bool		row_nulls[2] = {id_nulls[i], false};
+		int64		id = id_nulls[i] ? 0 : DatumGetInt64(ids[i]);
+
+		row[0] = ids[i];
+		row[1] = BoolGetDatum(!id_nulls[i] &&
+							  bsearch(&id, accepted, n_accepted, sizeof(int64), compare_int64) != NULL);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, row_nulls);
+	}
+
+	/* Runs whose completed tasks have dependents: evaluate the dependents. */
+	for (uint64 r = 0; r < n_runs; r++)
+	{
+		bool		isnull;
+		Oid			types[3] = {TEXTOID, INT8OID, TEXTARRAYOID};
+		Datum		propagate_args[3];
+
+		if (!DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 4, &isnull)))
+			continue;
+		propagate_args[0] = CStringGetTextDatum(schema);
+		propagate_args[1] = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
+		propagate_args[2] = SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull);
+		if (cloacina_execute_prepared(propagate_sql, 3, types, propagate_args, NULL, true) != SPI_OK_SELECT)
+			elog(ERROR, "cloacina._propagate failed");
+	}
+	if (n_ended > 0)
+		cloacina_finalize_runs(schema, PointerGetDatum(construct_array(ended, n_ended, INT8OID, 8, true,
+																	   TYPALIGN_DOUBLE)),
+							   NULL, NULL);
+	SPI_finish();
+	return (Datum) 0;
+}
