@@ -1,6 +1,7 @@
 /*
- * prepared.c: cloacina._run(sql text, VARIADIC args "any"), a prepared-statement cache for the
- * engine's tenant statements.
+ * prepared.c: cloacina._run(sql text, VARIADIC args "any") and cloacina._run_generic (the same
+ * with a generic plan), a prepared-statement cache for the engine's tenant statements; the C
+ * functions of the tenant path use the cache through cloacina_execute_prepared.
  *
  * The engine's statements name the tenant's tables, so plpgsql can only run them with EXECUTE,
  * which parses and plans them on every call; planning was most of the cost of a completion.
@@ -24,6 +25,7 @@
 #include "cloacina.h"
 
 PG_FUNCTION_INFO_V1(cloacina_run);
+PG_FUNCTION_INFO_V1(cloacina_run_generic);
 
 #define MAX_PREPARED 256
 #define MAX_ARGS 16
@@ -142,8 +144,9 @@ cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *valu
 	return ret;
 }
 
-Datum
-cloacina_run(PG_FUNCTION_ARGS)
+/* _run and _run_generic: executes the statement in argument 0 with the other arguments. */
+static Datum
+run_statement(FunctionCallInfo fcinfo, bool generic)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	char	   *sql;
@@ -173,7 +176,7 @@ cloacina_run(PG_FUNCTION_ARGS)
 	expected = rsinfo->setDesc;
 
 	SPI_connect();
-	ret = cloacina_execute_prepared(sql, nargs, argtypes, values, nulls, false);
+	ret = cloacina_execute_prepared(sql, nargs, argtypes, values, nulls, generic);
 	if (ret < 0)
 		elog(ERROR, "could not run statement: %s", SPI_result_code_string(ret));
 
@@ -200,4 +203,17 @@ cloacina_run(PG_FUNCTION_ARGS)
 	}
 	SPI_finish();
 	return (Datum) 0;
+}
+
+Datum
+cloacina_run(PG_FUNCTION_ARGS)
+{
+	return run_statement(fcinfo, false);
+}
+
+/* For statements whose best plan does not depend on the argument values: planned once. */
+Datum
+cloacina_run_generic(PG_FUNCTION_ARGS)
+{
+	return run_statement(fcinfo, true);
 }

@@ -80,6 +80,10 @@ CREATE FUNCTION cloacina._run(statement text) RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
 CREATE FUNCTION cloacina._run(statement text, VARIADIC args "any") RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
+-- The same with a generic plan, planned once: for statements that reach rows by key, whose best
+-- plan does not depend on the argument values.
+CREATE FUNCTION cloacina._run_generic(statement text, VARIADIC args "any") RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'cloacina_run_generic' LANGUAGE C VOLATILE;
 CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
@@ -903,7 +907,7 @@ $$;
 CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM FROM cloacina._run(format('SELECT 1 FROM %I.tenant_settings, pg_notify(notify_channel, $1)', s), payload)
+    PERFORM FROM cloacina._run_generic(format('SELECT 1 FROM %I.tenant_settings, pg_notify(notify_channel, $1)', s), payload)
         AS r(notified int);
 END
 $$;
@@ -912,7 +916,7 @@ CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
                                 from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM FROM cloacina._run(format(
+    PERFORM FROM cloacina._run_generic(format(
         'INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
         'VALUES ($1, $2, $3, $4, $5, $6)', s), eid, task, attempt, from_status, to_status, detail) AS r(nothing int);
 END
@@ -925,7 +929,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
 BEGIN
-    SELECT r.status INTO st FROM cloacina._run(format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s), eid) AS r(status text);
+    SELECT r.status INTO st FROM cloacina._run_generic(format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s), eid) AS r(status text);
     IF st IS NULL THEN
         RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL')
             USING ERRCODE = 'undefined_object';
@@ -965,7 +969,7 @@ DECLARE
 BEGIN
     WHILE cardinality(worklist) > 0 LOOP
         next_round := '{}';
-        FOR cand IN SELECT * FROM cloacina._run(format($q$
+        FOR cand IN SELECT * FROM cloacina._run_generic(format($q$
             WITH d AS (SELECT dep AS task, count(*)::int AS n
                        FROM %1$I.tasks f, unnest(f.dependents) AS dep
                        WHERE f.execution_id = $1 AND f.task = ANY ($2)
@@ -979,11 +983,12 @@ BEGIN
         LOOP
             CONTINUE WHEN cand.pending_deps > 0;
             IF run IS NULL THEN
-                EXECUTE format('SELECT status, input_context FROM %I.executions WHERE id = $1', s)
-                    INTO run USING eid;
+                SELECT * INTO run FROM cloacina._run_generic(
+                    format('SELECT status, input_context FROM %I.executions WHERE id = $1', s), eid)
+                    AS x(status text, input_context jsonb);
             END IF;
             -- Input = run input, then each completed dependency's output in declaration order.
-            SELECT * INTO n_ok, n_failed, n_all, input FROM cloacina._run(format($q$
+            SELECT * INTO n_ok, n_failed, n_all, input FROM cloacina._run_generic(format($q$
                 SELECT count(*) FILTER (WHERE x.status = 'completed'),
                        count(*) FILTER (WHERE x.status = 'failed'),
                        count(*) FILTER (WHERE x.ord > 0),
@@ -1006,16 +1011,18 @@ BEGIN
             END IF;
             IF holds THEN
                 new_status := CASE WHEN run.status = 'paused' THEN 'waiting' ELSE 'ready' END;
-                EXECUTE format('UPDATE %I.tasks SET status = $2, input = $3, ready_at = now() WHERE id = $1', s)
-                    USING cand.id, new_status, input;
+                PERFORM FROM cloacina._run_generic(
+                    format('UPDATE %I.tasks SET status = $2, input = $3, ready_at = now() WHERE id = $1', s),
+                    cand.id, new_status, input) AS x(nothing int);
                 IF new_status = 'ready' THEN
                     PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'ready');
                     any_ready := any_ready OR cand.kind = 'handler';
                     any_sql := any_sql OR cand.kind = 'sql';
                 END IF;
             ELSE
-                EXECUTE format('UPDATE %I.tasks SET status = ''skipped'', input = $2, finished_at = now() WHERE id = $1', s)
-                    USING cand.id, input;
+                PERFORM FROM cloacina._run_generic(
+                    format('UPDATE %I.tasks SET status = ''skipped'', input = $2, finished_at = now() WHERE id = $1', s),
+                    cand.id, input) AS x(nothing int);
                 PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'skipped',
                     CASE WHEN cand.condition IS NOT NULL AND n_ok = n_all
                          THEN 'condition not met' ELSE format('trigger rule %s not met', cand.trigger_rule) END);
@@ -1032,7 +1039,7 @@ BEGIN
     IF any_sql THEN
         PERFORM cloacina._due(s, now(), true);
     END IF;
-    SELECT x.remaining INTO remaining FROM cloacina._run(format(
+    SELECT x.remaining INTO remaining FROM cloacina._run_generic(format(
         'UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s),
         eid, terminal) AS x(remaining int);
     IF remaining = 0 THEN
@@ -1102,7 +1109,7 @@ BEGIN
     END IF;
 
     SELECT x.version, x.tasks INTO wf_version, wf_tasks
-      FROM cloacina._run(format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s), workflow)
+      FROM cloacina._run_generic(format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s), workflow)
            AS x(version text, tasks jsonb);
     IF wf_version IS NULL THEN
         RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
@@ -1121,7 +1128,7 @@ BEGIN
         END IF;
     END IF;
 
-    SELECT * INTO ids, skipped, any_ready, any_sql FROM cloacina._run(format($q$
+    SELECT * INTO ids, skipped, any_ready, any_sql FROM cloacina._run_generic(format($q$
         WITH new_runs AS MATERIALIZED (
             SELECT nextval(%2$L::regclass) AS id, coalesce(u.c, '{}'::jsonb) AS ctx, u.ord
               FROM unnest($3::jsonb[]) WITH ORDINALITY AS u(c, ord)),

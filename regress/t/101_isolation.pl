@@ -226,6 +226,7 @@ for my $x (@tenants) {
             _require_tenant       => "SELECT cloacina._require_tenant('$y')",
             _start_runs           => "SELECT cloacina._start_runs('$y', 'secret_work', ARRAY['{}']::jsonb[], '{}')",
             _run                  => "SELECT * FROM cloacina._run('SELECT count(*) FROM $y.tasks') AS r(n bigint)",
+            _run_generic          => "SELECT * FROM cloacina._run_generic('SELECT count(*) FROM $y.tasks WHERE id > \$1', 0) AS r(n bigint)",
             create_tenant         => "SELECT * FROM cloacina.create_tenant('evil_$x')",
             remove_tenant         => "SELECT cloacina.remove_tenant('$y')",
             suspend_tenant        => "SELECT cloacina.suspend_tenant('$y')",
