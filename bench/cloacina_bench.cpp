@@ -2,7 +2,8 @@
 // SDK (DefaultRunner, no-op handlers) and prints one JSON object per measurement on stdout.
 //
 //   cloacina_bench burndown --url URL --schema S --workflow one|diamond --runs N
-//                           [--runners R] [--concurrency C] [--claim-batch B] [--series FILE]
+//                           [--runners R] [--concurrency C] [--claim-batch B] [--prefetch P]
+//                           [--series FILE]
 //       submits N runs (execute_batch, timed apart), then starts R runners sharing C handler
 //       threads and measures how fast they drain the queue; FILE gets "second<TAB>tasks" lines.
 //   cloacina_bench latency --url URL --schema S --workflow one|chain3 --runs N --out FILE
@@ -89,10 +90,11 @@ Args parse(int argc, char** argv) {
 std::string workflow_name(const Args& args) { return "bench_" + args.get("workflow"); }
 
 DefaultRunnerConfig worker_config(std::size_t concurrency, std::size_t claim_batch, const std::string& workflow,
-                                  bool worker) {
+                                  bool worker, std::size_t prefetch = 0) {
     return DefaultRunnerConfig::builder()
         .max_concurrent_tasks(std::max<std::size_t>(concurrency, 1))
         .claim_batch(std::max<std::size_t>(claim_batch, 1))
+        .prefetch(prefetch)
         .db_pool_size(2)
         .poll_interval(std::chrono::milliseconds(200))
         .enable_worker(worker)
@@ -110,6 +112,7 @@ int burndown(const Args& args) {
     const long runner_count = args.num("runners", 4);
     const long concurrency = args.num("concurrency", 16);
     const long claim_batch = args.num("claim-batch", 16);
+    const long prefetch = args.num("prefetch", 0);
     const std::uint64_t expected = static_cast<std::uint64_t>(runs) * tasks_per_run(workflow);
 
     // Submit everything first (one client, batches of 1000 runs per round trip), timed apart.
@@ -133,7 +136,8 @@ int burndown(const Args& args) {
     for (long i = 0; i < runner_count; ++i) {
         const std::size_t share = static_cast<std::size_t>(concurrency / runner_count + (i < concurrency % runner_count));
         runners.push_back(std::make_unique<DefaultRunner>(
-            DefaultRunner::with_schema(url, schema, worker_config(share, static_cast<std::size_t>(claim_batch), workflow, true))));
+            DefaultRunner::with_schema(url, schema, worker_config(share, static_cast<std::size_t>(claim_batch), workflow, true,
+                                                       static_cast<std::size_t>(prefetch)))));
     }
     // Finished = completed or failed (a failed task ends its run too); `failed` is reported.
     auto finished = [&] {

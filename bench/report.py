@@ -291,7 +291,8 @@ def main():
     md.append("## 3. Burn-down with SDK workers\n")
     md.append(f"{m.get('sizes', '')}. The runs are submitted first (`execute_batch`, 1,000 per call; timed "
               "apart), then 4 `DefaultRunner`s with 4 no-op handler threads each (total concurrency 16, "
-              "`claim_batch` 16) drain the tenant; the clock stops when the last completion is accepted.\n")
+              "`claim_batch` 16, `prefetch` 16: a local queue like graphile-worker's) drain the tenant; the "
+              "clock stops when the last completion is accepted.\n")
     one_series = d.series("cloacina_one")
     rows = [("1-task workflows", fmt(d.med("one_workflows_per_s")), fmt(d.med("one_workflows_per_s")),
              fmt(d.med("one_submit_per_s")), f"{fmt(decay(one_series), 2)} ×"),

@@ -15,6 +15,7 @@
 #include "cloacina.h"
 
 PG_FUNCTION_INFO_V1(cloacina_claim);
+PG_FUNCTION_INFO_V1(cloacina_claim_current);
 
 /*
  * $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease. The UPDATE takes the picked
@@ -47,43 +48,49 @@ static const char *const claim_sql =
 
 #define CLAIM_COLUMNS 7
 
-Datum
-cloacina_claim(PG_FUNCTION_ARGS)
+/*
+ * The claim for "schema" (the tenant path entered); the arguments from "first" on are worker,
+ * task names, max tasks and lease.
+ */
+static Datum
+claim(FunctionCallInfo fcinfo, const char *schema, int first)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *schema = cloacina_require_tenant(fcinfo, 0);
 	Oid			argtypes[4] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID};
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	TimestampTz first_deadline = DT_NOEND;
+	int			max_tasks_arg = first + 2;
+	int			lease_arg = first + 3;
 	int			ret;
 
-	if (PG_ARGISNULL(3) || PG_GETARG_INT32(3) < 1 || PG_GETARG_INT32(3) > 1000)
+	if (PG_ARGISNULL(max_tasks_arg) || PG_GETARG_INT32(max_tasks_arg) < 1 ||
+		PG_GETARG_INT32(max_tasks_arg) > 1000)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_tasks must be between 1 and 1000 (got %s)",
-						PG_ARGISNULL(3) ? "NULL" : psprintf("%d", PG_GETARG_INT32(3)))));
-	if (PG_ARGISNULL(4) ||
-		DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(4),
+						PG_ARGISNULL(max_tasks_arg) ? "NULL"
+						: psprintf("%d", PG_GETARG_INT32(max_tasks_arg)))));
+	if (PG_ARGISNULL(lease_arg) ||
+		DatumGetBool(DirectFunctionCall2(interval_le, PG_GETARG_DATUM(lease_arg),
 										 DirectFunctionCall3(interval_in, CStringGetDatum("0"),
-														 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))))
+															 ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1)))))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("lease must be a positive interval (got %s)",
-						PG_ARGISNULL(4) ? "NULL"
-						: DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(4))))));
+						PG_ARGISNULL(lease_arg) ? "NULL"
+						: DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(lease_arg))))));
 
-	args[0] = PG_ARGISNULL(1) ? CStringGetTextDatum("") : PG_GETARG_DATUM(1);
-	args[1] = PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2);
-	nulls[1] = PG_ARGISNULL(2) ? 'n' : ' ';
-	args[2] = PG_GETARG_DATUM(3);
-	args[3] = PG_GETARG_DATUM(4);
+	args[0] = PG_ARGISNULL(first) ? CStringGetTextDatum("") : PG_GETARG_DATUM(first);
+	args[1] = PG_ARGISNULL(first + 1) ? (Datum) 0 : PG_GETARG_DATUM(first + 1);
+	nulls[1] = PG_ARGISNULL(first + 1) ? 'n' : ' ';
+	args[2] = PG_GETARG_DATUM(max_tasks_arg);
+	args[3] = PG_GETARG_DATUM(lease_arg);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 
 	SPI_connect();
-	ret = cloacina_execute_prepared(psprintf(claim_sql, quote_identifier(schema)),
-									4, argtypes, args, nulls, true);
+	ret = cloacina_execute_tenant(claim_sql, schema, 4, argtypes, args, nulls);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "the claim statement failed: %s", SPI_result_code_string(ret));
 	for (uint64 r = 0; r < SPI_processed; r++)
@@ -101,5 +108,27 @@ cloacina_claim(PG_FUNCTION_ARGS)
 	/* The background worker must look at this tenant when the first lease or timeout can expire. */
 	if (first_deadline != DT_NOEND)
 		cloacina_due_push(schema, first_deadline, false);
+	return (Datum) 0;
+}
+
+/* cloacina._claim(s, worker, task_names, max_tasks, lease) */
+Datum
+cloacina_claim(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+
+	claim(fcinfo, schema, 1);
+	cloacina_leave_tenant_path();
+	return (Datum) 0;
+}
+
+/* cloacina.claim(worker, task_names, max_tasks, lease): in the caller's current schema */
+Datum
+cloacina_claim_current(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+
+	claim(fcinfo, schema, 0);
+	cloacina_leave_tenant_path();
 	return (Datum) 0;
 }

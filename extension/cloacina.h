@@ -41,9 +41,15 @@ extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
 /* prepared.c: statements prepared once per backend */
 extern int	cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
 									  const char *nulls, bool generic);
+extern int	cloacina_execute_tenant(const char *template, const char *schema, int nargs,
+									Oid *argtypes, Datum *values, const char *nulls);
 
 /* tenant_path.c: shared by the C functions of the tenant path */
-extern char *cloacina_require_tenant(FunctionCallInfo fcinfo, int argno);
+extern char *cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
+extern void cloacina_leave_tenant_path(void);
+
+/* propagate.c: after tasks of a run ended, their dependents */
+extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);
 
 /* complete.c: ends runs (status, final context, event, waiters' wake-up) */
 extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,

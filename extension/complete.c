@@ -5,7 +5,7 @@
  * Both are on every task's path (design §8), so they are written in C: each statement is
  * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
  * no dependents (the last task of a run, or a one-task run) costs four statements. Tasks with
- * dependents hand over to cloacina._propagate, which evaluates the dependents' trigger rules.
+ * dependents hand over to propagate.c, which evaluates the dependents' trigger rules.
  *
  * Locking order (shared with fail, cancel, the reaper and the SQL-task pool): the runs' rows in
  * id order first, then the tasks' rows in id order.
@@ -23,6 +23,9 @@
 #include "cloacina.h"
 
 PG_FUNCTION_INFO_V1(cloacina_complete_batch);
+PG_FUNCTION_INFO_V1(cloacina_complete_batch_current);
+PG_FUNCTION_INFO_V1(cloacina_complete);
+PG_FUNCTION_INFO_V1(cloacina_complete_current);
 PG_FUNCTION_INFO_V1(cloacina_finalize);
 
 /*
@@ -49,9 +52,11 @@ static const char *const lock_tasks_sql =
 " ORDER BY t.id FOR UPDATE OF t";
 
 /*
- * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current, logs them,
- * and counts them down on their runs unless some have dependents (cloacina._propagate does
- * that). One row per run: its completed tasks, whether they have dependents, whether it ended.
+ * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current,
+ * logs them, and counts them down on their runs unless some have dependents (cloacina._propagate
+ * does that). A run whose last tasks these are is left for the finalize statement, which writes
+ * its row once. One row per run: its completed tasks, whether they have dependents, whether it
+ * ended. (Both CTEs read the run rows as they were before this statement; they are locked.)
  */
 static const char *const complete_sql =
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),"
@@ -69,13 +74,15 @@ static const char *const complete_sql =
 "    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,"
 "           bool_or(has_dependents) AS has_dependents, count(*)::int AS n"
 "      FROM done GROUP BY execution_id),"
+" ended AS ("
+"    SELECT e.id FROM %1$s.executions e JOIN runs r ON e.id = r.execution_id"
+"     WHERE NOT r.has_dependents AND e.pending_tasks <= r.n),"
 " counted AS ("
 "    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - r.n"
 "      FROM runs r"
-"     WHERE e.id = r.execution_id AND NOT r.has_dependents"
-"    RETURNING e.id, e.pending_tasks)"
-" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, coalesce(c.pending_tasks = 0, false)"
-"   FROM runs r LEFT JOIN counted c ON c.id = r.execution_id"
+"     WHERE e.id = r.execution_id AND NOT r.has_dependents AND e.pending_tasks > r.n)"
+" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.execution_id IN (SELECT id FROM ended)"
+"   FROM runs r"
 "  ORDER BY r.execution_id";
 
 /*
@@ -112,15 +119,12 @@ static const char *const finalize_sql =
 "    SELECT id, old_status, new_status FROM ended)"
 " SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken";
 
-static const char *const propagate_sql = "SELECT cloacina._propagate($1, $2, $3)";
-
 /* Runs a statement of the tenant path, raising on failure. Inside an SPI connection. */
 static void
-run(const char *sql_template, const char *schema, int nargs, Oid *argtypes, Datum *args,
+run(const char *template, const char *schema, int nargs, Oid *argtypes, Datum *args,
 	const char *nulls, int expected)
 {
-	int			ret = cloacina_execute_prepared(psprintf(sql_template, quote_identifier(schema)),
-												nargs, argtypes, args, nulls, true);
+	int			ret = cloacina_execute_tenant(template, schema, nargs, argtypes, args, nulls);
 
 	if (ret != expected)
 		elog(ERROR, "a cloacina statement failed: %s", SPI_result_code_string(ret));
@@ -141,18 +145,21 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 	run(finalize_sql, schema, 3, argtypes, args, nulls, SPI_OK_SELECT);
 }
 
+/* cloacina._finalize(s, run_ids, forced_status, forced_error) */
 Datum
 cloacina_finalize(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_require_tenant(fcinfo, 0);
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
 
-	if (PG_ARGISNULL(1))
-		PG_RETURN_VOID();
-	SPI_connect();
-	cloacina_finalize_runs(schema, PG_GETARG_DATUM(1),
-						   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
-						   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
-	SPI_finish();
+	if (!PG_ARGISNULL(1))
+	{
+		SPI_connect();
+		cloacina_finalize_runs(schema, PG_GETARG_DATUM(1),
+							   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+							   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
+		SPI_finish();
+	}
+	cloacina_leave_tenant_path();
 	PG_RETURN_VOID();
 }
 
@@ -182,48 +189,35 @@ compare_int64(const void *a, const void *b)
 	return (x > y) - (x < y);
 }
 
-Datum
-cloacina_complete_batch(PG_FUNCTION_ARGS)
+static void
+require_object(Datum task_id, bool task_id_null, Datum output)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *schema = cloacina_require_tenant(fcinfo, 0);
-	Datum	   *ids,
-			   *fences,
-			   *outputs;
-	bool	   *id_nulls,
-			   *fence_nulls,
-			   *output_nulls;
-	int			n = elements(fcinfo, 1, INT8OID, &ids, &id_nulls);
+	if (!JB_ROOT_IS_OBJECT(DatumGetJsonbP(output)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the output context of task %s must be a JSON object (got %s)",
+						task_id_null ? "NULL" : psprintf(INT64_FORMAT, DatumGetInt64(task_id)),
+						TextDatumGetCString(DirectFunctionCall1(jsonb_typeof, output)))));
+}
+
+/*
+ * Completes the tasks of the arrays task_ids (bigint[]), fences (bigint[]) and outputs
+ * (jsonb[]) in "schema" (the tenant path entered, outputs checked). Returns the accepted task
+ * ids, sorted, and their number in *n_accepted.
+ */
+static int64 *
+complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, int n,
+			   int *n_accepted)
+{
 	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTOID};
-	Datum		args[4];
+	Datum		args[4] = {task_ids, fences, outputs, CStringGetTextDatum("running")};
 	SPITupleTable *runs;
 	uint64		n_runs;
-	int64	   *accepted;
-	int			n_accepted = 0;
+	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
 	Datum	   *ended;
 	int			n_ended = 0;
 
-	if (n != elements(fcinfo, 2, INT8OID, &fences, &fence_nulls) ||
-		n != elements(fcinfo, 3, JSONBOID, &outputs, &output_nulls))
-		ereport(ERROR,
-				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
-				 errmsg("task_ids, fences and contexts must have the same length")));
-	for (int i = 0; i < n; i++)
-		if (!output_nulls[i] && !JB_ROOT_IS_OBJECT(DatumGetJsonbP(outputs[i])))
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("the output context of task %s must be a JSON object (got %s)",
-							id_nulls[i] ? "NULL" : psprintf(INT64_FORMAT, DatumGetInt64(ids[i])),
-							TextDatumGetCString(DirectFunctionCall1(jsonb_typeof, outputs[i])))));
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	if (n <= 0)
-		return (Datum) 0;
-
-	args[0] = PG_GETARG_DATUM(1);
-	args[1] = PG_GETARG_DATUM(2);
-	args[2] = PG_GETARG_DATUM(3);
-	args[3] = CStringGetTextDatum("running");
+	*n_accepted = 0;
 	SPI_connect();
 	run(lock_runs_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
 	run(lock_tasks_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
@@ -231,7 +225,6 @@ cloacina_complete_batch(PG_FUNCTION_ARGS)
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
 
-	accepted = palloc(sizeof(int64) * n);
 	ended = palloc(sizeof(Datum) * (n_runs + 1));
 	for (uint64 r = 0; r < n_runs; r++)
 	{
@@ -240,13 +233,62 @@ cloacina_complete_batch(PG_FUNCTION_ARGS)
 		int			n_run_ids;
 
 		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 3, &isnull)),
-						  INT8OID, 8, true, TYPALIGN_DOUBLE, &run_ids, NULL, &n_run_ids);
-		for (int i = 0; i < n_run_ids && n_accepted < n; i++)
-			accepted[n_accepted++] = DatumGetInt64(run_ids[i]);
+						  INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &run_ids, NULL, &n_run_ids);
+		for (int i = 0; i < n_run_ids && *n_accepted < n; i++)
+			accepted[(*n_accepted)++] = DatumGetInt64(run_ids[i]);
 		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 5, &isnull)))
 			ended[n_ended++] = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
 	}
-	qsort(accepted, n_accepted, sizeof(int64), compare_int64);
+
+	/* Runs whose completed tasks have dependents: evaluate the dependents. */
+	for (uint64 r = 0; r < n_runs; r++)
+	{
+		bool		isnull;
+
+		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 4, &isnull)))
+			cloacina_propagate_run(schema, SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull),
+								   SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull));
+	}
+	if (n_ended > 0)
+		cloacina_finalize_runs(schema, PointerGetDatum(construct_array(ended, n_ended, INT8OID, 8, FLOAT8PASSBYVAL,
+																	   TYPALIGN_DOUBLE)),
+							   NULL, NULL);
+	SPI_finish();
+
+	/* "accepted" was allocated before SPI_connect, so it outlives the connection */
+	qsort(accepted, *n_accepted, sizeof(int64), compare_int64);
+	return accepted;
+}
+
+/* complete_batch for "schema": arguments from "first" on are task_ids, fences, contexts. */
+static void
+complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	Datum	   *ids,
+			   *fences,
+			   *outputs;
+	bool	   *id_nulls,
+			   *fence_nulls,
+			   *output_nulls;
+	int			n = elements(fcinfo, first, INT8OID, &ids, &id_nulls);
+	int64	   *accepted;
+	int			n_accepted;
+
+	if (n != elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls) ||
+		n != elements(fcinfo, first + 2, JSONBOID, &outputs, &output_nulls))
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("task_ids, fences and contexts must have the same length")));
+	for (int i = 0; i < n; i++)
+		if (!output_nulls[i])
+			require_object(ids[i], id_nulls[i], outputs[i]);
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	if (n <= 0)
+		return;
+	accepted = complete_tasks(schema, PG_GETARG_DATUM(first), PG_GETARG_DATUM(first + 1),
+							  PG_GETARG_DATUM(first + 2), n, &n_accepted);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		row[2];
@@ -258,26 +300,76 @@ cloacina_complete_batch(PG_FUNCTION_ARGS)
 							  bsearch(&id, accepted, n_accepted, sizeof(int64), compare_int64) != NULL);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, row_nulls);
 	}
+}
 
-	/* Runs whose completed tasks have dependents: evaluate the dependents. */
-	for (uint64 r = 0; r < n_runs; r++)
+/* complete for "schema": arguments from "first" on are task_id, fence, context. */
+static bool
+complete_one(FunctionCallInfo fcinfo, const char *schema, int first)
+{
+	Datum		one[3];
+	bool		one_null[3];
+	int			dims[1] = {1};
+	int			lbs[1] = {1};
+	int			n_accepted;
+	Oid			types[3] = {INT8OID, INT8OID, JSONBOID};
+
+	for (int i = 0; i < 3; i++)
 	{
-		bool		isnull;
-		Oid			types[3] = {TEXTOID, INT8OID, TEXTARRAYOID};
-		Datum		propagate_args[3];
-
-		if (!DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 4, &isnull)))
-			continue;
-		propagate_args[0] = CStringGetTextDatum(schema);
-		propagate_args[1] = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
-		propagate_args[2] = SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull);
-		if (cloacina_execute_prepared(propagate_sql, 3, types, propagate_args, NULL, true) != SPI_OK_SELECT)
-			elog(ERROR, "cloacina._propagate failed");
+		one_null[i] = PG_ARGISNULL(first + i);
+		one[i] = one_null[i] ? (Datum) 0 : PG_GETARG_DATUM(first + i);
 	}
-	if (n_ended > 0)
-		cloacina_finalize_runs(schema, PointerGetDatum(construct_array(ended, n_ended, INT8OID, 8, true,
-																	   TYPALIGN_DOUBLE)),
-							   NULL, NULL);
-	SPI_finish();
+	if (!one_null[2])
+		require_object(one[0], one_null[0], one[2]);
+	if (one_null[0])
+		return false;
+	for (int i = 0; i < 3; i++)
+		one[i] = PointerGetDatum(construct_md_array(&one[i], &one_null[i], 1, dims, lbs, types[i],
+													i < 2 ? 8 : -1, i < 2 ? FLOAT8PASSBYVAL : false,
+													i < 2 ? TYPALIGN_DOUBLE : TYPALIGN_INT));
+	complete_tasks(schema, one[0], one[1], one[2], 1, &n_accepted);
+	return n_accepted > 0;
+}
+
+/* cloacina._complete_batch(s, task_ids, fences, outputs) */
+Datum
+cloacina_complete_batch(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+
+	complete_batch(fcinfo, schema, 1);
+	cloacina_leave_tenant_path();
 	return (Datum) 0;
+}
+
+/* cloacina.complete_batch(task_ids, fences, contexts): in the caller's current schema */
+Datum
+cloacina_complete_batch_current(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+
+	complete_batch(fcinfo, schema, 0);
+	cloacina_leave_tenant_path();
+	return (Datum) 0;
+}
+
+/* cloacina._complete(s, task_id, fence, output) */
+Datum
+cloacina_complete(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	bool		accepted = complete_one(fcinfo, schema, 1);
+
+	cloacina_leave_tenant_path();
+	PG_RETURN_BOOL(accepted);
+}
+
+/* cloacina.complete(task_id, fence, context): in the caller's current schema */
+Datum
+cloacina_complete_current(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+	bool		accepted = complete_one(fcinfo, schema, 0);
+
+	cloacina_leave_tenant_path();
+	PG_RETURN_BOOL(accepted);
 }

@@ -32,8 +32,10 @@ PG_FUNCTION_INFO_V1(cloacina_run_generic);
 
 typedef struct PreparedEntry
 {
-	uint32		hash;			/* key: hash of text and argument types ... */
-	char	   *sql;			/* ... confirmed by comparing these */
+	uint32		hash;			/* key: hash of the key text and argument types ... */
+	const char *template;		/* ... confirmed by comparing these: the statement's template
+								 * (NULL for a statement given as text) */
+	char	   *key;			/* the schema the template was filled with, or the statement */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
 	bool		generic;		/* ... and the plan kind */
@@ -46,21 +48,24 @@ static PreparedEntry cache[MAX_PREPARED];
 static uint64 use_counter = 0;
 
 static PreparedEntry *
-lookup(const char *sql, int nargs, const Oid *argtypes, bool generic, uint32 hash)
+lookup(const char *template, const char *key, int nargs, const Oid *argtypes, bool generic,
+	   uint32 hash)
 {
 	for (int i = 0; i < MAX_PREPARED; i++)
 	{
 		PreparedEntry *e = &cache[i];
 
-		if (e->in_use && e->hash == hash && e->nargs == nargs && e->generic == generic &&
-			memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 && strcmp(e->sql, sql) == 0)
+		if (e->in_use && e->hash == hash && e->template == template && e->nargs == nargs &&
+			e->generic == generic && memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 &&
+			strcmp(e->key, key) == 0)
 			return e;
 	}
 	return NULL;
 }
 
 static PreparedEntry *
-prepare(const char *sql, int nargs, Oid *argtypes, bool generic, uint32 hash)
+prepare(const char *template, const char *key, const char *sql, int nargs, Oid *argtypes,
+		bool generic, uint32 hash)
 {
 	PreparedEntry *victim = NULL;
 	SPIPlanPtr	plan = SPI_prepare_cursor(sql, nargs, argtypes,
@@ -84,10 +89,11 @@ prepare(const char *sql, int nargs, Oid *argtypes, bool generic, uint32 hash)
 	if (victim->in_use)
 	{
 		SPI_freeplan(victim->plan);
-		pfree(victim->sql);
+		pfree(victim->key);
 	}
 	victim->hash = hash;
-	victim->sql = MemoryContextStrdup(TopMemoryContext, sql);
+	victim->template = template;
+	victim->key = MemoryContextStrdup(TopMemoryContext, key);
 	victim->nargs = nargs;
 	victim->generic = generic;
 	memcpy(victim->argtypes, argtypes, sizeof(Oid) * nargs);
@@ -103,32 +109,28 @@ forget(PreparedEntry *e)
 	if (e->in_use)
 	{
 		SPI_freeplan(e->plan);
-		pfree(e->sql);
+		pfree(e->key);
 		e->in_use = false;
 	}
 }
 
-/*
- * Executes "sql" (inside the caller's SPI connection) with a plan prepared once per backend.
- * A generic plan is planned once and reused; otherwise the plan cache decides per call (custom
- * plans for the first executions). Statements whose plan must not depend on the argument
- * values (the C tenant path's) ask for a generic plan and are written so that it is a good one.
- * Returns the SPI result code.
- */
-int
-cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
-						  const char *nulls, bool generic)
+/* Executes the statement of "template" filled with "key" (or "key" itself when no template). */
+static int
+execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *values,
+		const char *nulls, bool generic)
 {
 	uint32		hash;
 	PreparedEntry *volatile entry;
 	int			ret;
 
 	Assert(nargs <= MAX_ARGS);
-	hash = hash_bytes((const unsigned char *) sql, strlen(sql)) ^
+	hash = hash_bytes((const unsigned char *) key, strlen(key)) ^
 		hash_bytes((const unsigned char *) argtypes, sizeof(Oid) * nargs);
-	entry = lookup(sql, nargs, argtypes, generic, hash);
+	entry = lookup(template, key, nargs, argtypes, generic, hash);
 	if (entry == NULL)
-		entry = prepare(sql, nargs, argtypes, generic, hash);
+		entry = prepare(template, key,
+						template ? psprintf(template, quote_identifier(key)) : key,
+						nargs, argtypes, generic, hash);
 	entry->last_used = ++use_counter;
 
 	PG_TRY();
@@ -142,6 +144,31 @@ cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *valu
 	}
 	PG_END_TRY();
 	return ret;
+}
+
+/*
+ * Executes "sql" (inside the caller's SPI connection) with a plan prepared once per backend.
+ * A generic plan is planned once and reused; otherwise the plan cache decides per call (custom
+ * plans for the first executions). Returns the SPI result code.
+ */
+int
+cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
+						  const char *nulls, bool generic)
+{
+	return execute(NULL, sql, nargs, argtypes, values, nulls, generic);
+}
+
+/*
+ * Executes the tenant statement "template" (a format whose "%1$s" is the quoted schema name)
+ * for "schema", with a generic plan prepared once per backend and tenant: the statements of the
+ * C tenant path, written so that the generic plan is the right one. The template is known by
+ * its address, so a call formats no text once the statement is prepared.
+ */
+int
+cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid *argtypes,
+						Datum *values, const char *nulls)
+{
+	return execute(template, schema, nargs, argtypes, values, nulls, true);
 }
 
 /* _run and _run_generic: executes the statement in argument 0 with the other arguments. */

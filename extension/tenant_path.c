@@ -1,6 +1,7 @@
 /*
- * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c) share: the
- * check that a schema is a tenant the caller may use.
+ * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, wait.c) share:
+ * finding and checking the tenant schema, and running the engine's statements under a search
+ * path the caller cannot influence.
  */
 #include "postgres.h"
 
@@ -12,17 +13,39 @@
 
 #include "cloacina.h"
 
+/* The caller's current schema, as pg_catalog.current_schema() names it, or NULL. */
+static char *
+current_schema_name(void)
+{
+	List	   *path = fetch_search_path(false);
+	char	   *name = path == NIL ? NULL : get_namespace_name(linitial_oid(path));
+
+	list_free(path);
+	return name;
+}
+
 /*
- * The tenant schema named by argument "argno", or the standard error for a call made outside
- * a tenant (the same error as cloacina._require_tenant). A schema the caller may not use is
- * refused as PostgreSQL refuses it, before any of its tables is touched.
+ * Enters the tenant path of an API function: the tenant schema is argument "argno" (the
+ * engine's _x(s, ...) functions) or, with argno < 0, the caller's current schema (the public
+ * functions). It must be a tenant (the same error as cloacina._require_tenant) the caller may
+ * use (refused as PostgreSQL refuses it, before any of its tables is touched).
+ *
+ * Until cloacina_leave_tenant_path the search path is pg_catalog alone, so nothing on the
+ * caller's search path can stand in for what the engine's statements name; the prepared plans
+ * are made and reused under that same path. An error unwinds it with the (sub)transaction.
  */
 char *
-cloacina_require_tenant(FunctionCallInfo fcinfo, int argno)
+cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 {
-	char	   *schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	Oid			namespace_oid = schema ? get_namespace_oid(schema, true) : InvalidOid;
+	char	   *schema;
+	Oid			namespace_oid;
+	OverrideSearchPath engine_path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
 
+	if (argno >= 0)
+		schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	else
+		schema = current_schema_name();
+	namespace_oid = schema ? get_namespace_oid(schema, true) : InvalidOid;
 	if (!OidIsValid(namespace_oid) ||
 		!OidIsValid(get_relname_relid("tenant_settings", namespace_oid)))
 		ereport(ERROR,
@@ -32,5 +55,13 @@ cloacina_require_tenant(FunctionCallInfo fcinfo, int argno)
 				 errhint("Connect as the tenant's role, or run SET search_path = <tenant schema> first.")));
 	if (pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, schema);
+
+	PushOverrideSearchPath(&engine_path);
 	return schema;
+}
+
+void
+cloacina_leave_tenant_path(void)
+{
+	PopOverrideSearchPath();
 }

@@ -28,6 +28,10 @@
 
 PG_FUNCTION_INFO_V1(cloacina_run_finished);
 PG_FUNCTION_INFO_V1(cloacina_wait);
+PG_FUNCTION_INFO_V1(cloacina_wait_current);
+
+static const char *const run_status_sql =
+"SELECT status, final_context, error FROM %1$s.executions WHERE id = $1";
 
 #define WAIT_SLOTS 128
 #define SLOT_WORDS (WAIT_SLOTS / 64)
@@ -123,29 +127,29 @@ interval_usecs(const Interval *span)
  * cloacina._wait(schema text, execution_id bigint, timeout interval)
  * Returns the run's (status, final_context, error) once it has ended or the timeout passed.
  */
-Datum
-cloacina_wait(PG_FUNCTION_ARGS)
+/*
+ * Waits for a run of "schema" (the tenant path entered); the arguments from "first" on are the
+ * execution id and the timeout.
+ */
+static void
+wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	text	   *schema;
 	int64		execution_id;
 	TimestampTz deadline = DT_NOEND;
 	ConditionVariable *cv = NULL;
-	SPIPlanPtr	plan;
 	Oid			argtypes[1] = {INT8OID};
 	Datum		args[1];
-	Oid			check_types[1] = {TEXTOID};
-	Datum		check_args[1];
 	long		poll_sleep_ms = 1;
 
-	if (PG_ARGISNULL(1))
+	if (PG_ARGISNULL(first))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("execution_id must not be NULL")));
-	execution_id = PG_GETARG_INT64(1);
-	if (!PG_ARGISNULL(2))
+	execution_id = PG_GETARG_INT64(first);
+	if (!PG_ARGISNULL(first + 1))
 	{
-		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(2));
+		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(first + 1));
 
 		if (usecs < 0)
 			ereport(ERROR,
@@ -161,18 +165,6 @@ cloacina_wait(PG_FUNCTION_ARGS)
 
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
-
-	/* One check that the schema is a tenant, with the API's usual error. */
-	check_args[0] = PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0);
-	SPI_execute_with_args("SELECT cloacina._require_tenant($1)", 1, check_types, check_args,
-						  PG_ARGISNULL(0) ? "n" : NULL, false, 1);
-	schema = PG_GETARG_TEXT_PP(0);
-
-	plan = SPI_prepare(psprintf("SELECT status, final_context, error FROM %s.executions WHERE id = $1",
-								quote_identifier(text_to_cstring(schema))),
-					   1, argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
 	args[0] = Int64GetDatum(execution_id);
 
 	if (wait_shared != NULL)
@@ -189,8 +181,8 @@ cloacina_wait(PG_FUNCTION_ARGS)
 		TimestampTz now;
 		long		sleep_ms;
 
-		/* read_only = false: in READ COMMITTED each read takes a fresh snapshot */
-		if (SPI_execute_plan(plan, args, NULL, false, 1) != SPI_OK_SELECT)
+		/* in READ COMMITTED each read takes a fresh snapshot */
+		if (cloacina_execute_tenant(run_status_sql, schema, 1, argtypes, args, NULL) != SPI_OK_SELECT)
 			elog(ERROR, "could not read execution %lld", (long long) execution_id);
 		if (SPI_processed == 0)
 			ereport(ERROR,
@@ -224,5 +216,26 @@ cloacina_wait(PG_FUNCTION_ARGS)
 	if (cv != NULL)
 		ConditionVariableCancelSleep();
 	SPI_finish();
+}
+
+/* cloacina._wait(s, execution_id, timeout) */
+Datum
+cloacina_wait(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+
+	wait_for_run(fcinfo, schema, 1);
+	cloacina_leave_tenant_path();
+	return (Datum) 0;
+}
+
+/* cloacina.wait(execution_id, timeout): in the caller's current schema */
+Datum
+cloacina_wait_current(PG_FUNCTION_ARGS)
+{
+	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+
+	wait_for_run(fcinfo, schema, 0);
+	cloacina_leave_tenant_path();
 	return (Datum) 0;
 }

@@ -13,7 +13,10 @@
 -- caller's own privileges decide what it can touch. The public tenant functions are thin SQL
 -- wrappers (no search_path pinning, so they can read the caller's current_schema()); the engine
 -- functions they call pin search_path to pg_catalog so that objects a tenant creates in its own
--- schema can never change how the engine's statements resolve operators or functions.
+-- schema can never change how the engine's statements resolve operators or functions. The task
+-- path (claim, complete, complete_batch, wait) is C instead: those functions read the caller's
+-- current schema themselves and pin the search path for their statements the same way
+-- (extension/tenant_path.c).
 
 \echo Use "CREATE EXTENSION cloacina" to load this file. \quit
 
@@ -88,8 +91,7 @@ CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
     RETURNS TABLE(status text, final_context jsonb, error text)
-    AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE
-    SET search_path = pg_catalog, pg_temp;
+    AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION cloacina._generate_password(), cloacina._random_token(int),
     cloacina._scram_verifier(text) FROM PUBLIC;
 
@@ -943,110 +945,14 @@ $$;
 -- wake-up. The caller holds the runs' row locks.
 CREATE FUNCTION cloacina._finalize(s text, eids bigint[], forced_status text DEFAULT NULL,
                                    forced_error text DEFAULT NULL) RETURNS void
-AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C;
 
 -- After tasks of a run became terminal: counts them down on their dependents; a dependent whose
 -- last dependency just ended is evaluated (trigger rule, then context condition) and becomes
 -- ready (held as waiting while the run is paused) or skipped, and skips cascade. When no task
 -- of the run is left, the run is finalised. All inside the caller's transaction.
 CREATE FUNCTION cloacina._propagate(s text, eid bigint, finished text[]) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    worklist   text[] := finished;
-    next_round text[];
-    terminal   int := cardinality(finished);
-    run        record;
-    cand       record;
-    n_ok       bigint;
-    n_failed   bigint;
-    n_all      bigint;
-    input      jsonb;
-    holds      boolean;
-    new_status text;
-    remaining  int;
-    any_ready  boolean := false;
-    any_sql    boolean := false;
-BEGIN
-    WHILE cardinality(worklist) > 0 LOOP
-        next_round := '{}';
-        FOR cand IN SELECT * FROM cloacina._run_generic(format($q$
-            WITH d AS (SELECT dep AS task, count(*)::int AS n
-                       FROM %1$I.tasks f, unnest(f.dependents) AS dep
-                       WHERE f.execution_id = $1 AND f.task = ANY ($2)
-                       GROUP BY dep)
-            UPDATE %1$I.tasks t SET pending_deps = t.pending_deps - d.n
-              FROM d
-             WHERE t.execution_id = $1 AND t.task = d.task AND t.status = 'waiting'
-            RETURNING t.id, t.task, t.kind, t.pending_deps, t.dependencies, t.trigger_rule, t.condition$q$, s),
-            eid, worklist)
-            AS x(id bigint, task text, kind text, pending_deps int, dependencies text[], trigger_rule text, condition jsonb)
-        LOOP
-            CONTINUE WHEN cand.pending_deps > 0;
-            IF run IS NULL THEN
-                SELECT * INTO run FROM cloacina._run_generic(
-                    format('SELECT status, input_context FROM %I.executions WHERE id = $1', s), eid)
-                    AS x(status text, input_context jsonb);
-            END IF;
-            -- Input = run input, then each completed dependency's output in declaration order.
-            SELECT * INTO n_ok, n_failed, n_all, input FROM cloacina._run_generic(format($q$
-                SELECT count(*) FILTER (WHERE x.status = 'completed'),
-                       count(*) FILTER (WHERE x.status = 'failed'),
-                       count(*) FILTER (WHERE x.ord > 0),
-                       cloacina.context_merge_agg(x.output ORDER BY x.ord)
-                           FILTER (WHERE x.ord = 0 OR x.status = 'completed')
-                FROM (SELECT NULL::text AS status, $3::jsonb AS output, 0::bigint AS ord
-                      UNION ALL
-                      SELECT t.status, t.output, u.ord
-                      FROM unnest($2::text[]) WITH ORDINALITY AS u(task, ord)
-                      JOIN %I.tasks t ON t.execution_id = $1 AND t.task = u.task) x$q$, s),
-                eid, cand.dependencies, run.input_context) AS x(n_ok bigint, n_failed bigint, n_all bigint, input jsonb);
-            holds := CASE cand.trigger_rule
-                         WHEN 'all_success' THEN n_ok = n_all
-                         WHEN 'one_success' THEN n_ok > 0
-                         WHEN 'one_failed' THEN n_failed > 0
-                         ELSE true  -- all_done, always: every dependency has ended
-                     END;
-            IF holds AND cand.condition IS NOT NULL THEN
-                holds := cloacina._condition_holds(cand.condition, input);
-            END IF;
-            IF holds THEN
-                new_status := CASE WHEN run.status = 'paused' THEN 'waiting' ELSE 'ready' END;
-                PERFORM FROM cloacina._run_generic(
-                    format('UPDATE %I.tasks SET status = $2, input = $3, ready_at = now() WHERE id = $1', s),
-                    cand.id, new_status, input) AS x(nothing int);
-                IF new_status = 'ready' THEN
-                    PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'ready');
-                    any_ready := any_ready OR cand.kind = 'handler';
-                    any_sql := any_sql OR cand.kind = 'sql';
-                END IF;
-            ELSE
-                PERFORM FROM cloacina._run_generic(
-                    format('UPDATE %I.tasks SET status = ''skipped'', input = $2, finished_at = now() WHERE id = $1', s),
-                    cand.id, input) AS x(nothing int);
-                PERFORM cloacina._event(s, eid, cand.task, 0, 'waiting', 'skipped',
-                    CASE WHEN cand.condition IS NOT NULL AND n_ok = n_all
-                         THEN 'condition not met' ELSE format('trigger rule %s not met', cand.trigger_rule) END);
-                next_round := next_round || cand.task;
-                terminal := terminal + 1;
-            END IF;
-        END LOOP;
-        worklist := next_round;
-    END LOOP;
-
-    IF any_ready THEN
-        PERFORM cloacina._hint(s, 'ready');
-    END IF;
-    IF any_sql THEN
-        PERFORM cloacina._due(s, now(), true);
-    END IF;
-    SELECT x.remaining INTO remaining FROM cloacina._run_generic(format(
-        'UPDATE %I.executions SET pending_tasks = pending_tasks - $2 WHERE id = $1 RETURNING pending_tasks', s),
-        eid, terminal) AS x(remaining int);
-    IF remaining = 0 THEN
-        PERFORM cloacina._finalize(s, ARRAY[eid]);
-    END IF;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_propagate' LANGUAGE C;
 
 -- Starts one run per context, set-based: the runs, their creation events and all their tasks
 -- in one statement whatever the number of runs. Root tasks start ready with the run's context
@@ -1215,7 +1121,7 @@ $$;
 CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
               fence bigint, context jsonb)
-AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C;
 
 CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -1254,8 +1160,7 @@ END
 $$;
 
 CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
-AS $$ SELECT accepted FROM cloacina._complete_batch(s, ARRAY[task_id], ARRAY[fence], ARRAY[output]) $$;
+AS 'MODULE_PATHNAME', 'cloacina_complete' LANGUAGE C;
 
 CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
 RETURNS boolean
@@ -1365,7 +1270,7 @@ $$;
 -- others the runs are counted down together and the runs with nothing left end together.
 CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
 RETURNS TABLE(task_id bigint, accepted boolean)
-AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C SET search_path = pg_catalog, pg_temp;
+AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C;
 
 -- fail_batch: fails one task at a time (failures are the exception), after locking the runs in
 -- id order like complete_batch, so that batches sharing runs never deadlock.
@@ -1560,7 +1465,7 @@ COMMENT ON FUNCTION cloacina.execution_status(bigint) IS 'The status, final cont
 
 CREATE FUNCTION cloacina.wait(execution_id bigint, timeout interval DEFAULT '30 seconds')
 RETURNS TABLE(status text, final_context jsonb, error text)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._wait(pg_catalog.current_schema(), execution_id, timeout) $$;
+AS 'MODULE_PATHNAME', 'cloacina_wait_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.wait(bigint, interval) IS
     'Blocks until the run ends or the timeout passes, then returns its status';
 
@@ -1574,9 +1479,7 @@ CREATE FUNCTION cloacina.claim(worker text, task_names text[] DEFAULT NULL, max_
                                lease interval DEFAULT '30 seconds')
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
               fence bigint, context jsonb)
-LANGUAGE sql AS $$
-    SELECT * FROM cloacina._claim(pg_catalog.current_schema(), worker, task_names, max_tasks, lease)
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_claim_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval) IS
     'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence';
 
@@ -1586,7 +1489,7 @@ COMMENT ON FUNCTION cloacina.heartbeat(bigint, bigint) IS
     'Extends a claimed task''s lease; returns ok, lost (fence no longer current) or cancelled';
 
 CREATE FUNCTION cloacina.complete(task_id bigint, fence bigint, context jsonb) RETURNS boolean
-LANGUAGE sql AS $$ SELECT cloacina._complete(pg_catalog.current_schema(), task_id, fence, context) $$;
+AS 'MODULE_PATHNAME', 'cloacina_complete_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.complete(bigint, bigint, jsonb) IS
     'Completes a claimed task with its output context; false if the fence is stale or the task is no longer running';
 
@@ -1598,7 +1501,7 @@ COMMENT ON FUNCTION cloacina.fail(bigint, bigint, text, boolean) IS
 
 CREATE FUNCTION cloacina.complete_batch(task_ids bigint[], fences bigint[], contexts jsonb[])
 RETURNS TABLE(task_id bigint, accepted boolean)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._complete_batch(pg_catalog.current_schema(), task_ids, fences, contexts) $$;
+AS 'MODULE_PATHNAME', 'cloacina_complete_batch_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.complete_batch(bigint[], bigint[], jsonb[]) IS
     'complete() for many tasks in one call';
 

@@ -3,6 +3,10 @@
 #define BOOST_TEST_MODULE concurrency
 #include "support.hpp"
 
+#include <algorithm>
+#include <set>
+#include <thread>
+
 using namespace cloacina;
 using namespace test_support;
 
@@ -71,4 +75,70 @@ BOOST_AUTO_TEST_CASE(two_runners_share_the_work_without_double_claims) {
     // Counters move when the completer's round trip returns, a moment after the run ends.
     BOOST_TEST(wait_until([&] { return a.stats().completed + b.stats().completed == static_cast<std::uint64_t>(kRuns); },
                           std::chrono::seconds(5)));
+}
+
+// prefetch: the runner holds at most max_concurrent_tasks + prefetch claimed tasks that no handler
+// has finished, still runs at most max_concurrent_tasks handlers, and claims in batches while its
+// handlers are busy.
+BOOST_AUTO_TEST_CASE(prefetch_bounds_the_local_queue_and_batches_claims) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("prefetch"), ""};
+    constexpr int kHandlers = 2;
+    constexpr int kPrefetch = 6;
+    constexpr int kRuns = 60;
+    auto active = std::make_shared<std::atomic<int>>(0);
+    auto peak = std::make_shared<std::atomic<int>>(0);
+    auto finished_mutex = std::make_shared<std::mutex>();
+    auto finished = std::make_shared<std::set<std::string>>();  // items whose handler returned
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("queued")
+                      .task(Task("work").handler([=](Context& c) {
+                          const int now = ++*active;
+                          int seen = peak->load();
+                          while (now > seen && !peak->compare_exchange_weak(seen, now)) {
+                          }
+                          std::this_thread::sleep_for(std::chrono::milliseconds(10));  // the work itself
+                          --*active;
+                          std::lock_guard lock(*finished_mutex);
+                          finished->insert(c.at<std::string>("item"));
+                      }))
+                      .build());
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema,
+        fast_config(registry).max_concurrent_tasks(kHandlers).prefetch(kPrefetch).claim_batch(8).build());
+
+    // Watch the claimed tasks (running on the server) that no handler has finished yet: the
+    // server's view is read first, so every task counted was unfinished at that moment.
+    std::atomic<bool> watching{true};
+    std::atomic<long> most_held{0};
+    std::thread watcher([&] {
+        Connection c(url);
+        const std::string sql = "SELECT input ->> 'item' FROM " + c.quote_identifier(tenant.schema) +
+                                ".tasks WHERE status = 'running'";
+        while (watching.load()) {
+            Result running = c.exec(sql);
+            long held = 0;
+            std::lock_guard lock(*finished_mutex);
+            for (int i = 0; i < running.rows(); ++i) held += finished->count(std::string(running.text(i, 0))) == 0;
+            most_held = std::max(most_held.load(), held);
+        }
+    });
+    std::vector<Context> contexts;
+    for (int i = 0; i < kRuns; ++i) {
+        Context c;
+        c.insert("item", "item-" + std::to_string(i));
+        contexts.push_back(std::move(c));
+    }
+    auto handles = runner.execute_batch("queued", contexts);
+    for (auto& h : handles) BOOST_TEST(h.wait().status == WorkflowStatus::Completed);
+    watching = false;
+    watcher.join();
+
+    BOOST_TEST(peak->load() <= kHandlers);
+    BOOST_TEST(most_held.load() <= kHandlers + kPrefetch);
+    BOOST_TEST(most_held.load() > kHandlers, "the local queue was used: " << most_held.load() << " held at once");
+    const auto stats = runner.stats();
+    BOOST_TEST(stats.claimed >= static_cast<std::uint64_t>(kRuns));
+    BOOST_TEST(stats.claimed >= 2 * stats.claim_round_trips,
+               stats.claimed << " tasks in " << stats.claim_round_trips << " claims");
 }

@@ -201,14 +201,20 @@ void WorkerEngine::claimer_loop(Connection connection) {
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
         try {
+            // Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue.
+            const std::size_t capacity = cfg.max_concurrent_tasks + cfg.prefetch;
             std::size_t free_slots;
+            bool handler_idle;
             {
                 std::lock_guard lock(mutex_);
-                free_slots = cfg.max_concurrent_tasks - std::min(cfg.max_concurrent_tasks, unfinished_);
+                free_slots = capacity - std::min(capacity, unfinished_);
+                handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
             }
             bool ready_hint = false;
-            if (free_slots == 0) {
-                // Every slot is busy: sleep until a handler finishes (the pipe) or a notification.
+            // While every handler has work, refill the queue in batches rather than task by task.
+            const std::size_t refill_at = handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity) / 2);
+            if (free_slots < refill_at) {
+                // Full enough: sleep until a handler finishes (the pipe) or a notification.
                 wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
                 continue;
             }
@@ -233,6 +239,12 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 }
                 queue_cv_.notify_all();
                 heartbeat_cv_.notify_all();
+                idle_wait = cfg.poll_interval_min;
+                continue;
+            }
+            if (ready_hint) {
+                // A 'ready' hint came in with the claim's reply: its tasks may have been committed
+                // after the claim looked. Claim again now; waiting would sleep through the hint.
                 idle_wait = cfg.poll_interval_min;
                 continue;
             }

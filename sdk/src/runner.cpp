@@ -86,7 +86,8 @@ void DefaultRunnerConfig::validate() const {
     using namespace std::chrono_literals;
     if (db_pool_size == 0) throw ConfigError("db_pool_size must be at least 1");
     if (max_concurrent_tasks == 0) throw ConfigError("max_concurrent_tasks must be at least 1");
-    if (claim_batch == 0) throw ConfigError("claim_batch must be at least 1");
+    if (claim_batch == 0 || claim_batch > 1000) throw ConfigError("claim_batch must be between 1 and 1000");
+    if (prefetch > 10000) throw ConfigError("prefetch must be at most 10000");
     if (lease < 100ms) throw ConfigError("lease must be at least 100 ms");
     if (heartbeat_interval.count() < 0 || (heartbeat_interval.count() > 0 && heartbeat_interval >= lease))
         throw ConfigError("heartbeat_interval must be shorter than the lease");

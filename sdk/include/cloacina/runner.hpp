@@ -75,6 +75,7 @@ public:
     std::size_t db_pool_size = 5;            ///< connections for execute/wait/status calls
     std::size_t max_concurrent_tasks = 4;    ///< handler threads = most handlers running at once
     std::size_t claim_batch = 8;             ///< most tasks claimed per round trip
+    std::size_t prefetch = 0;                ///< claimed tasks that may wait for a handler (leases and timeouts run from the claim)
     std::chrono::milliseconds lease{30000};  ///< claim lease, renewed by heartbeats
     std::chrono::milliseconds heartbeat_interval{0};  ///< 0 = lease / 3
     std::chrono::milliseconds poll_interval{1000};    ///< longest wait between claims when idle
@@ -97,6 +98,7 @@ public:
     Builder& db_pool_size(std::size_t n) { config_.db_pool_size = n; return *this; }
     Builder& max_concurrent_tasks(std::size_t n) { config_.max_concurrent_tasks = n; return *this; }
     Builder& claim_batch(std::size_t n) { config_.claim_batch = n; return *this; }
+    Builder& prefetch(std::size_t n) { config_.prefetch = n; return *this; }
     Builder& lease(std::chrono::milliseconds d) { config_.lease = d; return *this; }
     Builder& heartbeat_interval(std::chrono::milliseconds d) { config_.heartbeat_interval = d; return *this; }
     Builder& poll_interval(std::chrono::milliseconds d) { config_.poll_interval = d; return *this; }
