@@ -115,10 +115,10 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 Datum
 cloacina_claim(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
 
-	claim(fcinfo, schema, 1);
-	cloacina_leave_tenant_path();
+	claim(fcinfo, path.schema, 1);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }
 
@@ -126,9 +126,9 @@ cloacina_claim(PG_FUNCTION_ARGS)
 Datum
 cloacina_claim_current(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
 
-	claim(fcinfo, schema, 0);
-	cloacina_leave_tenant_path();
+	claim(fcinfo, path.schema, 0);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }

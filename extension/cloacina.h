@@ -45,8 +45,14 @@ extern int	cloacina_execute_tenant(const char *template, const char *schema, int
 									Oid *argtypes, Datum *values, const char *nulls);
 
 /* tenant_path.c: shared by the C functions of the tenant path */
-extern char *cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
-extern void cloacina_leave_tenant_path(void);
+typedef struct TenantPath
+{
+	char	   *schema;			/* the tenant schema */
+	int			guc_level;		/* the settings' nest level, undone on leaving */
+} TenantPath;
+extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
+extern void cloacina_leave_tenant_path(TenantPath *path);
+extern void cloacina_hint_ready(const char *schema);
 
 /* propagate.c: after tasks of a run ended, their dependents */
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);

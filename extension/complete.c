@@ -149,17 +149,17 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 Datum
 cloacina_finalize(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
 
 	if (!PG_ARGISNULL(1))
 	{
 		SPI_connect();
-		cloacina_finalize_runs(schema, PG_GETARG_DATUM(1),
+		cloacina_finalize_runs(path.schema, PG_GETARG_DATUM(1),
 							   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
 							   PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)));
 		SPI_finish();
 	}
-	cloacina_leave_tenant_path();
+	cloacina_leave_tenant_path(&path);
 	PG_RETURN_VOID();
 }
 
@@ -334,10 +334,10 @@ complete_one(FunctionCallInfo fcinfo, const char *schema, int first)
 Datum
 cloacina_complete_batch(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
 
-	complete_batch(fcinfo, schema, 1);
-	cloacina_leave_tenant_path();
+	complete_batch(fcinfo, path.schema, 1);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }
 
@@ -345,10 +345,10 @@ cloacina_complete_batch(PG_FUNCTION_ARGS)
 Datum
 cloacina_complete_batch_current(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
 
-	complete_batch(fcinfo, schema, 0);
-	cloacina_leave_tenant_path();
+	complete_batch(fcinfo, path.schema, 0);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }
 
@@ -356,10 +356,10 @@ cloacina_complete_batch_current(PG_FUNCTION_ARGS)
 Datum
 cloacina_complete(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
-	bool		accepted = complete_one(fcinfo, schema, 1);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
+	bool		accepted = complete_one(fcinfo, path.schema, 1);
 
-	cloacina_leave_tenant_path();
+	cloacina_leave_tenant_path(&path);
 	PG_RETURN_BOOL(accepted);
 }
 
@@ -367,9 +367,9 @@ cloacina_complete(PG_FUNCTION_ARGS)
 Datum
 cloacina_complete_current(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
-	bool		accepted = complete_one(fcinfo, schema, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
+	bool		accepted = complete_one(fcinfo, path.schema, 0);
 
-	cloacina_leave_tenant_path();
+	cloacina_leave_tenant_path(&path);
 	PG_RETURN_BOOL(accepted);
 }

@@ -92,8 +92,6 @@ static const char *const count_down_sql =
 "     WHERE id = $1 AND pending_tasks > $2 RETURNING id)"
 " SELECT count(*) = 0 FROM counted";
 
-static const char *const hint_sql = "SELECT cloacina._hint($1, 'ready')";
-
 /* Inside an SPI connection, the tenant path entered. */
 void
 cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
@@ -124,13 +122,7 @@ cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
 	}
 
 	if (any_ready)
-	{
-		Oid			hint_types[1] = {TEXTOID};
-		Datum		hint_args[1] = {CStringGetTextDatum(schema)};
-
-		if (cloacina_execute_prepared(hint_sql, 1, hint_types, hint_args, NULL, true) != SPI_OK_SELECT)
-			elog(ERROR, "cloacina._hint failed");
-	}
+		cloacina_hint_ready(schema);
 	if (any_sql)
 		cloacina_due_push(schema, GetCurrentTransactionStartTimestamp(), true);
 
@@ -156,14 +148,14 @@ cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
 Datum
 cloacina_propagate(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
 
 	if (!PG_ARGISNULL(1) && !PG_ARGISNULL(2))
 	{
 		SPI_connect();
-		cloacina_propagate_run(schema, PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
+		cloacina_propagate_run(path.schema, PG_GETARG_DATUM(1), PG_GETARG_DATUM(2));
 		SPI_finish();
 	}
-	cloacina_leave_tenant_path();
+	cloacina_leave_tenant_path(&path);
 	PG_RETURN_VOID();
 }

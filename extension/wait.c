@@ -222,10 +222,10 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 Datum
 cloacina_wait(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, 0);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
 
-	wait_for_run(fcinfo, schema, 1);
-	cloacina_leave_tenant_path();
+	wait_for_run(fcinfo, path.schema, 1);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }
 
@@ -233,9 +233,9 @@ cloacina_wait(PG_FUNCTION_ARGS)
 Datum
 cloacina_wait_current(PG_FUNCTION_ARGS)
 {
-	char	   *schema = cloacina_enter_tenant_path(fcinfo, -1);
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
 
-	wait_for_run(fcinfo, schema, 0);
-	cloacina_leave_tenant_path();
+	wait_for_run(fcinfo, path.schema, 0);
+	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }

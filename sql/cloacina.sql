@@ -188,12 +188,14 @@ BEGIN
             final_context    jsonb,
             error            text,
             priority         int NOT NULL DEFAULT 0,
-            idempotency_key  text UNIQUE,
+            idempotency_key  text,
             run_at           timestamptz NOT NULL,
             deadline         timestamptz,
             pending_tasks    int NOT NULL,
             created_at       timestamptz NOT NULL DEFAULT now(),
             finished_at      timestamptz);
+        -- Partial: most runs have no key, and every write of their row would add an entry.
+        CREATE UNIQUE INDEX ON %1$I.executions (idempotency_key) WHERE idempotency_key IS NOT NULL;
         CREATE INDEX ON %1$I.executions (created_at, id) WHERE status IN ('running', 'paused');
         CREATE INDEX ON %1$I.executions (finished_at) WHERE finished_at IS NOT NULL;
         CREATE INDEX ON %1$I.executions (deadline) WHERE deadline IS NOT NULL AND status IN ('running', 'paused');
@@ -954,45 +956,22 @@ AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C;
 CREATE FUNCTION cloacina._propagate(s text, eid bigint, finished text[]) RETURNS void
 AS 'MODULE_PATHNAME', 'cloacina_propagate' LANGUAGE C;
 
--- Starts one run per context, set-based: the runs, their creation events and all their tasks
--- in one statement whatever the number of runs. Root tasks start ready with the run's context
--- (or skipped when their condition fails); the others wait for their dependencies. Returns the
--- run ids in the order of the contexts. An idempotency key (one context only) returns the run
--- that first used it.
-CREATE FUNCTION cloacina._start_runs(s text, workflow text, contexts jsonb[], options jsonb) RETURNS bigint[]
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    wf_version  text;
-    wf_tasks    jsonb;
-    prio        int := 0;
-    idem_key    text;
-    start_at    timestamptz := now();
-    run_timeout interval;
-    bad         record;
-    ids         bigint[];
-    skipped     jsonb;
-    any_ready   boolean;
-    any_sql     boolean;
-    r           record;
+-- The options of execute and execute_batch, checked: priority, idempotency_key, run_at and
+-- timeout (from timeout_ms), with their defaults.
+CREATE FUNCTION cloacina._run_options(options jsonb, OUT priority int, OUT idempotency_key text,
+                                      OUT run_at timestamptz, OUT timeout interval)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM cloacina._require_tenant(s);
-    SELECT u.ord, jsonb_typeof(u.c) AS kind INTO bad
-      FROM unnest(contexts) WITH ORDINALITY AS u(c, ord)
-     WHERE u.c IS NOT NULL AND jsonb_typeof(u.c) <> 'object' LIMIT 1;
-    IF FOUND AND cardinality(contexts) = 1 THEN
-        RAISE EXCEPTION 'context must be a JSON object (got %)', bad.kind USING ERRCODE = 'invalid_parameter_value';
-    ELSIF FOUND THEN
-        RAISE EXCEPTION 'context #% of the batch must be a JSON object (got %)', bad.ord, bad.kind
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
+    priority := 0;
+    run_at := now();
     options := coalesce(options, '{}'::jsonb);
     PERFORM cloacina._json_keys_allowed(options, 'execute options',
         ARRAY['priority', 'idempotency_key', 'run_at', 'timeout_ms']);
     IF options ? 'priority' THEN
-        prio := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
+        priority := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
     END IF;
     IF options ? 'timeout_ms' THEN
-        run_timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
+        timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
     END IF;
     IF options ? 'idempotency_key' THEN
         IF jsonb_typeof(options -> 'idempotency_key') <> 'string' OR (options ->> 'idempotency_key') = ''
@@ -1000,104 +979,26 @@ BEGIN
             RAISE EXCEPTION 'option idempotency_key must be a non-empty string of at most 200 characters'
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        idem_key := options ->> 'idempotency_key';
+        idempotency_key := options ->> 'idempotency_key';
     END IF;
     IF options ? 'run_at' THEN
         BEGIN
-            start_at := (options ->> 'run_at')::timestamptz;
+            run_at := (options ->> 'run_at')::timestamptz;
         EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
-            start_at := NULL;
+            run_at := NULL;
         END;
-        IF start_at IS NULL OR jsonb_typeof(options -> 'run_at') <> 'string' THEN
+        IF run_at IS NULL OR jsonb_typeof(options -> 'run_at') <> 'string' THEN
             RAISE EXCEPTION 'option run_at must be a timestamp string (got %)', (options -> 'run_at')::text
                 USING ERRCODE = 'invalid_datetime_format';
         END IF;
     END IF;
-
-    SELECT x.version, x.tasks INTO wf_version, wf_tasks
-      FROM cloacina._run_generic(format('SELECT version, definition -> ''tasks'' FROM %I.workflows WHERE name = $1', s), workflow)
-           AS x(version text, tasks jsonb);
-    IF wf_version IS NULL THEN
-        RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
-            USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
-    END IF;
-    IF coalesce(cardinality(contexts), 0) = 0 THEN
-        RETURN '{}';
-    END IF;
-    IF idem_key IS NOT NULL THEN
-        -- Serialise executes of one key; the loser then sees the winner's committed run.
-        -- (The unique index on idempotency_key is what guarantees one run per key.)
-        PERFORM pg_advisory_xact_lock(hashtext(s), hashtext(idem_key));
-        EXECUTE format('SELECT ARRAY[id] FROM %I.executions WHERE idempotency_key = $1', s) INTO ids USING idem_key;
-        IF ids IS NOT NULL THEN
-            RETURN ids;
-        END IF;
-    END IF;
-
-    SELECT * INTO ids, skipped, any_ready, any_sql FROM cloacina._run_generic(format($q$
-        WITH new_runs AS MATERIALIZED (
-            SELECT nextval(%2$L::regclass) AS id, coalesce(u.c, '{}'::jsonb) AS ctx, u.ord
-              FROM unnest($3::jsonb[]) WITH ORDINALITY AS u(c, ord)),
-        runs AS (
-            INSERT INTO %1$I.executions (id, workflow, workflow_version, status, input_context, priority,
-                                         idempotency_key, run_at, pending_tasks, deadline)
-            SELECT id, $1, $2, 'running', ctx, $4, $5, $6, jsonb_array_length($8), $6 + $7 FROM new_runs),
-        run_events AS (
-            INSERT INTO %1$I.execution_events (execution_id, to_status) SELECT id, 'running' FROM new_runs),
-        new_tasks AS (
-            INSERT INTO %1$I.tasks (execution_id, workflow, task, position, topo_index, kind, sql,
-                dependencies, dependents, pending_deps, trigger_rule, condition, max_attempts,
-                backoff, delay_ms, max_delay_ms, jitter, timeout_ms, priority, status, ready_at,
-                input, finished_at)
-            SELECT r.id, $1, t ->> 'id', (t ->> 'position')::int, (t ->> 'topo_index')::int,
-                   t ->> 'kind', t ->> 'sql',
-                   ARRAY(SELECT jsonb_array_elements_text(t -> 'dependencies')),
-                   ARRAY(SELECT jsonb_array_elements_text(t -> 'dependents')),
-                   jsonb_array_length(t -> 'dependencies'), t ->> 'trigger_rule', nullif(t -> 'when', 'null'),
-                   (t #>> '{retry,attempts}')::int, t #>> '{retry,backoff}',
-                   (t #>> '{retry,delay_ms}')::bigint, (t #>> '{retry,max_delay_ms}')::bigint,
-                   (t #>> '{retry,jitter}')::boolean, (t ->> 'timeout_ms')::bigint,
-                   $4 + (t ->> 'priority')::int,
-                   st.status, $6, CASE WHEN st.root THEN r.ctx END,
-                   CASE WHEN st.status = 'skipped' THEN now() END
-              FROM new_runs r, jsonb_array_elements($8) AS t,
-                   LATERAL (SELECT root,
-                                   CASE WHEN NOT root THEN 'waiting'
-                                        WHEN t -> 'when' = 'null' OR cloacina._condition_holds(t -> 'when', r.ctx) THEN 'ready'
-                                        ELSE 'skipped' END AS status
-                              FROM (SELECT jsonb_array_length(t -> 'dependencies') = 0 AS root) x) st
-            RETURNING execution_id, task, kind, status)
-        SELECT (SELECT array_agg(id ORDER BY ord) FROM new_runs),
-               (SELECT jsonb_object_agg(execution_id, tasks) FROM
-                   (SELECT execution_id, jsonb_agg(task) AS tasks FROM new_tasks
-                     WHERE status = 'skipped' GROUP BY execution_id) sk),
-               (SELECT coalesce(bool_or(status = 'ready' AND kind = 'handler'), false) FROM new_tasks),
-               (SELECT coalesce(bool_or(status = 'ready' AND kind = 'sql'), false) FROM new_tasks)$q$,
-        s, format('%I.executions_id_seq', s)),
-        workflow, wf_version, contexts, prio, idem_key, start_at, run_timeout, wf_tasks)
-        AS x(ids bigint[], skipped jsonb, any_ready boolean, any_sql boolean);
-
-    -- Roots skipped by their condition: log them and let the skips propagate.
-    FOR r IN SELECT key::bigint AS eid, ARRAY(SELECT jsonb_array_elements_text(value)) AS tasks
-               FROM jsonb_each(skipped) ORDER BY 1 LOOP
-        EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, to_status, detail) '
-                       'SELECT $1, t, 0, ''skipped'', ''condition not met'' FROM unnest($2::text[]) t', s)
-            USING r.eid, r.tasks;
-        PERFORM cloacina._propagate(s, r.eid, r.tasks);
-    END LOOP;
-    IF any_ready AND start_at <= now() THEN
-        PERFORM cloacina._hint(s, 'ready');
-    END IF;
-    IF start_at > now() OR any_sql THEN
-        -- a delayed run (hint its workers when it comes due) or SQL tasks for the worker's pool
-        PERFORM cloacina._due(s, start_at, any_sql);
-    END IF;
-    IF run_timeout IS NOT NULL THEN
-        PERFORM cloacina._due(s, start_at + run_timeout);
-    END IF;
-    RETURN ids;
 END
 $$;
+
+-- Starts one run per context, set-based (extension/start.c). Returns the run ids in the order of
+-- the contexts; an idempotency key (one context only) returns the run that first used it.
+CREATE FUNCTION cloacina._start_runs(s text, workflow text, contexts jsonb[], options jsonb) RETURNS bigint[]
+AS 'MODULE_PATHNAME', 'cloacina_start_runs' LANGUAGE C;
 
 CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
 LANGUAGE sql SET search_path = pg_catalog, pg_temp
@@ -1388,8 +1289,9 @@ RETURNS TABLE(status text, final_context jsonb, error text)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM cloacina._require_tenant(s);
-    RETURN QUERY EXECUTE format('SELECT status, final_context, error FROM %I.executions WHERE id = $1', s)
-        USING eid;
+    RETURN QUERY SELECT * FROM cloacina._run_generic(
+        format('SELECT status, final_context, error FROM %I.executions WHERE id = $1', s), eid)
+        AS x(status text, final_context jsonb, error text);
     IF NOT FOUND THEN
         RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL') USING ERRCODE = 'undefined_object';
     END IF;
@@ -1402,9 +1304,11 @@ RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     PERFORM cloacina._execution_status(s, eid);  -- raises for an unknown run
-    RETURN QUERY EXECUTE format('SELECT task, status, attempt, output, error, started_at, finished_at '
-                                'FROM %I.tasks WHERE execution_id = $1 ORDER BY topo_index', s)
-        USING eid;
+    RETURN QUERY SELECT * FROM cloacina._run_generic(
+        format('SELECT task, status, attempt, output, error, started_at, finished_at '
+               'FROM %I.tasks WHERE execution_id = $1 ORDER BY topo_index', s), eid)
+        AS x(task text, status text, attempt int, output jsonb, error text,
+             started_at timestamptz, finished_at timestamptz);
 END
 $$;
 
