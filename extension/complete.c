@@ -35,7 +35,10 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
  * and many more dead entries.
  */
 
-/* $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks that can still be completed. */
+/*
+ * $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks
+ * that can still be completed.
+ */
 static const char *const lock_runs_sql =
 "SELECT e.id FROM %1$s.executions e"
 " WHERE e.id = ANY (ARRAY("
@@ -53,8 +56,8 @@ static const char *const lock_tasks_sql =
 
 /*
  * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current,
- * logs them, and counts them down on their runs unless some have dependents (cloacina._propagate
- * does that). A run whose last tasks these are is left for the finalize statement, which writes
+ * logs them, and counts them down on their runs unless some have dependents (propagate.c does
+ * that). A run whose last tasks these are is left for the finalize statement, which writes
  * its row once. One row per run: its completed tasks, whether they have dependents, whether it
  * ended. (Both CTEs read the run rows as they were before this statement; they are locked.)
  */
