@@ -148,11 +148,19 @@ std::optional<std::chrono::system_clock::time_point> epoch_time(const Result& r,
 
 constexpr std::string_view kStatusSql =
     "SELECT status, final_context, error FROM cloacina.execution_status($1::bigint)";
+// A run and its tasks in one round trip: one row per task, in topological order (the task
+// columns are NULL on the one row of a run without tasks, or, for wait, of a run not ended).
+constexpr std::string_view kResultSql =
+    "SELECT s.status, s.final_context, s.error, t.task, t.status, t.attempt, t.output, t.error, "
+    "extract(epoch FROM t.started_at)::float8, extract(epoch FROM t.finished_at)::float8 "
+    "FROM cloacina.execution_status($1::bigint) s "
+    "LEFT JOIN LATERAL cloacina.task_results($1::bigint) WITH ORDINALITY AS t ON true ORDER BY t.ordinality";
 constexpr std::string_view kWaitSql =
-    "SELECT status, final_context, error FROM cloacina.wait($1::bigint, $2::interval)";
-constexpr std::string_view kTaskResultsSql =
-    "SELECT task, status, attempt, output, error, extract(epoch FROM started_at)::float8, "
-    "extract(epoch FROM finished_at)::float8 FROM cloacina.task_results($1::bigint)";
+    "SELECT s.status, s.final_context, s.error, t.task, t.status, t.attempt, t.output, t.error, "
+    "extract(epoch FROM t.started_at)::float8, extract(epoch FROM t.finished_at)::float8 "
+    "FROM cloacina.wait($1::bigint, $2::interval) s "
+    "LEFT JOIN LATERAL (SELECT * FROM cloacina.task_results($1::bigint) WITH ORDINALITY "
+    "                    WHERE s.status IN ('completed', 'failed', 'cancelled')) t ON true ORDER BY t.ordinality";
 
 }  // namespace
 
@@ -221,24 +229,24 @@ std::vector<std::int64_t> RunnerCore::execute_batch(std::string_view workflow, c
     return ids;
 }
 
-WorkflowResult RunnerCore::assemble(Connection& c, std::int64_t id, const Result& row) {
+WorkflowResult RunnerCore::assemble(std::int64_t id, const Result& rows) {
     WorkflowResult result;
     result.execution_id = id;
     result.workflow = workflow_of(id);
-    result.status = parse_workflow_status(row.text(0, 0));
-    const boost::json::value final_context = row.json(0, 1);
+    result.status = parse_workflow_status(rows.text(0, 0));
+    const boost::json::value final_context = rows.json(0, 1);
     result.final_context = final_context.is_object() ? Context(final_context.get_object()) : Context();
-    result.error = row.optional_text(0, 2);
-    Result tasks = c.exec_prepared("cloacina_task_results", kTaskResultsSql, {Param(static_cast<long long>(id))});
-    for (int i = 0; i < tasks.rows(); ++i) {
+    result.error = rows.optional_text(0, 2);
+    for (int i = 0; i < rows.rows(); ++i) {
+        if (rows.is_null(i, 3)) continue;  // no tasks
         TaskResult t;
-        t.task = std::string(tasks.text(i, 0));
-        t.status = parse_task_status(tasks.text(i, 1));
-        t.attempt = tasks.is_null(i, 2) ? 0 : static_cast<int>(tasks.int64(i, 2));
-        t.output = tasks.json(i, 3);
-        t.error = tasks.optional_text(i, 4);
-        t.started_at = epoch_time(tasks, i, 5);
-        t.finished_at = epoch_time(tasks, i, 6);
+        t.task = std::string(rows.text(i, 3));
+        t.status = parse_task_status(rows.text(i, 4));
+        t.attempt = rows.is_null(i, 5) ? 0 : static_cast<int>(rows.int64(i, 5));
+        t.output = rows.json(i, 6);
+        t.error = rows.optional_text(i, 7);
+        t.started_at = epoch_time(rows, i, 8);
+        t.finished_at = epoch_time(rows, i, 9);
         result.task_results.push_back(std::move(t));
     }
     return result;
@@ -249,7 +257,7 @@ std::optional<WorkflowResult> RunnerCore::wait_once(std::int64_t id, std::chrono
         Result r = c.exec_prepared("cloacina_wait", kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         if (!is_terminal(parse_workflow_status(r.text(0, 0)))) return std::nullopt;
-        return assemble(c, id, r);
+        return assemble(id, r);
     });
 }
 
@@ -267,9 +275,9 @@ std::optional<WorkflowResult> RunnerCore::wait_for(std::int64_t id, std::chrono:
 
 WorkflowResult RunnerCore::result(std::int64_t id) {
     return with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_status", kStatusSql, {Param(static_cast<long long>(id))});
+        Result r = c.exec_prepared("cloacina_result", kResultSql, {Param(static_cast<long long>(id))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
-        return assemble(c, id, r);
+        return assemble(id, r);
     });
 }
 

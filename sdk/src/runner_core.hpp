@@ -53,7 +53,7 @@ public:
     std::string workflow_of(std::int64_t id) const;
 
 private:
-    WorkflowResult assemble(Connection& connection, std::int64_t id, const Result& status_row);
+    WorkflowResult assemble(std::int64_t id, const Result& rows);
     std::string schema_;
     std::string worker_name_;
     mutable std::mutex names_mutex_;
