@@ -9,11 +9,18 @@
 //   cloacina_bench latency --url URL --schema S --workflow one|chain3 --runs N --out FILE
 //       N sequential execute -> result round trips with idle workers waiting; FILE gets one
 //       latency (microseconds) per line.
+//   cloacina_bench raw-latency --url URL --runs N --out FILE
+//       the floor of that round trip for any PostgreSQL queue: a client inserts a job and
+//       commits (NOTIFY), a worker woken by it claims the job and commits, completes it and
+//       commits (NOTIFY), and the client wakes: three commits and two hand-offs, in plain SQL on
+//       a plain table, no engine. FILE as for latency.
 //   cloacina_bench workers --url URL --schemas S1,S2,... --concurrency C [--claim-batch B]
 //       runs one runner per tenant in this process until stdin closes (fairness scenario).
 //
 // Every URL is an admin URL; tenants are selected with DefaultRunner::with_schema.
 #include <cloacina/cloacina.hpp>
+
+#include <poll.h>
 
 #include <algorithm>
 #include <atomic>
@@ -222,6 +229,72 @@ int latency(const Args& args) {
     return 0;
 }
 
+// Waits on the connection's socket until a notification with `payload` arrives.
+void wait_for_notification(Connection& c, const std::string& payload) {
+    for (;;) {
+        for (const auto& p : c.consume_notifications())
+            if (p == payload) return;
+        pollfd fd{c.socket(), POLLIN, 0};
+        if (poll(&fd, 1, 10000) == 0) throw std::runtime_error("no notification within 10 s");
+    }
+}
+
+int raw_latency(const Args& args) {
+    const std::string url = args.get("url");
+    const long runs = args.num("runs", 1000);
+    {
+        Connection setup(url);
+        setup.exec("DROP SCHEMA IF EXISTS bench_latency CASCADE");
+        setup.exec("CREATE SCHEMA bench_latency");
+        setup.exec("CREATE TABLE bench_latency.jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'ready', "
+                   "payload jsonb NOT NULL DEFAULT '{}', output jsonb)");
+        setup.exec("CREATE INDEX ON bench_latency.jobs (id) WHERE status = 'ready'");
+    }
+    std::atomic<bool> stop{false};
+    std::thread worker([&] {
+        Connection c(url);
+        c.exec("LISTEN bench_latency_jobs");
+        while (!stop.load()) {
+            if (c.consume_notifications().empty()) {  // (also those read with an earlier reply)
+                pollfd fd{c.socket(), POLLIN, 0};
+                (void)poll(&fd, 1, 100);
+                continue;
+            }
+            for (;;) {
+                Result claimed = c.exec_prepared(
+                    "raw_claim",
+                    "UPDATE bench_latency.jobs SET status = 'running' WHERE id = (SELECT id FROM bench_latency.jobs "
+                    "WHERE status = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id");
+                if (claimed.rows() == 0) break;
+                c.exec_prepared("raw_complete",
+                                "WITH done AS (UPDATE bench_latency.jobs SET status = 'done', output = '{}' "
+                                "WHERE id = $1 RETURNING id) SELECT pg_notify('bench_latency_done', id::text) FROM done",
+                                {Param(claimed.int64(0, 0))});
+            }
+        }
+    });
+    Connection client(url);
+    client.exec("LISTEN bench_latency_done");
+    std::vector<double> micros;
+    for (long i = -20; i < runs; ++i) {  // 20 warm-up round trips
+        const auto start = Clock::now();
+        Result r = client.exec_prepared(
+            "raw_enqueue",
+            "WITH job AS (INSERT INTO bench_latency.jobs DEFAULT VALUES RETURNING id) "
+            "SELECT id, pg_notify('bench_latency_jobs', '') FROM job");
+        wait_for_notification(client, std::to_string(r.int64(0, 0)));
+        if (i >= 0) micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
+    }
+    stop = true;
+    worker.join();
+    Connection(url).exec("DROP SCHEMA bench_latency CASCADE");
+    std::ofstream out(args.get("out"));
+    for (double m : micros) out << m << '\n';
+    std::sort(micros.begin(), micros.end());
+    std::cout << "{\"runs\": " << runs << ", \"p50_us\": " << micros[micros.size() / 2] << "}\n";
+    return 0;
+}
+
 int workers(const Args& args) {
     const std::string url = args.get("url");
     const std::string list = args.get("schemas");
@@ -250,13 +323,14 @@ int workers(const Args& args) {
 int main(int argc, char** argv) try {
     set_log_level(LogLevel::Warn);
     if (argc < 2) {
-        std::cerr << "usage: cloacina_bench burndown|latency|workers --key value ...\n";
+        std::cerr << "usage: cloacina_bench burndown|latency|raw-latency|workers --key value ...\n";
         return 2;
     }
     const std::string command = argv[1];
     const Args args = parse(argc, argv);
     if (command == "burndown") return burndown(args);
     if (command == "latency") return latency(args);
+    if (command == "raw-latency") return raw_latency(args);
     if (command == "workers") return workers(args);
     std::cerr << "unknown command " << command << "\n";
     return 2;
