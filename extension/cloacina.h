@@ -41,7 +41,7 @@ extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
 /* prepared.c: statements prepared once per backend */
 extern int	cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
 									  const char *nulls, bool generic);
-extern int	cloacina_execute_tenant(const char *template, const char *schema, int nargs,
+extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);
 
 /* tenant_path.c: shared by the C functions of the tenant path */

@@ -122,17 +122,6 @@ static const char *const finalize_sql =
 "    SELECT id, old_status, new_status FROM ended)"
 " SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken";
 
-/* Runs a statement of the tenant path, raising on failure. Inside an SPI connection. */
-static void
-run(const char *template, const char *schema, int nargs, Oid *argtypes, Datum *args,
-	const char *nulls, int expected)
-{
-	int			ret = cloacina_execute_tenant(template, schema, nargs, argtypes, args, nulls);
-
-	if (ret != expected)
-		elog(ERROR, "a cloacina statement failed: %s", SPI_result_code_string(ret));
-}
-
 /* Inside an SPI connection: ends the runs "run_ids" (bigint[]), whose rows the caller holds. */
 void
 cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
@@ -145,7 +134,7 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 	args[0] = run_ids;
 	args[1] = forced_status ? CStringGetTextDatum(forced_status) : (Datum) 0;
 	args[2] = forced_error ? CStringGetTextDatum(forced_error) : (Datum) 0;
-	run(finalize_sql, schema, 3, argtypes, args, nulls, SPI_OK_SELECT);
+	cloacina_execute_tenant(finalize_sql, schema, 3, argtypes, args, nulls);
 }
 
 /* cloacina._finalize(s, run_ids, forced_status, forced_error) */
@@ -222,9 +211,9 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 
 	*n_accepted = 0;
 	SPI_connect();
-	run(lock_runs_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
-	run(lock_tasks_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
-	run(complete_sql, schema, 4, argtypes, args, NULL, SPI_OK_SELECT);
+	cloacina_execute_tenant(lock_runs_sql, schema, 4, argtypes, args, NULL);
+	cloacina_execute_tenant(lock_tasks_sql, schema, 4, argtypes, args, NULL);
+	cloacina_execute_tenant(complete_sql, schema, 4, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
 

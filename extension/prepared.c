@@ -162,13 +162,17 @@ cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *valu
  * Executes the tenant statement "template" (a format whose "%1$s" is the quoted schema name)
  * for "schema", with a generic plan prepared once per backend and tenant: the statements of the
  * C tenant path, written so that the generic plan is the right one. The template is known by
- * its address, so a call formats no text once the statement is prepared.
+ * its address, so a call formats no text once the statement is prepared. Every such statement
+ * returns rows (SPI_tuptable, SPI_processed); anything else is an error.
  */
-int
+void
 cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls)
 {
-	return execute(template, schema, nargs, argtypes, values, nulls, true);
+	int			ret = execute(template, schema, nargs, argtypes, values, nulls, true);
+
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "a cloacina tenant statement failed: %s", SPI_result_code_string(ret));
 }
 
 /* _run and _run_generic: executes the statement in argument 0 with the other arguments. */

@@ -140,8 +140,7 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 
 	run_args[2] = PointerGetDatum(contexts);
 	run_args[8] = ObjectIdGetDatum(get_relname_relid("executions_id_seq", get_namespace_oid(schema, false)));
-	if (cloacina_execute_tenant(start_sql, schema, 9, run_types, run_args, run_nulls) != SPI_OK_SELECT)
-		elog(ERROR, "the start statement failed");
+	cloacina_execute_tenant(start_sql, schema, 9, run_types, run_args, run_nulls);
 	ids = get_column(1, &isnull);
 	with_skipped_roots = get_column(2, &isnull);
 	any_ready = DatumGetBool(get_column(3, &isnull));
@@ -158,8 +157,7 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 						  TYPALIGN_DOUBLE, &runs, NULL, &n_runs);
 		for (int i = 0; i < n_runs; i++)
 		{
-			if (cloacina_execute_tenant(skipped_roots_sql, schema, 1, types, &runs[i], NULL) != SPI_OK_SELECT)
-				elog(ERROR, "the skipped roots statement failed");
+			cloacina_execute_tenant(skipped_roots_sql, schema, 1, types, &runs[i], NULL);
 			cloacina_propagate_run(schema, runs[i], get_column(1, &isnull));
 		}
 	}
@@ -214,9 +212,7 @@ cloacina_start_runs(PG_FUNCTION_ARGS)
 
 	/* the workflow */
 	run_args[0] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
-	if (cloacina_execute_tenant(workflow_sql, schema, 1, run_types, run_args,
-								PG_ARGISNULL(1) ? "n" : NULL) != SPI_OK_SELECT)
-		elog(ERROR, "the workflow lookup failed");
+	cloacina_execute_tenant(workflow_sql, schema, 1, run_types, run_args, PG_ARGISNULL(1) ? "n" : NULL);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
@@ -236,9 +232,9 @@ cloacina_start_runs(PG_FUNCTION_ARGS)
 			Oid			types[2] = {TEXTOID, TEXTOID};
 			Datum		args[2] = {CStringGetTextDatum(schema), run_args[4]};
 
-			if (cloacina_execute_prepared(key_lock_sql, 2, types, args, NULL, true) != SPI_OK_SELECT ||
-				cloacina_execute_tenant(keyed_run_sql, schema, 1, &run_types[4], &run_args[4], NULL) != SPI_OK_SELECT)
-				elog(ERROR, "the idempotency key lookup failed");
+			if (cloacina_execute_prepared(key_lock_sql, 2, types, args, NULL, true) != SPI_OK_SELECT)
+				elog(ERROR, "the idempotency key lock failed");
+			cloacina_execute_tenant(keyed_run_sql, schema, 1, &run_types[4], &run_args[4], NULL);
 		}
 		if (run_nulls[4] == ' ' && SPI_processed > 0)
 		{
