@@ -6,6 +6,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "utils/jsonb.h"
 #include "utils/palloc.h"
 
 /* Settings (cloacina.c) */
@@ -53,6 +54,16 @@ typedef struct TenantPath
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
 extern void cloacina_hint_ready(const char *schema);
+
+/* run_options.c: the options of execute and execute_batch */
+typedef struct RunOptions
+{
+	int32		priority;
+	text	   *idempotency_key;	/* NULL: none */
+	TimestampTz run_at;
+	Interval   *timeout;		/* NULL: none */
+} RunOptions;
+extern void cloacina_parse_run_options(Jsonb *options, RunOptions *out);
 
 /* propagate.c: after tasks of a run ended, their dependents */
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);

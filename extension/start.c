@@ -1,10 +1,10 @@
 /*
- * start.c: cloacina._start_runs(s, workflow, contexts, options), the start of one run per
- * context, set-based: the runs, their creation events and all their tasks in one statement
- * whatever the number of runs. Root tasks start ready with the run's context (or skipped when
- * their condition fails); the others wait for their dependencies. Every execute and
- * execute_batch goes through here, so it is C: the plpgsql version spent more time in its own
- * overhead than in the statement.
+ * start.c: execute and execute_batch, the start of one run per context, set-based: the runs,
+ * their creation events and all their tasks in one statement whatever the number of runs. Root
+ * tasks start ready with the run's context (or skipped when their condition fails); the others
+ * wait for their dependencies. The public functions are C too, reading the caller's schema
+ * themselves: an SQL wrapper was parsed and planned on every call (a quarter of the server's
+ * time in the latency benchmark).
  */
 #include "postgres.h"
 
@@ -12,6 +12,7 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -20,7 +21,10 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_start_runs);
+PG_FUNCTION_INFO_V1(cloacina_execute);
+PG_FUNCTION_INFO_V1(cloacina_execute_current);
+PG_FUNCTION_INFO_V1(cloacina_execute_batch);
+PG_FUNCTION_INFO_V1(cloacina_execute_batch_current);
 
 static const char *const workflow_sql =
 "SELECT version, definition -> 'tasks' FROM %1$s.workflows WHERE name = $1";
@@ -81,7 +85,6 @@ static const char *const skipped_roots_sql =
 "    SELECT $1, task, 0, 'skipped', 'condition not met' FROM roots)"
 " SELECT array_agg(task) FROM roots";
 
-static const char *const options_sql = "SELECT * FROM cloacina._run_options($1)";
 static const char *const key_lock_sql = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))";
 
 static Datum
@@ -114,14 +117,6 @@ check_contexts(ArrayType *contexts)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("context #%d of the batch must be a JSON object (got %s)", i + 1, kind)));
 	}
-}
-
-static bool
-is_empty_object(Datum options)
-{
-	Jsonb	   *jb = DatumGetJsonbP(options);
-
-	return JB_ROOT_IS_OBJECT(jb) && JB_ROOT_COUNT(jb) == 0;
 }
 
 /*
@@ -174,50 +169,52 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 	return ids;
 }
 
-Datum
-cloacina_start_runs(PG_FUNCTION_ARGS)
+/*
+ * Starts one run of "workflow" per context (none for NULL or an empty array) in "schema", the
+ * tenant path entered. A batch takes no idempotency key. Returns the run ids in context order;
+ * a keyed execute whose key was used before returns that run.
+ */
+static ArrayType *
+start_runs(const char *schema, text *workflow, ArrayType *contexts, Jsonb *options, bool batch)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-	const char *schema = path.schema;
-	ArrayType  *contexts = PG_ARGISNULL(2) ? NULL : PG_GETARG_ARRAYTYPE_P(2);
+	RunOptions	opts;
 	Datum		run_args[9];
 	char		run_nulls[9] = {' ', ' ', ' ', ' ', 'n', ' ', 'n', ' ', ' '};
 	Oid			run_types[9] = {TEXTOID, TEXTOID, JSONBARRAYOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
 	INTERVALOID, JSONBOID, REGCLASSOID};
-	TimestampTz start_at = GetCurrentTransactionStartTimestamp();
 	Datum		result;
 	bool		isnull;
 
+	cloacina_parse_run_options(options, &opts);
+	if (batch && opts.idempotency_key != NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("execute_batch does not take an idempotency_key option"),
+				 errhint("One key would make every run of the batch the same run; use execute() per keyed run.")));
 	if (contexts != NULL)
 		check_contexts(contexts);
-
-	SPI_connect();
-	run_args[3] = Int32GetDatum(0);
-	run_args[5] = TimestampTzGetDatum(start_at);
-	if (PG_ARGISNULL(3) || !is_empty_object(PG_GETARG_DATUM(3)))
+	run_args[3] = Int32GetDatum(opts.priority);
+	if (opts.idempotency_key != NULL)
 	{
-		Oid			types[1] = {JSONBOID};
-		Datum		args[1] = {PG_GETARG_DATUM(3)};
-
-		if (cloacina_execute_prepared(options_sql, 1, types, args, PG_ARGISNULL(3) ? "n" : NULL, true) != SPI_OK_SELECT)
-			elog(ERROR, "cloacina._run_options failed");
-		run_args[3] = get_column(1, &isnull);
-		run_args[4] = get_column(2, &isnull);
-		run_nulls[4] = isnull ? 'n' : ' ';
-		run_args[5] = get_column(3, &isnull);
-		start_at = DatumGetTimestampTz(run_args[5]);
-		run_args[6] = get_column(4, &isnull);
-		run_nulls[6] = isnull ? 'n' : ' ';
+		run_args[4] = PointerGetDatum(opts.idempotency_key);
+		run_nulls[4] = ' ';
+	}
+	run_args[5] = TimestampTzGetDatum(opts.run_at);
+	if (opts.timeout != NULL)
+	{
+		run_args[6] = IntervalPGetDatum(opts.timeout);
+		run_nulls[6] = ' ';
 	}
 
+	SPI_connect();
 	/* the workflow */
-	run_args[0] = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
-	cloacina_execute_tenant(workflow_sql, schema, 1, run_types, run_args, PG_ARGISNULL(1) ? "n" : NULL);
+	run_args[0] = PointerGetDatum(workflow);
+	cloacina_execute_tenant(workflow_sql, schema, 1, run_types, run_args, workflow == NULL ? "n" : NULL);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("workflow \"%s\" is not registered in tenant \"%s\"",
-						PG_ARGISNULL(1) ? "<NULL>" : TextDatumGetCString(PG_GETARG_DATUM(1)), schema),
+						workflow == NULL ? "<NULL>" : text_to_cstring(workflow), schema),
 				 errhint("Register it with cloacina.register_workflow().")));
 	run_args[1] = get_column(1, &isnull);
 	run_args[7] = get_column(2, &isnull);
@@ -226,7 +223,7 @@ cloacina_start_runs(PG_FUNCTION_ARGS)
 		result = PointerGetDatum(construct_empty_array(INT8OID));
 	else
 	{
-		if (run_nulls[4] == ' ')
+		if (opts.idempotency_key != NULL)
 		{
 			/* Serialise executes of one key; the loser then sees the winner's committed run. */
 			Oid			types[2] = {TEXTOID, TEXTOID};
@@ -236,17 +233,101 @@ cloacina_start_runs(PG_FUNCTION_ARGS)
 				elog(ERROR, "the idempotency key lock failed");
 			cloacina_execute_tenant(keyed_run_sql, schema, 1, &run_types[4], &run_args[4], NULL);
 		}
-		if (run_nulls[4] == ' ' && SPI_processed > 0)
+		if (opts.idempotency_key != NULL && SPI_processed > 0)
 		{
 			Datum		id = get_column(1, &isnull);
 
 			result = PointerGetDatum(construct_array(&id, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
 		}
 		else
-			result = start(schema, contexts, run_args, run_types, run_nulls, start_at);
+			result = start(schema, contexts, run_args, run_types, run_nulls, opts.run_at);
 	}
 	result = SPI_datumTransfer(result, false, -1);
 	SPI_finish();
+	return DatumGetArrayTypeP(result);
+}
+
+#define ARG_TEXT(n) (PG_ARGISNULL(n) ? NULL : PG_GETARG_TEXT_P(n))
+#define ARG_JSONB(n) (PG_ARGISNULL(n) ? NULL : PG_GETARG_JSONB_P(n))
+
+/* One run for the context in argument first + 1 (NULL: an empty one); workflow and options around it. */
+static int64
+execute_one(FunctionCallInfo fcinfo, const char *schema, int first)
+{
+	Datum		context = PG_ARGISNULL(first + 1) ? (Datum) 0 : PG_GETARG_DATUM(first + 1);
+	bool		context_null = PG_ARGISNULL(first + 1);
+	int			dims[1] = {1};
+	int			lbs[1] = {1};
+	ArrayType  *contexts = construct_md_array(&context, &context_null, 1, dims, lbs, JSONBOID, -1, false,
+											  TYPALIGN_INT);
+	ArrayType  *ids = start_runs(schema, ARG_TEXT(first), contexts, ARG_JSONB(first + 2), false);
+	bool		isnull;
+
+	return DatumGetInt64(array_get_element(PointerGetDatum(ids), 1, (int[]) {1}, -1, 8, FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE, &isnull));
+}
+
+/* Returns (ordinal, execution_id) rows for the contexts in argument first + 1. */
+static void
+execute_many(FunctionCallInfo fcinfo, const char *schema, int first)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	ArrayType  *contexts = PG_ARGISNULL(first + 1) ? NULL : PG_GETARG_ARRAYTYPE_P(first + 1);
+	ArrayType  *ids = start_runs(schema, ARG_TEXT(first), contexts, ARG_JSONB(first + 2), true);
+	Datum	   *values;
+	int			n;
+
+	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
+	deconstruct_array(ids, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &values, NULL, &n);
+	for (int i = 0; i < n; i++)
+	{
+		Datum		row[2] = {Int32GetDatum(i + 1), values[i]};
+		bool		nulls[2] = {false, false};
+
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
+	}
+}
+
+/* cloacina._execute(s, workflow, context, options) */
+Datum
+cloacina_execute(PG_FUNCTION_ARGS)
+{
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
+	int64		id = execute_one(fcinfo, path.schema, 1);
+
 	cloacina_leave_tenant_path(&path);
-	PG_RETURN_DATUM(result);
+	PG_RETURN_INT64(id);
+}
+
+/* cloacina.execute(workflow, context, options): in the caller's current schema */
+Datum
+cloacina_execute_current(PG_FUNCTION_ARGS)
+{
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
+	int64		id = execute_one(fcinfo, path.schema, 0);
+
+	cloacina_leave_tenant_path(&path);
+	PG_RETURN_INT64(id);
+}
+
+/* cloacina._execute_batch(s, workflow, contexts, options) */
+Datum
+cloacina_execute_batch(PG_FUNCTION_ARGS)
+{
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
+
+	execute_many(fcinfo, path.schema, 1);
+	cloacina_leave_tenant_path(&path);
+	return (Datum) 0;
+}
+
+/* cloacina.execute_batch(workflow, contexts, options): in the caller's current schema */
+Datum
+cloacina_execute_batch_current(PG_FUNCTION_ARGS)
+{
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
+
+	execute_many(fcinfo, path.schema, 0);
+	cloacina_leave_tenant_path(&path);
+	return (Datum) 0;
 }

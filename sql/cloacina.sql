@@ -956,67 +956,15 @@ AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C;
 CREATE FUNCTION cloacina._propagate(s text, eid bigint, finished text[]) RETURNS void
 AS 'MODULE_PATHNAME', 'cloacina_propagate' LANGUAGE C;
 
--- The options of execute and execute_batch, checked: priority, idempotency_key, run_at and
--- timeout (from timeout_ms), with their defaults.
-CREATE FUNCTION cloacina._run_options(options jsonb, OUT priority int, OUT idempotency_key text,
-                                      OUT run_at timestamptz, OUT timeout interval)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    priority := 0;
-    run_at := now();
-    options := coalesce(options, '{}'::jsonb);
-    PERFORM cloacina._json_keys_allowed(options, 'execute options',
-        ARRAY['priority', 'idempotency_key', 'run_at', 'timeout_ms']);
-    IF options ? 'priority' THEN
-        priority := cloacina._json_int(options -> 'priority', 'option priority', -1000, 1000);
-    END IF;
-    IF options ? 'timeout_ms' THEN
-        timeout := cloacina._json_int(options -> 'timeout_ms', 'option timeout_ms', 1, 31536000000) * interval '1 millisecond';
-    END IF;
-    IF options ? 'idempotency_key' THEN
-        IF jsonb_typeof(options -> 'idempotency_key') <> 'string' OR (options ->> 'idempotency_key') = ''
-           OR length(options ->> 'idempotency_key') > 200 THEN
-            RAISE EXCEPTION 'option idempotency_key must be a non-empty string of at most 200 characters'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        idempotency_key := options ->> 'idempotency_key';
-    END IF;
-    IF options ? 'run_at' THEN
-        BEGIN
-            run_at := (options ->> 'run_at')::timestamptz;
-        EXCEPTION WHEN invalid_datetime_format OR datetime_field_overflow THEN
-            run_at := NULL;
-        END;
-        IF run_at IS NULL OR jsonb_typeof(options -> 'run_at') <> 'string' THEN
-            RAISE EXCEPTION 'option run_at must be a timestamp string (got %)', (options -> 'run_at')::text
-                USING ERRCODE = 'invalid_datetime_format';
-        END IF;
-    END IF;
-END
-$$;
-
--- Starts one run per context, set-based (extension/start.c). Returns the run ids in the order of
--- the contexts; an idempotency key (one context only) returns the run that first used it.
-CREATE FUNCTION cloacina._start_runs(s text, workflow text, contexts jsonb[], options jsonb) RETURNS bigint[]
-AS 'MODULE_PATHNAME', 'cloacina_start_runs' LANGUAGE C;
-
+-- Starts runs (extension/start.c): one per context in context order, each with its creation event
+-- and its tasks; options: priority, idempotency_key (execute only; returns the run that first
+-- used the key), run_at, timeout_ms.
 CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
-LANGUAGE sql SET search_path = pg_catalog, pg_temp
-AS $$ SELECT (cloacina._start_runs(s, workflow, ARRAY[context], options))[1] $$;
+AS 'MODULE_PATHNAME', 'cloacina_execute' LANGUAGE C;
 
 CREATE FUNCTION cloacina._execute_batch(s text, workflow text, contexts jsonb[], options jsonb)
 RETURNS TABLE(ordinal int, execution_id bigint)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF options ? 'idempotency_key' THEN
-        RAISE EXCEPTION 'execute_batch does not take an idempotency_key option'
-            USING ERRCODE = 'invalid_parameter_value',
-                  HINT = 'One key would make every run of the batch the same run; use execute() per keyed run.';
-    END IF;
-    RETURN QUERY SELECT u.ord::int, u.id
-                   FROM unnest(cloacina._start_runs(s, workflow, contexts, options)) WITH ORDINALITY AS u(id, ord);
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_execute_batch' LANGUAGE C;
 
 -- Claims up to max_tasks ready handler tasks in claim order with a lease and a new fence (claim.c).
 CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
@@ -1286,31 +1234,12 @@ $$;
 
 CREATE FUNCTION cloacina._execution_status(s text, eid bigint)
 RETURNS TABLE(status text, final_context jsonb, error text)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    RETURN QUERY SELECT * FROM cloacina._run_generic(
-        format('SELECT status, final_context, error FROM %I.executions WHERE id = $1', s), eid)
-        AS x(status text, final_context jsonb, error text);
-    IF NOT FOUND THEN
-        RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL') USING ERRCODE = 'undefined_object';
-    END IF;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_execution_status' LANGUAGE C STABLE;
 
 CREATE FUNCTION cloacina._task_results(s text, eid bigint)
 RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
               started_at timestamptz, finished_at timestamptz)
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM cloacina._execution_status(s, eid);  -- raises for an unknown run
-    RETURN QUERY SELECT * FROM cloacina._run_generic(
-        format('SELECT task, status, attempt, output, error, started_at, finished_at '
-               'FROM %I.tasks WHERE execution_id = $1 ORDER BY topo_index', s), eid)
-        AS x(task text, status text, attempt int, output jsonb, error text,
-             started_at timestamptz, finished_at timestamptz);
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_task_results' LANGUAGE C STABLE;
 
 CREATE FUNCTION cloacina._notify_channel(s text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
@@ -1352,19 +1281,19 @@ GRANT SELECT ON cloacina.workflows TO PUBLIC;
 
 CREATE FUNCTION cloacina.execute(workflow text, context jsonb DEFAULT '{}', options jsonb DEFAULT '{}')
 RETURNS bigint
-LANGUAGE sql AS $$ SELECT cloacina._execute(pg_catalog.current_schema(), workflow, context, options) $$;
+AS 'MODULE_PATHNAME', 'cloacina_execute_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.execute(text, jsonb, jsonb) IS
     'Starts a run of a workflow with an input context; options: priority, idempotency_key, run_at';
 
 CREATE FUNCTION cloacina.execute_batch(workflow text, contexts jsonb[], options jsonb DEFAULT '{}')
 RETURNS TABLE(ordinal int, execution_id bigint)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._execute_batch(pg_catalog.current_schema(), workflow, contexts, options) $$;
+AS 'MODULE_PATHNAME', 'cloacina_execute_batch_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.execute_batch(text, jsonb[], jsonb) IS
     'Starts one run per context in one call; returns the run ids in input order';
 
 CREATE FUNCTION cloacina.execution_status(execution_id bigint)
 RETURNS TABLE(status text, final_context jsonb, error text)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._execution_status(pg_catalog.current_schema(), execution_id) $$;
+AS 'MODULE_PATHNAME', 'cloacina_execution_status_current' LANGUAGE C STABLE;
 COMMENT ON FUNCTION cloacina.execution_status(bigint) IS 'The status, final context and error of a run';
 
 CREATE FUNCTION cloacina.wait(execution_id bigint, timeout interval DEFAULT '30 seconds')
@@ -1376,7 +1305,7 @@ COMMENT ON FUNCTION cloacina.wait(bigint, interval) IS
 CREATE FUNCTION cloacina.task_results(execution_id bigint)
 RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
               started_at timestamptz, finished_at timestamptz)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._task_results(pg_catalog.current_schema(), execution_id) $$;
+AS 'MODULE_PATHNAME', 'cloacina_task_results_current' LANGUAGE C STABLE;
 COMMENT ON FUNCTION cloacina.task_results(bigint) IS 'The tasks of a run in topological order, with their outcome';
 
 CREATE FUNCTION cloacina.claim(worker text, task_names text[] DEFAULT NULL, max_tasks int DEFAULT 1,

@@ -205,22 +205,30 @@ void WorkerEngine::claimer_loop(Connection connection) {
             const std::size_t capacity = cfg.max_concurrent_tasks + cfg.prefetch;
             std::size_t free_slots;
             bool handler_idle;
+            bool full_enough;
             {
                 std::lock_guard lock(mutex_);
                 free_slots = capacity - std::min(capacity, unfinished_);
                 handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
+                // While every handler has work, refill the queue in batches rather than task by task.
+                const std::size_t refill_at =
+                    handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity) / 2);
+                full_enough = free_slots < refill_at;
+                // Set with the slot count under one lock: a handler finishing after this sees it.
+                claimer_waits_for_slots_ = full_enough;
             }
             bool ready_hint = false;
-            // While every handler has work, refill the queue in batches rather than task by task.
-            const std::size_t refill_at = handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity) / 2);
-            if (free_slots < refill_at) {
-                // Full enough: sleep until a handler finishes (the pipe) or a notification.
+            if (full_enough) {
+                // Sleep until a handler finishes (the pipe) or a notification.
                 wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
                 continue;
             }
-            auto tasks = claim(connection, std::min(free_slots, cfg.claim_batch));
+            const std::size_t limit = std::min(free_slots, cfg.claim_batch);
+            auto tasks = claim(connection, limit);
             handle_notifications(connection.consume_notifications(), ready_hint);
+            const bool short_claim = tasks.size() < limit;
             if (!tasks.empty()) {
+                bool wake_heartbeater = false;
                 {
                     std::lock_guard lock(mutex_);
                     for (auto& t : tasks) {
@@ -230,6 +238,7 @@ void WorkerEngine::claimer_loop(Connection connection) {
                         if (auto h = handlers_.find(f.name); h != handlers_.end() && h->second.timeout) {
                             f.deadline = Clock::now() + *h->second.timeout;
                             deadlines_changed_ = true;  // the heartbeater may sleep past it
+                            wake_heartbeater = true;
                         }
                         inflight_.emplace(t.task_id, std::move(f));
                         ++unfinished_;
@@ -238,11 +247,14 @@ void WorkerEngine::claimer_loop(Connection connection) {
                     }
                 }
                 queue_cv_.notify_all();
-                heartbeat_cv_.notify_all();
+                if (wake_heartbeater) heartbeat_cv_.notify_all();
                 idle_wait = cfg.poll_interval_min;
-                continue;
-            }
-            if (ready_hint) {
+                // A full batch may have left more behind: claim again. A short one took every
+                // ready task the claim could see; what becomes ready later sends a 'ready' hint,
+                // so wait for one rather than spend a round trip (and the server's CPU, which the
+                // completions of these very tasks need) on a claim that finds nothing.
+                if (!short_claim || ready_hint) continue;
+            } else if (ready_hint) {
                 // A 'ready' hint came in with the claim's reply: its tasks may have been committed
                 // after the claim looked. Claim again now; waiting would sleep through the hint.
                 idle_wait = cfg.poll_interval_min;
@@ -292,13 +304,15 @@ void WorkerEngine::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
             stats_.max_running = std::max(stats_.max_running, running_);
         }
         run_task(task);
+        bool claimer_waits;
         {
             std::lock_guard lock(mutex_);
             --running_;
             stats_.running = running_;
+            claimer_waits = claimer_waits_for_slots_;
         }
         drained_cv_.notify_all();
-        wake_claimer();
+        if (claimer_waits) wake_claimer();  // otherwise a free slot is no reason to claim
     }
     exited->store(true);
     drained_cv_.notify_all();

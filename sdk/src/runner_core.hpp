@@ -140,6 +140,7 @@ private:
     bool deadlines_changed_ = false;
     std::condition_variable sleep_cv_;             // interruptible backoff sleeps
 
+    bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
     std::size_t running_ = 0;
     std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)
     RunnerStats stats_;
