@@ -22,6 +22,7 @@ extern bool cloacina_preloaded;
 /* wait.c: wake-ups for cloacina.wait() */
 extern void cloacina_wait_shmem_request(void);
 extern void cloacina_wait_shmem_startup(void);
+extern void cloacina_wake_waiters_at_commit(int64 execution_id);
 
 /* due.c: which tenants need the background worker, and when */
 extern void cloacina_due_shmem_request(void);
@@ -53,6 +54,7 @@ typedef struct TenantPath
 } TenantPath;
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
+extern void cloacina_hint(const char *schema, const char *payload);
 extern void cloacina_hint_ready(const char *schema);
 
 /* run_options.c: the options of execute and execute_batch */

@@ -4,7 +4,8 @@
  *
  * Both are on every task's path (design §8), so they are written in C: each statement is
  * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
- * no dependents (the last task of a run, or a one-task run) costs four statements. Tasks with
+ * no dependents (the last task of a run, or a one-task run) costs two statements, the end of
+ * its run included. Tasks with
  * dependents hand over to propagate.c, which evaluates the dependents' trigger rules.
  *
  * Locking order (shared with fail, cancel, the reaper and the SQL-task pool): the runs' rows in
@@ -37,29 +38,70 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
 
 /*
  * $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks
- * that can still be completed.
+ * that can still be completed in id order, then those tasks in id order (heartbeat batches go
+ * in id order too). One statement: the outer query reads the run CTE to its end before it
+ * starts the task CTE. A task whose fence or status changes meanwhile is locked all the same;
+ * the completion statement, with a new snapshot, leaves it alone.
  */
-static const char *const lock_runs_sql =
-"SELECT e.id FROM %1$s.executions e"
-" WHERE e.id = ANY (ARRAY("
-"     SELECT t.execution_id"
-"       FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
-"       JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4))"
-" ORDER BY e.id FOR UPDATE OF e";
+static const char *const lock_sql =
+"WITH candidates AS MATERIALIZED ("
+"    SELECT t.id, t.execution_id"
+"      FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
+"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4),"
+" runs AS ("
+"    SELECT e.id FROM %1$s.executions e"
+"     WHERE e.id = ANY (ARRAY(SELECT execution_id FROM candidates))"
+"     ORDER BY e.id FOR UPDATE OF e),"
+" tasks AS ("
+"    SELECT t.id FROM %1$s.tasks t"
+"     WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))"
+"     ORDER BY t.id FOR UPDATE OF t)"
+" SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM tasks)";
 
-/* The same arguments: then those tasks (heartbeat batches go in id order too). */
-static const char *const lock_tasks_sql =
-"SELECT t.id"
-"  FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
-"  JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4"
-" ORDER BY t.id FOR UPDATE OF t";
+/*
+ * The end of runs, shared by the finalize and the completion statements. Before these CTEs,
+ * "ending" names the runs to end (id, status, input_context), their rows locked, and
+ * "run_tasks" all their tasks as they will be (execution_id, task, status, output, error,
+ * topo_index); FORCED_STATUS and FORCED_ERROR are text expressions, NULL when not forced, and
+ * LOGGED_AFTER a condition that reads the CTEs whose events must come before the runs' own
+ * (the statement's data-modifying CTEs otherwise run last to first).
+ * They set each run's status (derived from its tasks unless forced), final_context (the input
+ * merged with every completed task's output in topological order) and error, and log one
+ * event each. "ended" names the runs ended; their waiters are woken by the caller.
+ */
+#define END_RUNS_CTES(FORCED_STATUS, FORCED_ERROR, LOGGED_AFTER) \
+" outcome AS (" \
+"    SELECT x.execution_id," \
+"           bool_or(x.status = 'failed') AS any_failed," \
+"           (array_agg(format('task \"%%s\" failed: %%s', x.task, x.error) ORDER BY x.ord)" \
+"                FILTER (WHERE x.status = 'failed'))[1] AS first_error," \
+"           cloacina.context_merge_agg(x.output ORDER BY x.ord)" \
+"                FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context" \
+"    FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status," \
+"                 input_context AS output, NULL::text AS error, -1 AS ord FROM ending" \
+"          UNION ALL" \
+"          SELECT execution_id, task, status, output, error, topo_index FROM run_tasks) x" \
+"    GROUP BY x.execution_id)," \
+" ended AS (" \
+"    UPDATE %1$s.executions e" \
+"       SET status = coalesce(" FORCED_STATUS ", CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END)," \
+"           final_context = o.final_context," \
+"           error = coalesce(" FORCED_ERROR ", CASE WHEN " FORCED_STATUS " = 'cancelled' THEN 'cancelled'" \
+"                                                  ELSE o.first_error END)," \
+"           pending_tasks = 0, finished_at = now()" \
+"      FROM outcome o, ending r" \
+"     WHERE e.id = o.execution_id AND r.id = e.id" \
+"    RETURNING e.id, r.status AS old_status, e.status AS new_status)," \
+" ended_logged AS (" \
+"    INSERT INTO %1$s.execution_events (execution_id, from_status, to_status)" \
+"    SELECT id, old_status, new_status FROM ended WHERE " LOGGED_AFTER ")"
 
 /*
  * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current,
  * logs them, and counts them down on their runs unless some have dependents (propagate.c does
- * that). A run whose last tasks these are is left for the finalize statement, which writes
- * its row once. One row per run: its completed tasks, whether they have dependents, whether it
- * ended. (Both CTEs read the run rows as they were before this statement; they are locked.)
+ * that); a run whose last tasks these are ends here. One row per run: its completed tasks,
+ * whether they have dependents, whether it ended. (The CTEs read the rows as they were before
+ * this statement, so the tasks it completes come from "done"; the runs are locked.)
  */
 static const char *const complete_sql =
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output)),"
@@ -69,58 +111,41 @@ static const char *const complete_sql =
 "           lease_until = NULL"
 "      FROM input i"
 "     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4"
-"    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents),"
+"    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents,"
+"              t.output, t.topo_index),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status)"
-"    SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id),"
+"    SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id RETURNING 1),"
 " runs AS ("
 "    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,"
 "           bool_or(has_dependents) AS has_dependents, count(*)::int AS n"
 "      FROM done GROUP BY execution_id),"
-" ended AS ("
-"    SELECT e.id FROM %1$s.executions e JOIN runs r ON e.id = r.execution_id"
+" ending AS ("
+"    SELECT e.id, e.status, e.input_context FROM %1$s.executions e JOIN runs r ON e.id = r.execution_id"
 "     WHERE NOT r.has_dependents AND e.pending_tasks <= r.n),"
 " counted AS ("
 "    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - r.n"
 "      FROM runs r"
-"     WHERE e.id = r.execution_id AND NOT r.has_dependents AND e.pending_tasks > r.n)"
+"     WHERE e.id = r.execution_id AND NOT r.has_dependents AND e.pending_tasks > r.n),"
+" run_tasks AS ("
+"    SELECT t.execution_id, t.task, t.status, t.output, t.error, t.topo_index FROM %1$s.tasks t"
+"     WHERE t.execution_id = ANY (ARRAY(SELECT id FROM ending)) AND t.id <> ALL (ARRAY(SELECT id FROM done))"
+"    UNION ALL"
+"    SELECT execution_id, task, 'completed', output, NULL, topo_index FROM done"
+"     WHERE execution_id = ANY (ARRAY(SELECT id FROM ending))),"
+END_RUNS_CTES("NULL::text", "NULL::text", "(SELECT count(*) FROM logged) >= 0")
 " SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.execution_id IN (SELECT id FROM ended)"
 "   FROM runs r"
 "  ORDER BY r.execution_id";
 
-/*
- * $1 run ids, $2 forced status, $3 forced error: ends the runs: status (derived from their
- * tasks unless forced), final_context (the input merged with every completed task's output in
- * topological order), one event each, and the waiters' wake-up at commit.
- */
+/* $1 run ids, $2 forced status, $3 forced error: ends the runs. */
 static const char *const finalize_sql =
-"WITH runs AS (SELECT id, status, input_context FROM %1$s.executions WHERE id = ANY ($1)),"
-" outcome AS ("
-"    SELECT x.execution_id,"
-"           bool_or(x.status = 'failed') AS any_failed,"
-"           (array_agg(format('task \"%%s\" failed: %%s', x.task, x.error) ORDER BY x.ord)"
-"                FILTER (WHERE x.status = 'failed'))[1] AS first_error,"
-"           cloacina.context_merge_agg(x.output ORDER BY x.ord)"
-"                FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context"
-"    FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status,"
-"                 input_context AS output, NULL::text AS error, -1 AS ord FROM runs"
-"          UNION ALL"
-"          SELECT execution_id, task, status, output, error, topo_index"
-"            FROM %1$s.tasks WHERE execution_id = ANY ($1)) x"
-"    GROUP BY x.execution_id),"
-" ended AS ("
-"    UPDATE %1$s.executions e"
-"       SET status = coalesce($2, CASE WHEN o.any_failed THEN 'failed' ELSE 'completed' END),"
-"           final_context = o.final_context,"
-"           error = coalesce($3, CASE WHEN $2 = 'cancelled' THEN 'cancelled' ELSE o.first_error END),"
-"           pending_tasks = 0, finished_at = now()"
-"      FROM outcome o, runs r"
-"     WHERE e.id = o.execution_id AND r.id = e.id"
-"    RETURNING e.id, r.status AS old_status, e.status AS new_status),"
-" logged AS ("
-"    INSERT INTO %1$s.execution_events (execution_id, from_status, to_status)"
-"    SELECT id, old_status, new_status FROM ended)"
-" SELECT count(*) FROM ended, LATERAL cloacina._run_finished(ended.id) AS woken";
+"WITH ending AS (SELECT id, status, input_context FROM %1$s.executions WHERE id = ANY ($1)),"
+" run_tasks AS ("
+"    SELECT execution_id, task, status, output, error, topo_index"
+"      FROM %1$s.tasks WHERE execution_id = ANY ($1)),"
+END_RUNS_CTES("$2", "$3", "true")
+" SELECT id FROM ended";
 
 /* Inside an SPI connection: ends the runs "run_ids" (bigint[]), whose rows the caller holds. */
 void
@@ -135,6 +160,13 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 	args[1] = forced_status ? CStringGetTextDatum(forced_status) : (Datum) 0;
 	args[2] = forced_error ? CStringGetTextDatum(forced_error) : (Datum) 0;
 	cloacina_execute_tenant(finalize_sql, schema, 3, argtypes, args, nulls);
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+
+		cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+																	  SPI_tuptable->tupdesc, 1, &isnull)));
+	}
 }
 
 /* cloacina._finalize(s, run_ids, forced_status, forced_error) */
@@ -206,18 +238,14 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	SPITupleTable *runs;
 	uint64		n_runs;
 	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
-	Datum	   *ended;
-	int			n_ended = 0;
 
 	*n_accepted = 0;
 	SPI_connect();
-	cloacina_execute_tenant(lock_runs_sql, schema, 4, argtypes, args, NULL);
-	cloacina_execute_tenant(lock_tasks_sql, schema, 4, argtypes, args, NULL);
+	cloacina_execute_tenant(lock_sql, schema, 4, argtypes, args, NULL);
 	cloacina_execute_tenant(complete_sql, schema, 4, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
 
-	ended = palloc(sizeof(Datum) * (n_runs + 1));
 	for (uint64 r = 0; r < n_runs; r++)
 	{
 		bool		isnull;
@@ -229,7 +257,7 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 		for (int i = 0; i < n_run_ids && *n_accepted < n; i++)
 			accepted[(*n_accepted)++] = DatumGetInt64(run_ids[i]);
 		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 5, &isnull)))
-			ended[n_ended++] = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
+			cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull)));
 	}
 
 	/* Runs whose completed tasks have dependents: evaluate the dependents. */
@@ -241,10 +269,6 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 			cloacina_propagate_run(schema, SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull),
 								   SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull));
 	}
-	if (n_ended > 0)
-		cloacina_finalize_runs(schema, PointerGetDatum(construct_array(ended, n_ended, INT8OID, 8, FLOAT8PASSBYVAL,
-																	   TYPALIGN_DOUBLE)),
-							   NULL, NULL);
 	SPI_finish();
 
 	/* "accepted" was allocated before SPI_connect, so it outlives the connection */

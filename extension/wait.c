@@ -1,7 +1,7 @@
 /*
  * wait.c: cloacina.wait() and the wake-ups that end it.
  *
- * A run's finalising transaction calls cloacina._run_finished(id); when that transaction
+ * A run's ending transaction calls cloacina_wake_waiters_at_commit(id); when that transaction
  * commits, the condition variable of the run's slot is broadcast, and every backend waiting
  * in cloacina.wait() on a run of that slot re-reads its run. Slots are shared by hashing
  * (a wake-up for another run is only a spurious re-read), so the shared state is a fixed
@@ -26,7 +26,6 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_run_finished);
 PG_FUNCTION_INFO_V1(cloacina_wait);
 PG_FUNCTION_INFO_V1(cloacina_wait_current);
 
@@ -92,20 +91,20 @@ wake_waiters_at_commit(XactEvent event, void *arg)
 		memset(slots_to_wake, 0, sizeof(slots_to_wake));
 }
 
-Datum
-cloacina_run_finished(PG_FUNCTION_ARGS)
+/* The run "execution_id" ended in this transaction: wake its waiters when it commits. */
+void
+cloacina_wake_waiters_at_commit(int64 execution_id)
 {
-	int			slot = slot_of(PG_GETARG_INT64(0));
+	int			slot = slot_of(execution_id);
 
 	if (wait_shared == NULL)
-		PG_RETURN_VOID();
+		return;
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(wake_waiters_at_commit, NULL);
 		xact_callback_registered = true;
 	}
 	slots_to_wake[slot / 64] |= UINT64CONST(1) << (slot % 64);
-	PG_RETURN_VOID();
 }
 
 static bool

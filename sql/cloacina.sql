@@ -87,8 +87,6 @@ CREATE FUNCTION cloacina._run(statement text, VARIADIC args "any") RETURNS SETOF
 -- plan does not depend on the argument values.
 CREATE FUNCTION cloacina._run_generic(statement text, VARIADIC args "any") RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'cloacina_run_generic' LANGUAGE C VOLATILE;
-CREATE FUNCTION cloacina._run_finished(execution_id bigint) RETURNS void
-    AS 'MODULE_PATHNAME', 'cloacina_run_finished' LANGUAGE C VOLATILE STRICT;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
     RETURNS TABLE(status text, final_context jsonb, error text)
     AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE;
@@ -909,12 +907,7 @@ $$;
 
 -- A wake-up hint for the tenant's workers, on the tenant's private channel.
 CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    PERFORM FROM cloacina._run_generic(format('SELECT 1 FROM %I.tenant_settings, pg_notify(notify_channel, $1)', s), payload)
-        AS r(notified int);
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_hint_sql' LANGUAGE C;
 
 CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
                                 from_status text, to_status text, detail text DEFAULT NULL) RETURNS void

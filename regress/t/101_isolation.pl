@@ -237,11 +237,10 @@ for my $x (@tenants) {
             deny($x, $y, "$f(victim)", $x, $engine{$f});
             push @engine_functions, $f;
         }
-        # _due and _run_finished only wake the scheduler / waiters: they carry no data. A call
-        # with the victim's name or run id must not change the victim's data (checked at the end).
+        # _due only wakes the scheduler: it carries no data. A call with the victim's name must
+        # not change the victim's data (checked at the end).
         check($x, $y, '_due(victim)', $x, "SELECT cloacina._due('$y', now()) IS NULL AND false");
-        check($x, $y, '_run_finished(victim run)', $x, "SELECT cloacina._run_finished($run) IS NULL AND false");
-        push @engine_functions, qw(_due _run_finished);
+        push @engine_functions, qw(_due);
         # The registry and the admin view.
         deny($x, $y, 'registry select', $x, 'SELECT * FROM cloacina.tenant');
         deny($x, $y, 'registry update', $x, qq{UPDATE cloacina.tenant SET state = 'suspended' WHERE schema_name = '$y'});
