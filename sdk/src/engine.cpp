@@ -7,7 +7,9 @@
 //   handlers    max_concurrent_tasks threads running handlers, each with a cancellation token.
 //   heartbeater renews the leases of claimed tasks in one round trip per beat, turns 'lost' and
 //               'cancelled' answers and passed task timeouts into token cancellations.
-//   completer   sends finished tasks' outputs and errors with complete_batch / fail_batch.
+//   completer   sends finished tasks' outputs and errors with complete_batch / fail_batch; the
+//               completion of tasks with dependents also claims (while handler slots are free), so
+//               that a DAG's next level starts without a notification and a claim round trip.
 // Every role reconnects with exponential backoff after a dropped connection. Completions are safe
 // to resend: the fence makes a second submission of the same attempt a no-op.
 #include "runner_core.hpp"
@@ -41,6 +43,20 @@ constexpr std::string_view kCompleteBatchSql =
 constexpr std::string_view kFailBatchSql =
     "SELECT task_id, accepted FROM cloacina.fail_batch($1::bigint[], $2::bigint[], $3::text[], $4::boolean[])";
 
+// A completion that also claims, in one statement and one transaction: the tasks its results
+// made ready (and any others) come back with its answer, without a notification, a wake-up and a
+// claim of their own. complete_batch runs first (the claim's argument waits for it). Rows with
+// "accepted" (the last column) NULL are claimed tasks, in the columns of kClaimSql.
+constexpr std::string_view kCompleteAndClaimSql =
+    "WITH done AS MATERIALIZED ("
+    "    SELECT task_id, accepted FROM cloacina.complete_batch($1::bigint[], $2::bigint[], $3::jsonb[])) "
+    "SELECT task_id, NULL::bigint, NULL::text, NULL::text, NULL::int, NULL::bigint, NULL::jsonb, accepted FROM done "
+    "UNION ALL "
+    "SELECT task_id, execution_id, workflow, task, attempt, fence, context, NULL "
+    "  FROM cloacina.claim($4::text, $5::text[], CASE WHEN (SELECT count(*) FROM done) >= 0 THEN $6::int END, "
+    "                      $7::interval)";
+constexpr int kAcceptedColumn = 7;
+
 constexpr std::size_t kMaxCompletionBatch = 64;
 
 std::string bool_array(const std::vector<bool>& values) {
@@ -70,7 +86,10 @@ void WorkerEngine::add_workflow(const Workflow& workflow) {
         std::lock_guard lock(mutex_);
         for (const auto& task : workflow.tasks()) {
             if (!task.handler()) continue;  // SQL tasks run inside the database
-            handlers_[workflow.name() + "." + task.id()] = HandlerInfo{task.handler(), task.timeout()};
+            bool has_dependents = false;
+            for (const auto& other : workflow.tasks())
+                for (const auto& dependency : other.dependencies()) has_dependents |= dependency == task.id();
+            handlers_[workflow.name() + "." + task.id()] = HandlerInfo{task.handler(), task.timeout(), has_dependents};
         }
     }
     wake_claimer();
@@ -170,9 +189,29 @@ bool WorkerEngine::reconnect(Connection& connection, std::string_view role, cons
 
 // ---- claimer -------------------------------------------------------------------------------------
 
-std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connection, std::size_t limit) {
-    const auto names = claim_names();
-    if (names.empty() || limit == 0) return {};
+std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
+    const std::size_t capacity = core_->config.max_concurrent_tasks + core_->config.prefetch;
+    std::lock_guard lock(mutex_);
+    const std::size_t taken = std::min(capacity, unfinished_ + reserved_);
+    const std::size_t n = std::min(capacity - taken, wanted);
+    reserved_ += n;
+    return n;
+}
+
+WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
+    ClaimedTask t;
+    t.task_id = r.int64(row, 0);
+    t.execution_id = r.int64(row, 1);
+    t.workflow = std::string(r.text(row, 2));
+    t.task = std::string(r.text(row, 3));
+    t.attempt = static_cast<int>(r.int64(row, 4));
+    t.fence = r.int64(row, 5);
+    t.context = r.json(row, 6);
+    return t;
+}
+
+std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connection, const std::vector<std::string>& names,
+                                                           std::size_t limit) {
     {
         std::lock_guard lock(mutex_);
         ++stats_.claim_round_trips;
@@ -182,18 +221,32 @@ std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connectio
         {Param(core_->worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
          Param(interval(core_->config.lease))});
     std::vector<ClaimedTask> tasks;
-    for (int i = 0; i < r.rows(); ++i) {
-        ClaimedTask t;
-        t.task_id = r.int64(i, 0);
-        t.execution_id = r.int64(i, 1);
-        t.workflow = std::string(r.text(i, 2));
-        t.task = std::string(r.text(i, 3));
-        t.attempt = static_cast<int>(r.int64(i, 4));
-        t.fence = r.int64(i, 5);
-        t.context = r.json(i, 6);
-        tasks.push_back(std::move(t));
-    }
+    for (int i = 0; i < r.rows(); ++i) tasks.push_back(claimed_task(r, i));
     return tasks;
+}
+
+void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved) {
+    bool wake_heartbeater = false;
+    {
+        std::lock_guard lock(mutex_);
+        reserved_ -= reserved;
+        for (auto& t : tasks) {
+            InFlight f;
+            f.fence = t.fence;
+            f.name = t.workflow + "." + t.task;
+            if (auto h = handlers_.find(f.name); h != handlers_.end() && h->second.timeout) {
+                f.deadline = Clock::now() + *h->second.timeout;
+                deadlines_changed_ = true;  // the heartbeater may sleep past it
+                wake_heartbeater = true;
+            }
+            inflight_.emplace(t.task_id, std::move(f));
+            ++unfinished_;
+            stats_.claimed++;
+            queue_.push_back(std::move(t));
+        }
+    }
+    if (!tasks.empty()) queue_cv_.notify_all();
+    if (wake_heartbeater) heartbeat_cv_.notify_all();
 }
 
 void WorkerEngine::claimer_loop(Connection connection) {
@@ -201,14 +254,15 @@ void WorkerEngine::claimer_loop(Connection connection) {
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
         try {
-            // Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue.
+            // Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue,
+            // less what the completer is claiming.
             const std::size_t capacity = cfg.max_concurrent_tasks + cfg.prefetch;
             std::size_t free_slots;
             bool handler_idle;
             bool full_enough;
             {
                 std::lock_guard lock(mutex_);
-                free_slots = capacity - std::min(capacity, unfinished_);
+                free_slots = capacity - std::min(capacity, unfinished_ + reserved_);
                 handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
                 // While every handler has work, refill the queue in batches rather than task by task.
                 const std::size_t refill_at =
@@ -223,31 +277,19 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
                 continue;
             }
-            const std::size_t limit = std::min(free_slots, cfg.claim_batch);
-            auto tasks = claim(connection, limit);
+            const auto names = claim_names();
+            const std::size_t limit = names.empty() ? 0 : reserve_slots(std::min(free_slots, cfg.claim_batch));
+            std::vector<ClaimedTask> tasks;
+            try {
+                if (limit > 0) tasks = claim(connection, names, limit);
+            } catch (...) {
+                accept_claimed(tasks, limit);  // gives the reservation back
+                throw;
+            }
+            accept_claimed(tasks, limit);
             handle_notifications(connection.consume_notifications(), ready_hint);
             const bool short_claim = tasks.size() < limit;
             if (!tasks.empty()) {
-                bool wake_heartbeater = false;
-                {
-                    std::lock_guard lock(mutex_);
-                    for (auto& t : tasks) {
-                        InFlight f;
-                        f.fence = t.fence;
-                        f.name = t.workflow + "." + t.task;
-                        if (auto h = handlers_.find(f.name); h != handlers_.end() && h->second.timeout) {
-                            f.deadline = Clock::now() + *h->second.timeout;
-                            deadlines_changed_ = true;  // the heartbeater may sleep past it
-                            wake_heartbeater = true;
-                        }
-                        inflight_.emplace(t.task_id, std::move(f));
-                        ++unfinished_;
-                        stats_.claimed++;
-                        queue_.push_back(std::move(t));
-                    }
-                }
-                queue_cv_.notify_all();
-                if (wake_heartbeater) heartbeat_cv_.notify_all();
                 idle_wait = cfg.poll_interval_min;
                 // A full batch may have left more behind: claim again. A short one took every
                 // ready task the claim could see; what becomes ready later sends a 'ready' hint,
@@ -323,11 +365,13 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     TaskHandler handler;
     CancellationToken token;
     std::optional<std::chrono::milliseconds> timeout;
+    bool has_dependents = false;
     {
         std::lock_guard lock(mutex_);
         if (auto h = handlers_.find(name); h != handlers_.end()) {
             handler = h->second.handler;
             timeout = h->second.timeout;
+            has_dependents = h->second.has_dependents;
         }
         token = inflight_.at(task.task_id).cancellation.token();
     }
@@ -336,6 +380,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     done.task_id = task.task_id;
     done.fence = task.fence;
     done.name = name;
+    done.has_dependents = has_dependents;
     const auto fail = [&](std::string error, bool retryable) {
         done.success = false;
         done.error = std::move(error);
@@ -405,14 +450,37 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
     }
     std::size_t accepted_ok = 0, accepted_bad = 0;
     if (!ok_ids.empty()) {
-        Result r = connection.exec_prepared("cloacina_complete_batch", kCompleteBatchSql,
-                                            {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
-                                             Param(array_literal(outputs))});
-        for (int i = 0; i < r.rows(); ++i) {
-            if (r.boolean(i, 1)) ++accepted_ok;
-            else core_->log(LogLevel::Debug, "completion of task " + std::string(r.text(i, 0)) +
-                                                 " not accepted (stale fence, cancelled or already done)");
+        // Tasks with dependents claim with their completion (while handler slots are free and
+        // not while shutting down): what they make ready is claimed at once. The last tasks of
+        // runs do not: their runs' waiters are woken when the completion commits.
+        const bool makes_ready = std::any_of(batch.begin(), batch.end(),
+                                             [](const Completion& c) { return c.success && c.has_dependents; });
+        const auto names = !makes_ready || stop_claiming_.load() ? std::vector<std::string>{} : claim_names();
+        const std::size_t limit = names.empty() ? 0 : reserve_slots(core_->config.claim_batch);
+        std::vector<ClaimedTask> claimed;
+        try {
+            Result r = limit == 0
+                           ? connection.exec_prepared("cloacina_complete_batch", kCompleteBatchSql,
+                                                      {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
+                                                       Param(array_literal(outputs))})
+                           : connection.exec_prepared(
+                                 "cloacina_complete_and_claim", kCompleteAndClaimSql,
+                                 {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
+                                  Param(array_literal(outputs)), Param(core_->worker_name()),
+                                  Param(array_literal(names)), Param(static_cast<int>(limit)),
+                                  Param(interval(core_->config.lease))});
+            for (int i = 0; i < r.rows(); ++i) {
+                const int accepted = limit == 0 ? 1 : kAcceptedColumn;
+                if (r.is_null(i, accepted)) claimed.push_back(claimed_task(r, i));
+                else if (r.boolean(i, accepted)) ++accepted_ok;
+                else core_->log(LogLevel::Debug, "completion of task " + std::string(r.text(i, 0)) +
+                                                     " not accepted (stale fence, cancelled or already done)");
+            }
+        } catch (...) {
+            accept_claimed(claimed, limit);  // nothing was claimed: the transaction rolled back
+            throw;
         }
+        accept_claimed(claimed, limit);
     }
     if (!bad_ids.empty()) {
         Result r = connection.exec_prepared("cloacina_fail_batch", kFailBatchSql,

@@ -79,6 +79,7 @@ private:
     struct HandlerInfo {
         TaskHandler handler;
         std::optional<std::chrono::milliseconds> timeout;
+        bool has_dependents = false;  ///< in its workflow: its completion may make tasks ready
     };
     struct ClaimedTask {
         std::int64_t task_id = 0;
@@ -106,6 +107,7 @@ private:
         std::string error;
         bool retryable = true;
         std::string name;
+        bool has_dependents = false;
     };
 
     void claimer_loop(Connection connection);
@@ -114,7 +116,12 @@ private:
     void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
     void run_task(const ClaimedTask& task);
     void submit(std::vector<Completion>& batch, Connection& connection);
-    std::vector<ClaimedTask> claim(Connection& connection, std::size_t limit);
+    /// Reserves up to `wanted` of the free slots (running plus prefetch) for a claim in flight.
+    std::size_t reserve_slots(std::size_t wanted);
+    static ClaimedTask claimed_task(const Result& r, int row);
+    std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
+    /// Queues claimed tasks for the handlers and gives back the claim's reservation.
+    void accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved);
     void listen(Connection& connection);
     void wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint);
     void handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint);
@@ -143,6 +150,7 @@ private:
     bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
     std::size_t running_ = 0;
     std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)
+    std::size_t reserved_ = 0;    ///< slots held by claims in flight (the claimer's and the completer's)
     RunnerStats stats_;
 
     std::atomic<bool> stop_claiming_{false};

@@ -166,7 +166,7 @@ struct RunnerStats {
     std::uint64_t completed = 0;
     std::uint64_t failed = 0;
     std::uint64_t reconnects = 0;
-    std::uint64_t claim_round_trips = 0;       ///< claim() calls (claimed / this = batch size)
+    std::uint64_t claim_round_trips = 0;       ///< round trips made to claim (completions also claim, riding on their own)
     std::uint64_t completion_round_trips = 0;  ///< complete_batch / fail_batch calls
 };
 
