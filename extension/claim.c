@@ -48,6 +48,11 @@ static const char *const claim_sql =
 
 #define CLAIM_COLUMNS 7
 
+/* Whether any handler task of the tenant is ready now (claimed or not by others meanwhile). */
+static const char *const any_ready_sql =
+"SELECT EXISTS (SELECT 1 FROM %1$s.tasks t"
+"                WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now())";
+
 static const Interval no_time = {0};
 
 /*
@@ -62,6 +67,7 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 	Datum		args[4];
 	char		nulls[4] = {' ', ' ', ' ', ' '};
 	TimestampTz first_deadline = DT_NOEND;
+	uint64		claimed;
 	int			max_tasks_arg = first + 2;
 	int			lease_arg = first + 3;
 
@@ -91,7 +97,8 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 
 	SPI_connect();
 	cloacina_execute_tenant(claim_sql, schema, 4, argtypes, args, nulls);
-	for (uint64 r = 0; r < SPI_processed; r++)
+	claimed = SPI_processed;
+	for (uint64 r = 0; r < claimed; r++)
 	{
 		Datum		row[CLAIM_COLUMNS + 1];
 		bool		isnull[CLAIM_COLUMNS + 1];
@@ -100,6 +107,19 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, isnull);
 		if (DatumGetTimestampTz(row[CLAIM_COLUMNS]) < first_deadline)
 			first_deadline = DatumGetTimestampTz(row[CLAIM_COLUMNS]);
+	}
+	/*
+	 * This transaction made tasks ready (a completion that claims) and the claim took fewer than
+	 * it could: if no ready task is left, whatever it made ready is claimed, and the "ready" hint
+	 * would only wake other workers to claim nothing.
+	 */
+	if (claimed < (uint64) PG_GETARG_INT32(max_tasks_arg) && cloacina_hint_ready_pending(schema))
+	{
+		bool		isnull;
+
+		cloacina_execute_tenant(any_ready_sql, schema, 0, argtypes, NULL, NULL);
+		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
+			cloacina_withdraw_hint_ready(schema);
 	}
 	SPI_finish();
 

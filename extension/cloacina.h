@@ -54,8 +54,12 @@ typedef struct TenantPath
 } TenantPath;
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
+
+/* hint.c: wake-up hints for a tenant's workers */
 extern void cloacina_hint(const char *schema, const char *payload);
 extern void cloacina_hint_ready(const char *schema);
+extern bool cloacina_hint_ready_pending(const char *schema);
+extern void cloacina_withdraw_hint_ready(const char *schema);
 
 /* run_options.c: the options of execute and execute_batch */
 typedef struct RunOptions

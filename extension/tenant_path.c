@@ -16,8 +16,6 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_hint_sql);
-
 /* The caller's current schema, as pg_catalog.current_schema() names it, or NULL. */
 static char *
 current_schema_name(void)
@@ -82,40 +80,4 @@ cloacina_leave_tenant_path(TenantPath *path)
 {
 	AtEOXact_GUC(true, path->guc_level);
 	PopOverrideSearchPath();
-}
-
-static const char *const hint_sql =
-"SELECT 1 FROM %1$s.tenant_settings, pg_notify(notify_channel, $1)";
-
-/* Inside an SPI connection: tells the tenant's workers (LISTEN) "payload" at commit. */
-void
-cloacina_hint(const char *schema, const char *payload)
-{
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(payload)};
-
-	cloacina_execute_tenant(hint_sql, schema, 1, types, args, NULL);
-}
-
-/* Inside an SPI connection: tells the tenant's workers that handler tasks are ready. */
-void
-cloacina_hint_ready(const char *schema)
-{
-	cloacina_hint(schema, "ready");
-}
-
-/* cloacina._hint(s, payload) */
-Datum
-cloacina_hint_sql(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	if (!PG_ARGISNULL(1))
-	{
-		SPI_connect();
-		cloacina_hint(path.schema, text_to_cstring(PG_GETARG_TEXT_PP(1)));
-		SPI_finish();
-	}
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_VOID();
 }
