@@ -239,16 +239,19 @@ BEGIN
             WHERE status = 'ready' AND kind = 'sql';
         CREATE INDEX tasks_lease_expiry ON %1$I.tasks (lease_until) WHERE status = 'running';
 
+        -- One index: a run's history is read (and pruned) by run, in id order; a run's
+        -- lifecycle writes several events, so a second index on id alone would cost as many
+        -- more index insertions for no query.
         CREATE TABLE %1$I.execution_events (
-            id           bigserial PRIMARY KEY,
+            id           bigserial,
             execution_id bigint NOT NULL,
             task         text,
             attempt      int,
             from_status  text,
             to_status    text NOT NULL,
             detail       text,
-            at           timestamptz NOT NULL DEFAULT now());
-        CREATE INDEX ON %1$I.execution_events (execution_id, id);
+            at           timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (execution_id, id));
 
         CREATE TABLE %1$I.schedules (
             id          bigserial PRIMARY KEY,

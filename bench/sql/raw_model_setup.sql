@@ -21,12 +21,12 @@ CREATE TABLE bench_model.jobs (
     finished_at timestamptz) WITH (fillfactor = 80);
 CREATE INDEX jobs_ready ON bench_model.jobs (ready_at, id) WHERE status = 'ready';
 CREATE TABLE bench_model.events (
-    id        bigserial PRIMARY KEY,
+    id        bigserial,
     run_id    bigint NOT NULL,
     job_id    bigint,
     to_status text NOT NULL,
-    at        timestamptz NOT NULL DEFAULT now());
-CREATE INDEX ON bench_model.events (run_id, id);
+    at        timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, id));
 INSERT INTO bench_model.runs (id) SELECT g FROM generate_series(1, :jobs) g;
 INSERT INTO bench_model.jobs (run_id) SELECT g FROM generate_series(1, :jobs) g;
 SELECT setval('bench_model.runs_id_seq', :jobs);
