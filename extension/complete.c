@@ -38,26 +38,21 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
 
 /*
  * $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks
- * that can still be completed in id order, then those tasks in id order (heartbeat batches go
- * in id order too). One statement: the outer query reads the run CTE to its end before it
- * starts the task CTE. A task whose fence or status changes meanwhile is locked all the same;
- * the completion statement, with a new snapshot, leaves it alone. The last column says whether
- * every task has dependents (then none of them can end its run).
+ * that can still be completed, in id order. The tasks are locked next, in id order too, by the
+ * completion's UPDATE, which visits them in the order of its input (sorted by id, see
+ * sorted_by_id; heartbeat batches go in id order as well). The last column says whether every
+ * task has dependents (then none of them can end its run).
  */
 static const char *const lock_sql =
 "WITH candidates AS MATERIALIZED ("
-"    SELECT t.id, t.execution_id, cardinality(t.dependents) > 0 AS has_dependents"
+"    SELECT t.execution_id, cardinality(t.dependents) > 0 AS has_dependents"
 "      FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
 "      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4),"
 " runs AS ("
 "    SELECT e.id FROM %1$s.executions e"
 "     WHERE e.id = ANY (ARRAY(SELECT execution_id FROM candidates))"
-"     ORDER BY e.id FOR UPDATE OF e),"
-" tasks AS ("
-"    SELECT t.id FROM %1$s.tasks t"
-"     WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))"
-"     ORDER BY t.id FOR UPDATE OF t)"
-" SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM tasks),"
+"     ORDER BY e.id FOR UPDATE OF e)"
+" SELECT (SELECT count(*) FROM runs),"
 "        (SELECT coalesce(bool_and(has_dependents), false) FROM candidates)";
 
 /*
@@ -104,7 +99,7 @@ static const char *const lock_sql =
  * dependents, how many.
  */
 #define COMPLETE_CTES \
-"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output))," \
+"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output) ORDER BY u.id)," \
 " done AS (" \
 "    UPDATE %1$s.tasks t" \
 "       SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now()," \
@@ -264,7 +259,7 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	*n_accepted = 0;
 	SPI_connect();
 	cloacina_execute_tenant(lock_sql, schema, 4, argtypes, args, NULL);
-	all_have_dependents = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+	all_have_dependents = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 	cloacina_execute_tenant(all_have_dependents ? complete_inner_sql : complete_sql, schema, 4, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
@@ -296,6 +291,72 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	return accepted;
 }
 
+/* One element of the completion arrays. */
+typedef struct Submitted
+{
+	Datum		id,
+				fence,
+				output;
+	bool		id_null,
+				fence_null,
+				output_null;
+} Submitted;
+
+static int
+compare_submitted(const void *a, const void *b)
+{
+	const Submitted *x = a;
+	const Submitted *y = b;
+
+	int64		x_id,
+				y_id;
+
+	if (x->id_null || y->id_null)
+		return (int) y->id_null - (int) x->id_null;
+	x_id = DatumGetInt64(x->id);
+	y_id = DatumGetInt64(y->id);
+	return (x_id > y_id) - (x_id < y_id);
+}
+
+/*
+ * The arrays sorted by task id, so that the completion's UPDATE locks the tasks in id order
+ * (the locking order) whatever order the caller gave them in.
+ */
+static void
+sorted_by_id(int n, Datum *ids, bool *id_nulls, Datum *fences, bool *fence_nulls,
+			 Datum *outputs, bool *output_nulls, Datum *sorted)
+{
+	Submitted  *items = palloc(sizeof(Submitted) * n);
+	Datum	   *columns[3];
+	bool	   *nulls[3];
+	int			dims[1] = {n};
+	int			lbs[1] = {1};
+
+	for (int i = 0; i < n; i++)
+		items[i] = (Submitted) {ids[i], fences[i], outputs[i], id_nulls[i], fence_nulls[i], output_nulls[i]};
+	qsort(items, n, sizeof(Submitted), compare_submitted);
+	for (int c = 0; c < 3; c++)
+	{
+		columns[c] = palloc(sizeof(Datum) * n);
+		nulls[c] = palloc(sizeof(bool) * n);
+	}
+	for (int i = 0; i < n; i++)
+	{
+		columns[0][i] = items[i].id;
+		nulls[0][i] = items[i].id_null;
+		columns[1][i] = items[i].fence;
+		nulls[1][i] = items[i].fence_null;
+		columns[2][i] = items[i].output;
+		nulls[2][i] = items[i].output_null;
+	}
+	sorted[0] = PointerGetDatum(construct_md_array(columns[0], nulls[0], 1, dims, lbs, INT8OID, 8,
+												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	sorted[1] = PointerGetDatum(construct_md_array(columns[1], nulls[1], 1, dims, lbs, INT8OID, 8,
+												   FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+	sorted[2] = PointerGetDatum(construct_md_array(columns[2], nulls[2], 1, dims, lbs, JSONBOID, -1,
+												   false, TYPALIGN_INT));
+}
+
 /* complete_batch for "schema": arguments from "first" on are task_ids, fences, contexts. */
 static void
 complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
@@ -310,6 +371,7 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 	int			n = elements(fcinfo, first, INT8OID, &ids, &id_nulls);
 	int64	   *accepted;
 	int			n_accepted;
+	Datum		sorted[3];
 
 	if (n != elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls) ||
 		n != elements(fcinfo, first + 2, JSONBOID, &outputs, &output_nulls))
@@ -323,8 +385,8 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n <= 0)
 		return;
-	accepted = complete_tasks(schema, PG_GETARG_DATUM(first), PG_GETARG_DATUM(first + 1),
-							  PG_GETARG_DATUM(first + 2), n, &n_accepted);
+	sorted_by_id(n, ids, id_nulls, fences, fence_nulls, outputs, output_nulls, sorted);
+	accepted = complete_tasks(schema, sorted[0], sorted[1], sorted[2], n, &n_accepted);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		row[2];
