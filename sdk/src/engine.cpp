@@ -227,9 +227,12 @@ std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connectio
 
 void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved) {
     bool wake_heartbeater = false;
+    bool wake_claimer_now;
     {
         std::lock_guard lock(mutex_);
         reserved_ -= reserved;
+        // Slots the claim reserved and did not fill are free again.
+        wake_claimer_now = reserved > tasks.size() && claimer_waits_for_slots_;
         for (auto& t : tasks) {
             InFlight f;
             f.fence = t.fence;
@@ -247,6 +250,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
     }
     if (!tasks.empty()) queue_cv_.notify_all();
     if (wake_heartbeater) heartbeat_cv_.notify_all();
+    if (wake_claimer_now) wake_claimer();
 }
 
 void WorkerEngine::claimer_loop(Connection connection) {
@@ -257,28 +261,31 @@ void WorkerEngine::claimer_loop(Connection connection) {
             // Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue,
             // less what the completer is claiming.
             const std::size_t capacity = cfg.max_concurrent_tasks + cfg.prefetch;
-            std::size_t free_slots;
-            bool handler_idle;
+            const auto names = claim_names();
             bool full_enough;
+            std::size_t limit = 0;
             {
                 std::lock_guard lock(mutex_);
-                free_slots = capacity - std::min(capacity, unfinished_ + reserved_);
-                handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
+                const std::size_t free_slots = capacity - std::min(capacity, unfinished_ + reserved_);
+                const bool handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
                 // While every handler has work, refill the queue in batches rather than task by task.
                 const std::size_t refill_at =
                     handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity) / 2);
                 full_enough = free_slots < refill_at;
-                // Set with the slot count under one lock: a handler finishing after this sees it.
+                // Set with the slot count under one lock: a handler finishing or a claim giving
+                // back its reservation after this sees it and wakes the claimer.
                 claimer_waits_for_slots_ = full_enough;
+                if (!full_enough && !names.empty()) {
+                    limit = std::min(free_slots, cfg.claim_batch);
+                    reserved_ += limit;
+                }
             }
             bool ready_hint = false;
             if (full_enough) {
-                // Sleep until a handler finishes (the pipe) or a notification.
+                // Sleep until a slot frees (the pipe) or a notification.
                 wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
                 continue;
             }
-            const auto names = claim_names();
-            const std::size_t limit = names.empty() ? 0 : reserve_slots(std::min(free_slots, cfg.claim_batch));
             std::vector<ClaimedTask> tasks;
             try {
                 if (limit > 0) tasks = claim(connection, names, limit);
