@@ -5,8 +5,8 @@
  * Both are on every task's path (design §8), so they are written in C: each statement is
  * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
  * no dependents (the last task of a run, or a one-task run) costs two statements, the end of
- * its run included. Tasks with
- * dependents hand over to propagate.c, which evaluates the dependents' trigger rules.
+ * its run included. Tasks with dependents hand over to propagate.c, which evaluates the
+ * dependents' trigger rules.
  *
  * Locking order (shared with fail, cancel, the reaper and the SQL-task pool): the runs' rows in
  * id order first, then the tasks' rows in id order.
