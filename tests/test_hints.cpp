@@ -8,6 +8,8 @@
 
 #include <poll.h>
 
+#include <tuple>
+
 using namespace cloacina;
 using namespace test_support;
 
@@ -66,65 +68,70 @@ std::vector<std::string> hints_before_sentinel(Connection& listener, Connection&
     return received;
 }
 
+/// A listener on the tenant's channel and a worker holding chain.a of a new run; the hints so far
+/// are consumed.
+struct Session {
+    Connection listener;
+    Connection worker;
+    std::string channel;
+    long long task = 0;
+    long long fence = 0;
+
+    explicit Session(const Fixture& f) : listener(f.tenant()), worker(f.tenant()), channel(f.channel) {
+        listener.exec("LISTEN " + listener.quote_identifier(channel));
+        std::tie(task, fence) = f.claimed_root(worker);
+        (void)hints();  // the execute's own
+    }
+
+    std::vector<std::string> hints() { return hints_before_sentinel(listener, worker, channel); }
+
+    /// Completes chain.a and claims (chain.b only) in one transaction; the claimed tasks.
+    Result complete_then_claim() {
+        worker.exec("BEGIN");
+        worker.exec("SELECT * FROM cloacina.complete_batch(ARRAY[$1]::bigint[], ARRAY[$2]::bigint[], "
+                    "ARRAY['{}']::jsonb[])",
+                    {Param(task), Param(fence)});
+        Result claimed = worker.exec("SELECT task FROM cloacina.claim('w', '{chain.b}', 4)");
+        worker.exec("COMMIT");
+        return claimed;
+    }
+
+    bool complete() {
+        return worker.exec("SELECT cloacina.complete($1, $2, '{}')", {Param(task), Param(fence)}).boolean(0, 0);
+    }
+};
+
 }  // namespace
 
 BOOST_FIXTURE_TEST_CASE(a_completion_that_claims_what_it_made_ready_sends_no_hint, Fixture) {
-    Connection listener = tenant();
-    listener.exec("LISTEN " + listener.quote_identifier(channel));
-    Connection worker = tenant();
-    const auto [task, fence] = claimed_root(worker);
-    (void)hints_before_sentinel(listener, worker, channel);  // the execute's own hint
-
-    worker.exec("BEGIN");
-    worker.exec("SELECT * FROM cloacina.complete_batch(ARRAY[$1]::bigint[], ARRAY[$2]::bigint[], ARRAY['{}']::jsonb[])",
-                {Param(task), Param(fence)});
-    Result claimed = worker.exec("SELECT task FROM cloacina.claim('w', '{chain.b}', 4)");
-    worker.exec("COMMIT");
+    Session s(*this);
+    Result claimed = s.complete_then_claim();
     BOOST_REQUIRE(claimed.rows() == 1);
     BOOST_TEST(claimed.text(0, 0) == "b");
-    BOOST_TEST(hints_before_sentinel(listener, worker, channel).empty());
+    BOOST_TEST(s.hints().empty());
 }
 
 BOOST_FIXTURE_TEST_CASE(a_completion_without_a_claim_sends_the_hint, Fixture) {
-    Connection listener = tenant();
-    listener.exec("LISTEN " + listener.quote_identifier(channel));
-    Connection worker = tenant();
-    const auto [task, fence] = claimed_root(worker);
-    (void)hints_before_sentinel(listener, worker, channel);
-
-    BOOST_TEST(worker.exec("SELECT cloacina.complete($1, $2, '{}')", {Param(task), Param(fence)}).boolean(0, 0));
-    BOOST_TEST(hints_before_sentinel(listener, worker, channel) == std::vector<std::string>{"ready"});
+    Session s(*this);
+    BOOST_TEST(s.complete());
+    BOOST_TEST(s.hints() == std::vector<std::string>{"ready"});
 }
 
 BOOST_FIXTURE_TEST_CASE(a_claim_that_leaves_ready_tasks_keeps_the_hint, Fixture) {
-    Connection listener = tenant();
-    listener.exec("LISTEN " + listener.quote_identifier(channel));
-    Connection worker = tenant();
-    const auto [task, fence] = claimed_root(worker);
-    worker.exec("SELECT cloacina.execute('other')");  // ready, for a worker that handles "other"
-    (void)hints_before_sentinel(listener, worker, channel);
-
-    worker.exec("BEGIN");
-    worker.exec("SELECT * FROM cloacina.complete_batch(ARRAY[$1]::bigint[], ARRAY[$2]::bigint[], ARRAY['{}']::jsonb[])",
-                {Param(task), Param(fence)});
-    Result claimed = worker.exec("SELECT task FROM cloacina.claim('w', '{chain.b}', 4)");
-    worker.exec("COMMIT");
-    BOOST_REQUIRE(claimed.rows() == 1);
-    BOOST_TEST(hints_before_sentinel(listener, worker, channel) == std::vector<std::string>{"ready"});
+    Session s(*this);
+    s.worker.exec("SELECT cloacina.execute('other')");  // ready, for a worker that handles "other"
+    (void)s.hints();
+    BOOST_REQUIRE(s.complete_then_claim().rows() == 1);
+    BOOST_TEST(s.hints() == std::vector<std::string>{"ready"});
 }
 
 BOOST_FIXTURE_TEST_CASE(a_rolled_back_completion_sends_no_hint, Fixture) {
-    Connection listener = tenant();
-    listener.exec("LISTEN " + listener.quote_identifier(channel));
-    Connection worker = tenant();
-    const auto [task, fence] = claimed_root(worker);
-    (void)hints_before_sentinel(listener, worker, channel);
-
-    worker.exec("BEGIN");
-    worker.exec("SELECT cloacina.complete($1, $2, '{}')", {Param(task), Param(fence)});
-    worker.exec("ROLLBACK");
-    BOOST_TEST(hints_before_sentinel(listener, worker, channel).empty());
+    Session s(*this);
+    s.worker.exec("BEGIN");
+    BOOST_TEST(s.complete());
+    s.worker.exec("ROLLBACK");
+    BOOST_TEST(s.hints().empty());
     // and the next transaction's hint is its own
-    BOOST_TEST(worker.exec("SELECT cloacina.complete($1, $2, '{}')", {Param(task), Param(fence)}).boolean(0, 0));
-    BOOST_TEST(hints_before_sentinel(listener, worker, channel) == std::vector<std::string>{"ready"});
+    BOOST_TEST(s.complete());
+    BOOST_TEST(s.hints() == std::vector<std::string>{"ready"});
 }
