@@ -6,6 +6,7 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -15,7 +16,6 @@
 #include "cloacina.h"
 
 #define WHAT "execute options"
-#define ALLOWED_KEYS "priority, idempotency_key, run_at, timeout_ms"
 #define MAX_KEY_LENGTH 200
 
 static const char *const allowed_keys[] = {"priority", "idempotency_key", "run_at", "timeout_ms"};
@@ -56,10 +56,17 @@ check_keys(Jsonb *options)
 			unknown = key;
 	}
 	if (unknown != NULL)
+	{
+		StringInfoData allowed;
+
+		initStringInfo(&allowed);
+		for (size_t i = 0; i < lengthof(allowed_keys); i++)
+			appendStringInfo(&allowed, "%s%s", i > 0 ? ", " : "", allowed_keys[i]);
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg(WHAT " has unknown key \"%s\"", unknown),
-				 errhint("Allowed keys: " ALLOWED_KEYS ".")));
+				 errhint("Allowed keys: %s.", allowed.data)));
+	}
 }
 
 static JsonbValue *

@@ -189,11 +189,17 @@ bool WorkerEngine::reconnect(Connection& connection, std::string_view role, cons
 
 // ---- claimer -------------------------------------------------------------------------------------
 
+std::size_t WorkerEngine::capacity() const noexcept {
+    return core_->config.max_concurrent_tasks + core_->config.prefetch;
+}
+
+std::size_t WorkerEngine::free_slots_locked() const noexcept {
+    return capacity() - std::min(capacity(), unfinished_ + reserved_);
+}
+
 std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
-    const std::size_t capacity = core_->config.max_concurrent_tasks + core_->config.prefetch;
     std::lock_guard lock(mutex_);
-    const std::size_t taken = std::min(capacity, unfinished_ + reserved_);
-    const std::size_t n = std::min(capacity - taken, wanted);
+    const std::size_t n = std::min(free_slots_locked(), wanted);
     reserved_ += n;
     return n;
 }
@@ -258,19 +264,16 @@ void WorkerEngine::claimer_loop(Connection connection) {
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
         try {
-            // Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue,
-            // less what the completer is claiming.
-            const std::size_t capacity = cfg.max_concurrent_tasks + cfg.prefetch;
             const auto names = claim_names();
             bool full_enough;
             std::size_t limit = 0;
             {
                 std::lock_guard lock(mutex_);
-                const std::size_t free_slots = capacity - std::min(capacity, unfinished_ + reserved_);
+                const std::size_t free_slots = free_slots_locked();
                 const bool handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
                 // While every handler has work, refill the queue in batches rather than task by task.
                 const std::size_t refill_at =
-                    handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity) / 2);
+                    handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity()) / 2);
                 full_enough = free_slots < refill_at;
                 // Set with the slot count under one lock: a handler finishing or a claim giving
                 // back its reservation after this sees it and wakes the claimer.

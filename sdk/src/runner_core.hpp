@@ -116,7 +116,12 @@ private:
     void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
     void run_task(const ClaimedTask& task);
     void submit(std::vector<Completion>& batch, Connection& connection);
-    /// Reserves up to `wanted` of the free slots (running plus prefetch) for a claim in flight.
+    /// Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue.
+    std::size_t capacity() const noexcept;
+    /// The slots neither taken by unfinished tasks nor reserved by claims in flight (mutex_ held).
+    std::size_t free_slots_locked() const noexcept;
+    /// Reserves up to `wanted` free slots for a claim in flight (the completer's; the claimer
+    /// reserves under the lock it decides with).
     std::size_t reserve_slots(std::size_t wanted);
     static ClaimedTask claimed_task(const Result& r, int row);
     std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
