@@ -1,5 +1,6 @@
 // test_reconnect.cpp — reconnection after pg_terminate_backend: the runner's connections (client
-// pool, claimer, heartbeater, completer) come back with backoff and no run is lost.
+// pool, claimer, heartbeater, completer) come back with backoff and no run is lost; a completion
+// rolled back by a deadlock is resent.
 #define BOOST_TEST_MODULE reconnect
 #include "support.hpp"
 
@@ -76,6 +77,59 @@ BOOST_AUTO_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend) 
     BOOST_TEST(result.status == WorkflowStatus::Completed);
     BOOST_TEST(result.final_context.at<bool>("survived"));
     BOOST_TEST(result.task("held")->attempt == 1);  // the same attempt: the lease was never lost
+}
+
+BOOST_AUTO_TEST_CASE(result_survives_a_deadlock_of_its_completion) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reconn"), ""};
+    const std::string worker = unique_name("w");
+    auto started = std::make_shared<Gate>();
+    auto release = std::make_shared<Gate>();
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("held")
+                      .task(Task("held").handler([=](Context& c) {
+                          started->open();
+                          release->wait();
+                          c.insert("survived", true);
+                      }))
+                      .build());
+    // The runner's backends look for deadlocks after 20 ms, the other session's after a minute:
+    // the completion is the transaction PostgreSQL rolls back.
+    const std::string runner_url =
+        url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20deadlock_timeout%3D20ms";
+    DefaultRunner runner =
+        DefaultRunner::with_schema(runner_url, tenant.schema, fast_config(registry).worker_name(worker).lease(30s).build());
+    ExecutionHandle handle = runner.execute_async("held", Context());
+    CancelOnExit cancel_on_failure{handle};
+    BOOST_REQUIRE(started->wait());
+
+    // Another session holds the task's row: the completion locks the run, then waits for the task ...
+    Connection other(url);
+    other.exec("SET deadlock_timeout = '60s'");
+    other.exec("BEGIN");
+    other.exec("SELECT 1 FROM " + tenant.schema + ".tasks WHERE execution_id = $1 FOR UPDATE",
+               {Param(static_cast<long long>(handle.id()))});
+    release->open();
+    BOOST_REQUIRE(wait_until([&] {
+        return Connection(url)
+            .exec("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloacina-sdk completer ' || $1 "
+                  "AND wait_event_type = 'Lock'",
+                  {Param(worker)})
+            .int64(0, 0) == 1;
+    }));
+    // ... and the other session asks for the run's row: a deadlock. This returns once the
+    // completion has been rolled back.
+    other.exec("SELECT 1 FROM " + tenant.schema + ".executions WHERE id = $1 FOR UPDATE",
+               {Param(static_cast<long long>(handle.id()))});
+    other.exec("COMMIT");
+
+    // Resent, not dropped: the run completes in the first attempt, long before the lease expires.
+    const auto result = handle.wait_for(15s);
+    BOOST_REQUIRE(result.has_value());
+    BOOST_TEST(result->status == WorkflowStatus::Completed);
+    BOOST_TEST(result->final_context.at<bool>("survived"));
+    BOOST_TEST(result->task("held")->attempt == 1);
+    BOOST_TEST(runner.stats().completed == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(unreachable_server_fails_the_constructor) {

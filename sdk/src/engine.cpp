@@ -59,6 +59,12 @@ constexpr int kAcceptedColumn = 7;
 
 constexpr std::size_t kMaxCompletionBatch = 64;
 
+// Completions rolled back by a deadlock or serialization failure are resent after these pauses
+// (10 ms doubling to 1 s: about 10 s in all, well inside a lease).
+constexpr int kMaxConflictRetries = 15;
+constexpr std::chrono::milliseconds kConflictBackoffMin{10};
+constexpr std::chrono::milliseconds kConflictBackoffMax{1000};
+
 std::string bool_array(const std::vector<bool>& values) {
     std::string out = "{";
     for (std::size_t i = 0; i < values.size(); ++i) {
@@ -324,6 +330,11 @@ void WorkerEngine::claimer_loop(Connection connection) {
             } catch (const Error& le) {
                 core_->log(LogLevel::Warn, std::string("claimer cannot LISTEN: ") + le.what());
             }
+        } catch (const TransientError& e) {
+            // A deadlock or serialization failure: the claim rolled back; claim again soon.
+            core_->log(LogLevel::Warn, std::string("claim conflicted: ") + e.what());
+            std::unique_lock lock(mutex_);
+            sleep_cv_.wait_for(lock, cfg.poll_interval_min, [&] { return stop_claiming_.load(); });
         } catch (const std::exception& e) {
             core_->log(LogLevel::Error, std::string("claim failed: ") + e.what());
             std::unique_lock lock(mutex_);
@@ -519,10 +530,25 @@ void WorkerEngine::completer_loop(Connection connection) {
                 completions_.pop_front();
             }
         }
-        for (int attempt = 0;; ++attempt) {
+        auto conflict_backoff = kConflictBackoffMin;
+        for (int attempt = 0, conflicts = 0;; ++attempt) {
             try {
                 submit(batch, connection);
                 break;
+            } catch (const TransientError& e) {
+                // A deadlock (say, with a client locking the run's rows in its own order) or a
+                // serialization failure rolled the completion back: none of it happened, and
+                // the fence makes resending safe. Dropping it would rerun the tasks.
+                if (++conflicts > kMaxConflictRetries) {
+                    core_->log(LogLevel::Error, "dropping " + std::to_string(batch.size()) + " results after " +
+                                                    std::to_string(kMaxConflictRetries) +
+                                                    " conflicts (their leases will expire): " + e.what());
+                    break;
+                }
+                core_->log(LogLevel::Warn, std::string("completion conflicted, resending: ") + e.what());
+                std::unique_lock lock(mutex_);
+                sleep_cv_.wait_for(lock, conflict_backoff, [&] { return stop_heartbeat_.load(); });
+                conflict_backoff = std::min<std::chrono::milliseconds>(conflict_backoff * 2, kConflictBackoffMax);
             } catch (const BrokenConnection& e) {
                 core_->log(LogLevel::Warn, std::string("completer lost its connection: ") + e.what());
                 // Resending is safe: a fence accepts one submission per attempt. While shutting
