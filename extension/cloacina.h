@@ -72,6 +72,7 @@ typedef struct RunOptions
 extern void cloacina_parse_run_options(Jsonb *options, RunOptions *out);
 
 /* propagate.c: after tasks of a run ended, their dependents */
+extern void cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names);
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);
 
 /* complete.c: ends runs (status, final context, event, waiters' wake-up) */

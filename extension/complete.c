@@ -277,12 +277,30 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 			cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull)));
 	}
 
-	/* Runs whose completed tasks have dependents: evaluate the dependents. */
-	for (uint64 r = 0; r < n_runs; r++)
+	/* Runs whose completed tasks have dependents: evaluate the dependents, all runs at once. */
 	{
-		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 4, &isnull)))
-			cloacina_propagate_run(schema, SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull),
-								   SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull));
+		ArrayBuildState *run_ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
+		ArrayBuildState *task_names = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+
+		for (uint64 r = 0; r < n_runs; r++)
+		{
+			Datum		run_id = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
+			Datum	   *tasks;
+			int			n_tasks;
+
+			if (!DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 4, &isnull)))
+				continue;
+			deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull)),
+							  TEXTOID, -1, false, TYPALIGN_INT, &tasks, NULL, &n_tasks);
+			for (int i = 0; i < n_tasks; i++)
+			{
+				accumArrayResult(run_ids, run_id, false, INT8OID, CurrentMemoryContext);
+				accumArrayResult(task_names, tasks[i], false, TEXTOID, CurrentMemoryContext);
+			}
+		}
+		if (run_ids->nelems > 0)
+			cloacina_propagate_runs(schema, makeArrayResult(run_ids, CurrentMemoryContext),
+									makeArrayResult(task_names, CurrentMemoryContext));
 	}
 	SPI_finish();
 

@@ -1,12 +1,12 @@
 /*
- * propagate.c: cloacina._propagate(s, run_id, finished), what happens after tasks of a run
+ * propagate.c: cloacina._propagate(s, run_id, finished), what happens after tasks of runs
  * became terminal: their dependents are counted down; a dependent whose last dependency just
  * ended is evaluated (trigger rule, then context condition) and becomes ready (held as waiting
- * while the run is paused) or skipped, and skips cascade. When no task of the run is left, the
- * run is finalised. All inside the caller's transaction, which holds the run's row lock.
+ * while the run is paused) or skipped, and skips cascade. When no task of a run is left, the
+ * run is finalised. All inside the caller's transaction, which holds the runs' row locks.
  *
- * Each round is one set-based statement, whatever the number of dependents (a diamond's root
- * readies its three branches at once); only skips need another round.
+ * Each round is one set-based statement, whatever the number of runs and dependents (a batch
+ * of diamond roots readies all their branches at once); only skips need another round.
  */
 #include "postgres.h"
 
@@ -21,25 +21,28 @@
 PG_FUNCTION_INFO_V1(cloacina_propagate);
 
 /*
- * $1 run id, $2 the tasks that just ended. The dependents are decided from the rows as they
- * were before this statement (their dependencies' outcomes were written by earlier statements),
- * so one UPDATE writes each dependent once: its countdown and, when it reached zero, its new
- * status and input. A dependent's input is the run's input merged with the outputs of its
- * completed dependencies in declaration order.
+ * $1 run ids, $2 task names: task $2[i] of run $1[i] just ended (any number of runs, whose rows
+ * the caller holds). The dependents are decided from the rows as they were before this statement
+ * (their dependencies' outcomes were written by earlier statements), so one UPDATE writes each
+ * dependent once: its countdown and, when it reached zero, its new status and input. A
+ * dependent's input is the run's input merged with the outputs of its completed dependencies in
+ * declaration order.
  */
 static const char *const propagate_sql =
 "WITH d AS ("
-"    SELECT dep AS task, count(*)::int AS n"
-"      FROM %1$s.tasks f, unnest(f.dependents) AS dep"
-"     WHERE f.execution_id = $1 AND f.task = ANY ($2)"
-"     GROUP BY dep),"
+"    SELECT f.execution_id, dep AS task, count(*)::int AS n"
+"      FROM unnest($1::bigint[], $2::text[]) AS e(execution_id, task)"
+"      JOIN %1$s.tasks f ON f.execution_id = e.execution_id AND f.task = e.task,"
+"           unnest(f.dependents) AS dep"
+"     GROUP BY f.execution_id, dep),"
 " cand AS ("
-"    SELECT t.id, t.task, t.trigger_rule, t.condition, t.dependencies, t.pending_deps - d.n AS pending"
-"      FROM d JOIN %1$s.tasks t ON t.execution_id = $1 AND t.task = d.task"
+"    SELECT t.id, t.execution_id, t.task, t.trigger_rule, t.condition, t.dependencies,"
+"           t.pending_deps - d.n AS pending"
+"      FROM d JOIN %1$s.tasks t ON t.execution_id = d.execution_id AND t.task = d.task"
 "     WHERE t.status = 'waiting'),"
 " evaluated AS ("
 "    SELECT c.id, c.trigger_rule, c.condition, r.status AS run_status, x.*"
-"      FROM cand c, %1$s.executions r,"
+"      FROM cand c JOIN %1$s.executions r ON r.id = c.execution_id,"
 "           LATERAL (SELECT count(*) FILTER (WHERE y.status = 'completed') AS n_ok,"
 "                           count(*) FILTER (WHERE y.status = 'failed') AS n_failed,"
 "                           count(*) FILTER (WHERE y.ord > 0) AS n_all,"
@@ -49,9 +52,9 @@ static const char *const propagate_sql =
 "                            UNION ALL"
 "                            SELECT t.status, t.output, u.ord"
 "                              FROM unnest(c.dependencies) WITH ORDINALITY AS u(task, ord)"
-"                              JOIN %1$s.tasks t ON t.execution_id = $1 AND t.task = u.task) y) x"
-"     WHERE c.pending = 0 AND r.id = $1),"
-" decided AS ("
+"                              JOIN %1$s.tasks t ON t.execution_id = c.execution_id AND t.task = u.task) y) x"
+"     WHERE c.pending = 0),"
+" decided AS MATERIALIZED ("	/* evaluated once, not once per candidate it is joined to */
 "    SELECT e.id, e.input,"
 "           CASE WHEN e.holds THEN CASE WHEN e.run_status = 'paused' THEN 'waiting' ELSE 'ready' END"
 "                ELSE 'skipped' END AS status,"
@@ -75,48 +78,61 @@ static const char *const propagate_sql =
 "           finished_at = CASE WHEN dc.status = 'skipped' THEN now() ELSE t.finished_at END"
 "      FROM cand c LEFT JOIN decided dc ON dc.id = c.id"
 "     WHERE t.id = c.id"
-"    RETURNING t.id, t.task, t.kind, dc.status, dc.detail),"
+"    RETURNING t.id, t.execution_id, t.task, t.kind, dc.status, dc.detail),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
-"    SELECT $1, task, 0, 'waiting', status, detail FROM changed"
+"    SELECT execution_id, task, 0, 'waiting', status, detail FROM changed"
 "     WHERE status IN ('ready', 'skipped') ORDER BY id)"
-" SELECT array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'),"
+" SELECT array_agg(execution_id ORDER BY id) FILTER (WHERE status = 'skipped'),"
+"        array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'),"
 "        coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),"
 "        coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)"
 "   FROM changed";
 
-/* $1 run id, $2 tasks that ended: counts the run down; true when nothing of it is left. */
+/*
+ * $1 run ids, once per task of theirs that ended: counts the runs down and returns those with
+ * nothing left (in id order), to be ended.
+ */
 static const char *const count_down_sql =
-"WITH counted AS ("
-"    UPDATE %1$s.executions SET pending_tasks = pending_tasks - $2"
-"     WHERE id = $1 AND pending_tasks > $2 RETURNING id)"
-" SELECT count(*) = 0 FROM counted";
+"WITH ended AS ("
+"    SELECT execution_id, count(*)::int AS n FROM unnest($1::bigint[]) AS u(execution_id)"
+"     GROUP BY execution_id),"
+" counted AS ("
+"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - x.n"
+"      FROM ended x"
+"     WHERE e.id = x.execution_id AND e.pending_tasks > x.n RETURNING e.id)"
+" SELECT array_agg(execution_id ORDER BY execution_id) FROM ended"
+"  WHERE execution_id <> ALL (ARRAY(SELECT id FROM counted))";
 
-/* Inside an SPI connection, the tenant path entered. */
+/*
+ * Inside an SPI connection, the tenant path entered: task_names[i] (text[]) of run run_ids[i]
+ * (bigint[]) ended, for any number of runs whose rows the caller holds. A few statements for the
+ * whole set: one per round of skips, one count-down, one finalize for the runs it ended.
+ */
 void
-cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
+cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 {
-	Oid			argtypes[2] = {INT8OID, TEXTARRAYOID};
-	Datum		args[2] = {run_id, finished};
-	int64		terminal = ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(finished)),
-										  ARR_DIMS(DatumGetArrayTypeP(finished)));
+	Oid			argtypes[2] = {INT8ARRAYOID, TEXTARRAYOID};
+	Datum		args[2] = {run_ids, task_names};
+	Datum		terminal = run_ids;	/* a run's id once per task of it that ended */
 	bool		any_ready = false;
 	bool		any_sql = false;
 	bool		isnull;
 
 	for (;;)
 	{
-		Datum		skipped;
+		Datum		skipped_runs;
 
 		cloacina_execute_tenant(propagate_sql, schema, 2, argtypes, args, NULL);
-		skipped = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		any_ready |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
-		any_sql |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
-		if (DatumGetPointer(skipped) == NULL)
+		skipped_runs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		any_ready |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		any_sql |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
+		if (DatumGetPointer(skipped_runs) == NULL)
 			break;
 		/* Skips cascade: the skipped tasks ended too. */
-		args[1] = skipped;
-		terminal += ArrayGetNItems(ARR_NDIM(DatumGetArrayTypeP(skipped)), ARR_DIMS(DatumGetArrayTypeP(skipped)));
+		args[0] = skipped_runs;
+		args[1] = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		terminal = DirectFunctionCall2(array_cat, terminal, skipped_runs);
 	}
 
 	if (any_ready)
@@ -125,20 +141,29 @@ cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
 		cloacina_due_push(schema, GetCurrentTransactionStartTimestamp(), true);
 
 	{
-		Oid			count_types[2] = {INT8OID, INT8OID};
-		Datum		count_args[2] = {run_id, Int64GetDatum(terminal)};
+		Oid			count_types[1] = {INT8ARRAYOID};
+		Datum		ended;
 
-		cloacina_execute_tenant(count_down_sql, schema, 2, count_types, count_args, NULL);
-		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
-		{
-			Datum		one = run_id;
-
-			cloacina_finalize_runs(schema,
-								   PointerGetDatum(construct_array(&one, 1, INT8OID, 8, FLOAT8PASSBYVAL,
-																   TYPALIGN_DOUBLE)),
-								   NULL, NULL);
-		}
+		cloacina_execute_tenant(count_down_sql, schema, 1, count_types, &terminal, NULL);
+		ended = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		if (!isnull)
+			cloacina_finalize_runs(schema, ended, NULL, NULL);
 	}
+}
+
+/* The same for the tasks "finished" (text[]) of one run. */
+void
+cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
+{
+	ArrayType  *names = DatumGetArrayTypeP(finished);
+	int			n = ArrayGetNItems(ARR_NDIM(names), ARR_DIMS(names));
+	Datum	   *ids = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		ids[i] = run_id;
+	cloacina_propagate_runs(schema, PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
+																	 TYPALIGN_DOUBLE)),
+							PointerGetDatum(names));
 }
 
 /* cloacina._propagate(s, run_id, finished) */

@@ -207,6 +207,49 @@ SELECT accepted, count(*) FROM cloacina.complete_batch(
 SELECT e.input_context, e.status, e.final_context, e.error
   FROM tenant_ex.executions e JOIN claimed c ON c.execution_id = e.id ORDER BY e.id;
 SELECT pg_temp.try($$SELECT * FROM cloacina.complete_batch(ARRAY[1, 2], ARRAY[1], ARRAY['{}']::jsonb[])$$);
+
+-- One batch completes the roots of three runs: their dependents are decided together, each by
+-- its own run's context (a skip cascades in one run only), and each run ends on its own.
+SELECT cloacina.register_workflow('{"name": "branching", "tasks": [
+    {"id": "root"},
+    {"id": "big", "dependencies": ["root"], "when": {"key": "total", "op": "gt", "value": 100}},
+    {"id": "after_big", "dependencies": ["big"]},
+    {"id": "also", "dependencies": ["root"]},
+    {"id": "last", "dependencies": ["after_big", "also"], "trigger_rule": "all_done"}]}') IS NOT NULL AS registered;
+CREATE TEMP TABLE branching AS
+SELECT ordinal, execution_id FROM cloacina.execute_batch('branching',
+    ARRAY['{"total": 50}', '{"total": 150}', '{"total": 500}']::jsonb[]);
+CREATE TEMP TABLE roots AS SELECT * FROM cloacina.claim('w', ARRAY['branching.root'], 10);
+SELECT accepted, count(*) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id ORDER BY task_id DESC) FROM roots),
+    (SELECT array_agg(fence ORDER BY task_id DESC) FROM roots),
+    (SELECT array_agg(jsonb_build_object('root_of', context -> 'total') ORDER BY task_id DESC) FROM roots))
+ GROUP BY accepted;
+SELECT b.ordinal, t.task, t.status, t.pending_deps, t.input
+  FROM branching b JOIN tenant_ex.tasks t ON t.execution_id = b.execution_id
+ WHERE t.task <> 'root' ORDER BY b.ordinal, t.topo_index;
+SELECT b.ordinal, e.pending_tasks FROM branching b JOIN tenant_ex.executions e ON e.id = b.execution_id
+ ORDER BY b.ordinal;
+-- the rest, level by level, each level in one batch across the runs
+CREATE TEMP TABLE level AS SELECT * FROM cloacina.claim('w', ARRAY['branching.big', 'branching.also'], 10);
+SELECT count(*) FILTER (WHERE accepted) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id) FROM level), (SELECT array_agg(fence) FROM level),
+    (SELECT array_agg(jsonb_build_object(task, true)) FROM level));
+DELETE FROM level;
+INSERT INTO level SELECT * FROM cloacina.claim('w', ARRAY['branching.after_big'], 10);
+SELECT count(*) FILTER (WHERE accepted) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id) FROM level), (SELECT array_agg(fence) FROM level),
+    (SELECT array_agg(jsonb_build_object(task, true)) FROM level));
+DELETE FROM level;
+INSERT INTO level SELECT * FROM cloacina.claim('w', ARRAY['branching.last'], 10);
+SELECT count(*) FILTER (WHERE accepted) FROM cloacina.complete_batch(
+    (SELECT array_agg(task_id) FROM level), (SELECT array_agg(fence) FROM level),
+    (SELECT array_agg(jsonb_build_object(task, true)) FROM level));
+SELECT b.ordinal, s.status, s.final_context
+  FROM branching b, cloacina.execution_status(b.execution_id) s ORDER BY b.ordinal;
+SELECT b.ordinal, ev.task, ev.from_status, ev.to_status, ev.detail
+  FROM branching b JOIN tenant_ex.execution_events ev ON ev.execution_id = b.execution_id
+ WHERE ev.to_status IN ('ready', 'skipped') ORDER BY b.ordinal, ev.id;
 SELECT pg_temp.try($$SELECT * FROM cloacina.execute_batch('single', ARRAY['{}']::jsonb[], '{"idempotency_key": "k"}')$$);
 SELECT status, count(*) FROM tenant_ex.executions GROUP BY status ORDER BY status;
 
