@@ -4,6 +4,8 @@
 #include "support.hpp"
 
 #include <algorithm>
+#include <optional>
+#include <thread>
 
 using namespace cloacina;
 using namespace test_support;
@@ -164,6 +166,45 @@ BOOST_AUTO_TEST_CASE(notifications_wake_an_idle_worker) {
         BOOST_TEST((took < std::chrono::seconds(3)),
                    "run " << i << " took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
     }
+}
+
+BOOST_AUTO_TEST_CASE(a_waiting_client_does_not_hold_back_vacuum) {
+    // A statement keeps its snapshot while it runs, so a long server-side wait would keep vacuum
+    // from removing any row that died after it began. The SDK waits in short slices: while the
+    // run is held, the waiting backend's xmin moves on as transactions commit.
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("horizon"), ""};
+    const std::string worker = unique_name("w");
+    auto release = std::make_shared<Gate>();
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("held").task(Task("held").handler([=](Context&) { release->wait(); })).build());
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).worker_name(worker).build());
+    ExecutionHandle handle = runner.execute_async("held", Context());
+    CancelOnExit cancel_on_failure{handle};
+    std::optional<WorkflowResult> result;
+    std::thread waiter([&] { result = handle.wait_for(std::chrono::seconds(30)); });
+
+    Connection admin(url);
+    const auto waiter_xmin = [&]() -> std::optional<long long> {
+        Result r = admin.exec("SELECT backend_xmin::text::bigint FROM pg_stat_activity "
+                              "WHERE application_name = 'cloacina-sdk client ' || $1 AND wait_event = 'Extension'",
+                              {Param(worker)});
+        if (r.rows() != 1 || r.is_null(0, 0)) return std::nullopt;
+        return r.int64(0, 0);
+    };
+    BOOST_REQUIRE(wait_until([&] { return waiter_xmin().has_value(); }));
+    const long long first = *waiter_xmin();
+    // Transactions commit meanwhile (each takes an xid); the waiter's horizon must follow.
+    const bool moved = wait_until([&] {
+        (void)admin.exec("SELECT txid_current()");
+        const auto now = waiter_xmin();
+        return now && *now > first;
+    }, std::chrono::seconds(10));
+    release->open();
+    waiter.join();
+    BOOST_TEST(moved);
+    BOOST_REQUIRE(result.has_value());
+    BOOST_TEST(result->status == WorkflowStatus::Completed);
 }
 
 BOOST_AUTO_TEST_CASE(heartbeats_keep_a_long_task_leased) {

@@ -146,6 +146,11 @@ std::optional<std::chrono::system_clock::time_point> epoch_time(const Result& r,
         std::chrono::duration_cast<std::chrono::system_clock::duration>(std::chrono::duration<double>(seconds)));
 }
 
+// The longest single cloacina.wait() call. A waiting statement keeps its snapshot, and with it
+// the database's xmin horizon: vacuum cannot remove rows that died after it began. Short slices
+// bound that lag (and how long a pooled connection is held) at one round trip per slice.
+constexpr std::chrono::milliseconds kMaxServerWait{2000};
+
 constexpr std::string_view kStatusSql =
     "SELECT status, final_context, error FROM cloacina.execution_status($1::bigint)";
 // A run and its tasks in one round trip: one row per task, in topological order (the task
@@ -266,8 +271,7 @@ std::optional<WorkflowResult> RunnerCore::wait_for(std::int64_t id, std::chrono:
     const auto deadline = steady_clock::now() + timeout;
     for (;;) {
         const auto left = duration_cast<milliseconds>(deadline - steady_clock::now());
-        // Bounded server-side waits keep a pooled connection from being held for a very long time.
-        auto result = wait_once(id, std::clamp(left, milliseconds(0), milliseconds(30000)));
+        auto result = wait_once(id, std::clamp(left, milliseconds(0), kMaxServerWait));
         if (result) return result;
         if (steady_clock::now() >= deadline) return std::nullopt;
     }
