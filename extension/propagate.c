@@ -69,16 +69,19 @@ static const char *const propagate_sql =
 "                        ELSE true"	/* all_done, always: every dependency has ended */
 "                   END AND (ev.condition IS NULL OR cloacina._condition_holds(ev.condition, ev.input)) AS holds"
 "              FROM evaluated ev) e),"
+" writes AS MATERIALIZED ("	/* one narrow row per dependent: the UPDATE copies whole rows of what it joins */
+"    SELECT c.id, c.pending, dc.status, dc.input, dc.detail"
+"      FROM cand c LEFT JOIN decided dc ON dc.id = c.id),"
 " changed AS ("
 "    UPDATE %1$s.tasks t"
-"       SET pending_deps = c.pending,"
-"           status = coalesce(dc.status, t.status),"
-"           input = CASE WHEN dc.id IS NULL THEN t.input ELSE dc.input END,"
-"           ready_at = CASE WHEN dc.status IN ('ready', 'waiting') THEN now() ELSE t.ready_at END,"
-"           finished_at = CASE WHEN dc.status = 'skipped' THEN now() ELSE t.finished_at END"
-"      FROM cand c LEFT JOIN decided dc ON dc.id = c.id"
-"     WHERE t.id = c.id"
-"    RETURNING t.id, t.execution_id, t.task, t.kind, dc.status, dc.detail),"
+"       SET pending_deps = w.pending,"
+"           status = coalesce(w.status, t.status),"
+"           input = CASE WHEN w.status IS NULL THEN t.input ELSE w.input END,"
+"           ready_at = CASE WHEN w.status IN ('ready', 'waiting') THEN now() ELSE t.ready_at END,"
+"           finished_at = CASE WHEN w.status = 'skipped' THEN now() ELSE t.finished_at END"
+"      FROM writes w"
+"     WHERE t.id = w.id"
+"    RETURNING t.id, t.execution_id, t.task, t.kind, w.status, w.detail),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 "    SELECT execution_id, task, 0, 'waiting', status, detail FROM changed"
@@ -94,15 +97,15 @@ static const char *const propagate_sql =
  * nothing left (in id order), to be ended.
  */
 static const char *const count_down_sql =
-"WITH ended AS ("
+"WITH finished AS ("
 "    SELECT execution_id, count(*)::int AS n FROM unnest($1::bigint[]) AS u(execution_id)"
 "     GROUP BY execution_id),"
 " counted AS ("
-"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - x.n"
-"      FROM ended x"
-"     WHERE e.id = x.execution_id AND e.pending_tasks > x.n RETURNING e.id)"
-" SELECT array_agg(execution_id ORDER BY execution_id) FROM ended"
-"  WHERE execution_id <> ALL (ARRAY(SELECT id FROM counted))";
+"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - f.n"
+"      FROM finished f"
+"     WHERE e.id = f.execution_id AND e.pending_tasks > f.n RETURNING e.id)"
+" SELECT array_agg(f.execution_id ORDER BY f.execution_id) FROM finished f"
+"  WHERE NOT EXISTS (SELECT FROM counted c WHERE c.id = f.execution_id)";
 
 /*
  * Inside an SPI connection, the tenant path entered: task_names[i] (text[]) of run run_ids[i]
