@@ -1,5 +1,6 @@
 // test_concurrency.cpp — the concurrency cap: with max_concurrent_tasks = 8, never more than 8
-// handlers run at once, and the cap is reached when enough work is ready.
+// handlers run at once, and the cap is reached when enough work is ready; the local queue and
+// the results waiting for the completer are bounded too.
 #define BOOST_TEST_MODULE concurrency
 #include "support.hpp"
 
@@ -141,4 +142,36 @@ BOOST_AUTO_TEST_CASE(prefetch_bounds_the_local_queue_and_batches_claims) {
     BOOST_TEST(stats.claimed >= static_cast<std::uint64_t>(kRuns));
     BOOST_TEST(stats.claimed >= 2 * stats.claim_round_trips,
                stats.claimed << " tasks in " << stats.claim_round_trips << " claims");
+}
+
+BOOST_AUTO_TEST_CASE(results_waiting_for_the_completer_hold_their_slots) {
+    // While completions cannot get through, a runner must not keep claiming: every claimed task
+    // stays held (and heartbeated) until its result is submitted. Results waiting beyond one
+    // capacity's worth take slots, so at most twice the capacity is held.
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("backlog"), ""};
+    constexpr int kHandlers = 2;
+    constexpr int kRuns = 40;
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("quick").task(Task("work").handler([](Context&) {})).build());
+    DefaultRunner client =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    auto handles = client.execute_batch("quick", std::vector<Context>(kRuns));
+
+    // Completions lock their runs first: with the runs' table locked they all wait.
+    Connection blocker(url);
+    blocker.exec("BEGIN");
+    blocker.exec("LOCK TABLE " + blocker.quote_identifier(tenant.schema) + ".executions IN EXCLUSIVE MODE");
+    DefaultRunner worker = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(registry).max_concurrent_tasks(kHandlers).claim_batch(8).build());
+    Connection watcher(url);
+    const std::string held_sql =
+        "SELECT count(*) FROM " + watcher.quote_identifier(tenant.schema) + ".tasks WHERE status = 'running'";
+    const auto held = [&] { return watcher.exec(held_sql).int64(0, 0); };
+    BOOST_TEST(wait_until([&] { return held() >= 2 * kHandlers - 1; }));
+    // Every handler has long returned; without the bound the claimer would take all 40 at once.
+    BOOST_TEST(!wait_until([&] { return held() > 2 * kHandlers; }, std::chrono::seconds(1)),
+               held() << " tasks held with " << kHandlers << " slots");
+    blocker.exec("COMMIT");
+    for (auto& h : handles) BOOST_TEST(h.wait().status == WorkflowStatus::Completed);
 }

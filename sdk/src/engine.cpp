@@ -200,7 +200,12 @@ std::size_t WorkerEngine::capacity() const noexcept {
 }
 
 std::size_t WorkerEngine::free_slots_locked() const noexcept {
-    return capacity() - std::min(capacity(), unfinished_ + reserved_);
+    // Results waiting for the completer still hold their tasks (and are heartbeated). Beyond one
+    // capacity's worth they take slots too: otherwise a claimer faster than the completer holds
+    // ever more tasks, and ever larger heartbeat transactions block the completions.
+    const std::size_t awaiting = inflight_.size() - std::min(inflight_.size(), unfinished_);
+    const std::size_t backlog = awaiting - std::min(awaiting, capacity());
+    return capacity() - std::min(capacity(), unfinished_ + reserved_ + backlog);
 }
 
 std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
@@ -564,6 +569,7 @@ void WorkerEngine::completer_loop(Connection connection) {
                 break;
             }
         }
+        bool claimer_waits;
         {
             std::lock_guard lock(mutex_);
             for (const auto& c : batch) {
@@ -571,8 +577,10 @@ void WorkerEngine::completer_loop(Connection connection) {
                 // A released task whose handler still runs keeps its entry until the handler returns.
                 if (it != inflight_.end() && it->second.finished) inflight_.erase(it);
             }
+            claimer_waits = claimer_waits_for_slots_;
         }
         drained_cv_.notify_all();
+        if (claimer_waits) wake_claimer();  // a backlog of results may have held its slots
     }
 }
 
