@@ -26,19 +26,26 @@ std::int64_t runner_backends(const std::string& url, const std::string& worker) 
         .int64(0, 0);
 }
 
-/// A registry with the workflow "held": its one task opens `started`, waits for `release`, and
-/// sets "survived".
-std::shared_ptr<Registry> held_registry(std::shared_ptr<Gate> started, std::shared_ptr<Gate> release) {
-    auto registry = std::make_shared<Registry>();
-    registry->add(Workflow::builder("held")
-                      .task(Task("held").handler([=](Context& c) {
-                          started->open();
-                          release->wait();
-                          c.insert("survived", true);
-                      }))
-                      .build());
-    return registry;
-}
+/// A tenant whose workflow "held" has one task that opens `started`, waits for `release`, and
+/// sets "survived"; `worker` names the test's runner.
+struct HeldWorkflow {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("reconn"), ""};
+    const std::string worker = unique_name("w");
+    const std::shared_ptr<Gate> started = std::make_shared<Gate>();
+    const std::shared_ptr<Gate> release = std::make_shared<Gate>();
+    const std::shared_ptr<Registry> registry = std::make_shared<Registry>();
+
+    HeldWorkflow() {
+        registry->add(Workflow::builder("held")
+                          .task(Task("held").handler([started = started, release = release](Context& c) {
+                              started->open();
+                              release->wait();
+                              c.insert("survived", true);
+                          }))
+                          .build());
+    }
+};
 
 }  // namespace
 
@@ -62,13 +69,7 @@ BOOST_AUTO_TEST_CASE(runner_survives_terminated_backends) {
     BOOST_TEST(wait_until([&] { return runner_backends(url, worker) >= 3; }));
 }
 
-BOOST_AUTO_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend) {
-    const std::string url = database_url();
-    TenantGuard tenant{unique_name("reconn"), ""};
-    const std::string worker = unique_name("w");
-    auto started = std::make_shared<Gate>();
-    auto release = std::make_shared<Gate>();
-    auto registry = held_registry(started, release);
+BOOST_FIXTURE_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend, HeldWorkflow) {
     DefaultRunner runner = DefaultRunner::with_schema(
         url, tenant.schema,
         fast_config(registry).worker_name(worker).lease(milliseconds(5000)).heartbeat_interval(milliseconds(200))
@@ -86,13 +87,7 @@ BOOST_AUTO_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend) 
     BOOST_TEST(result.task("held")->attempt == 1);  // the same attempt: the lease was never lost
 }
 
-BOOST_AUTO_TEST_CASE(result_survives_a_deadlock_of_its_completion) {
-    const std::string url = database_url();
-    TenantGuard tenant{unique_name("reconn"), ""};
-    const std::string worker = unique_name("w");
-    auto started = std::make_shared<Gate>();
-    auto release = std::make_shared<Gate>();
-    auto registry = held_registry(started, release);
+BOOST_FIXTURE_TEST_CASE(result_survives_a_deadlock_of_its_completion, HeldWorkflow) {
     // The runner's backends look for deadlocks after 20 ms, the other session's after a minute:
     // the completion is the transaction PostgreSQL rolls back.
     const std::string runner_url =
