@@ -305,6 +305,13 @@ def main():
     md.append("Against the raw queue with cloacina's writes (what is left is the engine's own overhead: "
               "fences, the locking order, trigger rules and context merge, the API calls):\n")
     md.append(table(["batch", "raw with cloacina's writes, jobs/s", "SQL API tasks/s", "API / that"], rows))
+    held = re.search(r"held=(\d+)", m.get("sizes", ""))
+    md.append(f"Heartbeat of {fmt(int(held.group(1))) if held else 'the'} claimed tasks, one statement "
+              "per beat (median of 5 beats): `heartbeat_batch`, which the SDK sends, against a "
+              "`heartbeat()` call per task in one statement.\n")
+    md.append(table(["heartbeat_batch ms", "heartbeat() per task ms", "batch / per task"],
+                    [(fmt(d.med("heartbeat_batch_ms"), 1), fmt(d.med("heartbeat_calls_ms"), 1),
+                      f"{fmt(d.ratio('heartbeat_batch_ms', 'heartbeat_calls_ms'), 2)} ×")]))
 
     md.append("## 3. Burn-down with SDK workers\n")
     md.append(f"{m.get('sizes', '')}. The runs are submitted first (`execute_batch`, 1,000 per call; timed "

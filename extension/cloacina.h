@@ -54,6 +54,8 @@ typedef struct TenantPath
 } TenantPath;
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
+extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type,
+									Datum **values, bool **nulls);
 
 /* hint.c: wake-up hints for a tenant's workers */
 extern void cloacina_hint(const char *schema, const char *payload);

@@ -202,23 +202,6 @@ cloacina_finalize(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-/* The elements of a one-dimensional view of "array", or -1 elements for NULL. */
-static int
-elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Datum **values, bool **nulls)
-{
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-	int			n;
-
-	if (PG_ARGISNULL(argno))
-		return -1;
-	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
-	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), element_type, typlen, typbyval, typalign,
-					  values, nulls, &n);
-	return n;
-}
-
 static int
 compare_int64(const void *a, const void *b)
 {
@@ -386,13 +369,13 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 	bool	   *id_nulls,
 			   *fence_nulls,
 			   *output_nulls;
-	int			n = elements(fcinfo, first, INT8OID, &ids, &id_nulls);
+	int			n = cloacina_array_elements(fcinfo, first, INT8OID, &ids, &id_nulls);
 	int64	   *accepted;
 	int			n_accepted;
 	Datum		sorted[3];
 
-	if (n != elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls) ||
-		n != elements(fcinfo, first + 2, JSONBOID, &outputs, &output_nulls))
+	if (n != cloacina_array_elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls) ||
+		n != cloacina_array_elements(fcinfo, first + 2, JSONBOID, &outputs, &output_nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("task_ids, fences and contexts must have the same length")));

@@ -1,7 +1,7 @@
 /*
- * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, wait.c) share:
- * finding and checking the tenant schema, and running the engine's statements under a search
- * path the caller cannot influence.
+ * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, heartbeat.c,
+ * wait.c) share: finding and checking the tenant schema, running the engine's statements under
+ * a search path the caller cannot influence, and reading array arguments.
  */
 #include "postgres.h"
 
@@ -10,6 +10,7 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
@@ -80,4 +81,22 @@ cloacina_leave_tenant_path(TenantPath *path)
 {
 	AtEOXact_GUC(true, path->guc_level);
 	PopOverrideSearchPath();
+}
+
+/* The elements of argument "argno", a one-dimensional array, or -1 elements for NULL. */
+int
+cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Datum **values,
+						bool **nulls)
+{
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			n;
+
+	if (PG_ARGISNULL(argno))
+		return -1;
+	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
+	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), element_type, typlen, typbyval, typalign,
+					  values, nulls, &n);
+	return n;
 }

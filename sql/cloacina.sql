@@ -14,8 +14,8 @@
 -- wrappers (no search_path pinning, so they can read the caller's current_schema()); the engine
 -- functions they call pin search_path to pg_catalog so that objects a tenant creates in its own
 -- schema can never change how the engine's statements resolve operators or functions. The task
--- path (claim, complete, complete_batch, wait) is C instead: those functions read the caller's
--- current schema themselves and pin the search path for their statements the same way
+-- path (claim, heartbeat, complete, complete_batch, wait) is C instead: those functions read the
+-- caller's current schema themselves and pin the search path for their statements the same way
 -- (extension/tenant_path.c).
 
 \echo Use "CREATE EXTENSION cloacina" to load this file. \quit
@@ -968,25 +968,13 @@ RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, att
               fence bigint, context jsonb)
 AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C;
 
+-- Renews the leases of claimed tasks, one set-based statement for all of them (heartbeat.c).
+CREATE FUNCTION cloacina._heartbeat_batch(s text, task_ids bigint[], fences bigint[])
+RETURNS TABLE(task_id bigint, status text)
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat_batch' LANGUAGE C;
+
 CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    extended bigint;
-    current_status text;
-    current_fence bigint;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    SELECT x.id INTO extended FROM cloacina._run(format(
-        'UPDATE %I.tasks SET lease_until = now() + lease WHERE id = $1 AND fence = $2 AND status = ''running'' RETURNING id', s),
-        task_id, fence) AS x(id bigint);
-    IF extended IS NOT NULL THEN
-        RETURN 'ok';
-    END IF;
-    EXECUTE format('SELECT status, fence FROM %I.tasks WHERE id = $1', s)
-        INTO current_status, current_fence USING task_id;
-    RETURN CASE WHEN current_status = 'cancelled' AND current_fence = fence THEN 'cancelled' ELSE 'lost' END;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat' LANGUAGE C;
 
 -- The running task "task_id" holding "fence", or NULL: the execution it belongs to, after taking
 -- that run's row lock (see the locking order above).
@@ -1313,9 +1301,15 @@ COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval) IS
     'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence';
 
 CREATE FUNCTION cloacina.heartbeat(task_id bigint, fence bigint) RETURNS text
-LANGUAGE sql AS $$ SELECT cloacina._heartbeat(pg_catalog.current_schema(), task_id, fence) $$;
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.heartbeat(bigint, bigint) IS
     'Extends a claimed task''s lease; returns ok, lost (fence no longer current) or cancelled';
+
+CREATE FUNCTION cloacina.heartbeat_batch(task_ids bigint[], fences bigint[])
+RETURNS TABLE(task_id bigint, status text)
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat_batch_current' LANGUAGE C;
+COMMENT ON FUNCTION cloacina.heartbeat_batch(bigint[], bigint[]) IS
+    'heartbeat() for many tasks in one call, one row per task in the order given';
 
 CREATE FUNCTION cloacina.complete(task_id bigint, fence bigint, context jsonb) RETURNS boolean
 AS 'MODULE_PATHNAME', 'cloacina_complete_current' LANGUAGE C;

@@ -136,8 +136,24 @@ SELECT cloacina.execute('diamond') AS doomed \gset
 SELECT task_id AS doomed_task, fence AS doomed_fence FROM cloacina.claim('w', ARRAY['diamond.a']) \gset
 SELECT cloacina.heartbeat(:doomed_task, :doomed_fence);
 SELECT cloacina.heartbeat(:doomed_task, :doomed_fence + 1);
+SELECT cloacina.execute('diamond') AS survivor \gset
+SELECT task_id AS survivor_task, fence AS survivor_fence FROM cloacina.claim('w', ARRAY['diamond.a']) \gset
+-- heartbeat_batch: one answer per element in the order given (ids out of order, a stale fence,
+-- an unknown task, a NULL, a repeat), and the lease of a renewed task moves on.
+UPDATE tenant_ex.tasks SET lease_until = now() - interval '1 hour' WHERE id = :survivor_task;
+SELECT CASE task_id WHEN :survivor_task THEN 'survivor' WHEN :doomed_task THEN 'doomed'
+            ELSE coalesce(task_id::text, 'NULL') END AS task, status
+  FROM cloacina.heartbeat_batch(
+    ARRAY[:survivor_task, :doomed_task, :doomed_task, 987654321, NULL, :survivor_task],
+    ARRAY[:survivor_fence, :doomed_fence, :doomed_fence + 1, 1, 1, :survivor_fence]);
+SELECT lease_until > now() AS survivor_lease_renewed FROM tenant_ex.tasks WHERE id = :survivor_task;
+SELECT * FROM cloacina.heartbeat_batch(ARRAY[]::bigint[], ARRAY[]::bigint[]);
+SELECT * FROM cloacina.heartbeat_batch(ARRAY[:survivor_task], ARRAY[]::bigint[]);
 SELECT cloacina.cancel(:doomed);
 SELECT cloacina.heartbeat(:doomed_task, :doomed_fence);
+SELECT task_id = :doomed_task AS doomed, status
+  FROM cloacina.heartbeat_batch(ARRAY[:doomed_task, :survivor_task], ARRAY[:doomed_fence, :survivor_fence]);
+SELECT cloacina.cancel(:survivor);
 SELECT cloacina.complete(:doomed_task, :doomed_fence, '{}') AS accepted_after_cancel;
 SELECT cloacina.cancel(:doomed) AS cancel_again, cloacina.pause(:doomed) AS pause_cancelled,
        cloacina.resume(:doomed) AS resume_cancelled;

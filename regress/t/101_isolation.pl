@@ -166,6 +166,7 @@ for my $x (@tenants) {
             task_results      => "SELECT * FROM cloacina.task_results($run)",
             claim             => q{SELECT * FROM cloacina.claim('thief', NULL, 10)},
             heartbeat         => "SELECT cloacina.heartbeat($task, $fence)",
+            heartbeat_batch   => "SELECT * FROM cloacina.heartbeat_batch(ARRAY[$task], ARRAY[$fence])",
             complete          => qq{SELECT cloacina.complete($task, $fence, '{"stolen": true}')},
             fail              => "SELECT cloacina.fail($task, $fence, 'sabotage', false)",
             complete_batch    => "SELECT * FROM cloacina.complete_batch(ARRAY[$task], ARRAY[$fence], ARRAY['{}']::jsonb[])",
@@ -191,6 +192,7 @@ for my $x (@tenants) {
             _claim                => "SELECT * FROM cloacina._claim('$y', 'thief', NULL, 10, '30 seconds')",
             _claim_sql            => "SELECT * FROM cloacina._claim_sql('$y', 'thief', '30 seconds')",
             _heartbeat            => "SELECT cloacina._heartbeat('$y', $task, $fence)",
+            _heartbeat_batch      => "SELECT * FROM cloacina._heartbeat_batch('$y', ARRAY[$task], ARRAY[$fence])",
             _lock_running_task    => "SELECT cloacina._lock_running_task('$y', $task, $fence)",
             _complete             => "SELECT cloacina._complete('$y', $task, $fence, '{}')",
             _fail                 => "SELECT cloacina._fail('$y', $task, $fence, 'x', false)",
@@ -328,7 +330,7 @@ for my $x (@tenants) {
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
-    claim heartbeat complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
+    claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);
 my @unprobed = grep { !$covered{$_} } split /\n/, $node->safe_psql('postgres',
     q{SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'cloacina'::regnamespace ORDER BY 1});

@@ -219,6 +219,7 @@ case('claim max_tasks 100000', q{SELECT * FROM cloacina.claim('w', NULL, 100000)
 case('claim negative lease', q{SELECT * FROM cloacina.claim('w', NULL, 1, '-1 second')}, [ '22023', qr/lease/ ], 1);
 case('complete with a non-object', q{SELECT cloacina.complete(1, 1, '[1]')}, [ '22023', qr/context|output|object/ ], 1);
 case('complete_batch with unequal arrays', q{SELECT * FROM cloacina.complete_batch(ARRAY[1, 2], ARRAY[1], ARRAY['{}']::jsonb[])}, [ '2202E', qr/length|array/ ], 1);
+case('heartbeat_batch with unequal arrays', q{SELECT * FROM cloacina.heartbeat_batch(ARRAY[1, 2], ARRAY[1])}, [ '2202E', qr/length|array/ ], 1);
 case('wait with a negative timeout', q{SELECT * FROM cloacina.wait(1, '-1 second')}, [ '22023', qr/timeout/ ], 1);
 case('schedule: bad cron', q{SELECT cloacina.schedule('s', 'ctx', '61 * * * *')}, [ '22023', qr/61|minute/ ], 1);
 case('schedule: bad time zone', q{SELECT cloacina.schedule('s', 'ctx', '* * * * *', 'Mars/Base')}, [ '22023', qr{Mars/Base} ], 1);

@@ -34,10 +34,9 @@ namespace {
 constexpr std::string_view kClaimSql =
     "SELECT task_id, execution_id, workflow, task, attempt, fence, context "
     "FROM cloacina.claim($1::text, $2::text[], $3::int, $4::interval)";
-// In task id order: completions lock task rows in that order too, so the two never deadlock.
+// One statement for every held task; it locks them in id order, as completions do.
 constexpr std::string_view kHeartbeatSql =
-    "SELECT t.id, cloacina.heartbeat(t.id, t.fence) "
-    "FROM (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence) ORDER BY u.id OFFSET 0) AS t";
+    "SELECT task_id, status FROM cloacina.heartbeat_batch($1::bigint[], $2::bigint[])";
 constexpr std::string_view kCompleteBatchSql =
     "SELECT task_id, accepted FROM cloacina.complete_batch($1::bigint[], $2::bigint[], $3::jsonb[])";
 constexpr std::string_view kFailBatchSql =
