@@ -121,20 +121,25 @@ static const char *const lock_sql =
  * counted down, or end here when these were their last tasks (propagate.c does the others).
  * One row per run: its completed tasks, whether they have dependents, whether it ended. (The
  * CTEs read the rows as they were before this statement, so the tasks it completes come from
- * "done"; the runs are locked.)
+ * "done"; the runs are locked.) Each run's row is read once ("run_rows"), and a run's other
+ * tasks are read only when it has any: a one-task run ends from "done" alone, without an
+ * index probe into tasks per run.
  */
 static const char *const complete_sql =
 COMPLETE_CTES ","
-" ending AS ("
-"    SELECT e.id, e.status, e.input_context FROM %1$s.executions e JOIN runs r ON e.id = r.execution_id"
-"     WHERE NOT r.has_dependents AND e.pending_tasks <= r.n),"
+" run_rows AS MATERIALIZED ("
+"    SELECT e.id, e.status, e.input_context, e.pending_tasks, e.task_count, r.n"
+"      FROM runs r JOIN %1$s.executions e ON e.id = r.execution_id"
+"     WHERE NOT r.has_dependents),"
+" ending AS (SELECT id, status, input_context FROM run_rows WHERE pending_tasks <= n),"
 " counted AS ("
-"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - r.n"
-"      FROM runs r"
-"     WHERE e.id = r.execution_id AND NOT r.has_dependents AND e.pending_tasks > r.n),"
+"    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - rr.n"
+"      FROM run_rows rr"
+"     WHERE e.id = rr.id AND rr.pending_tasks > rr.n),"
 " run_tasks AS ("
 "    SELECT t.execution_id, t.task, t.status, t.output, t.error, t.topo_index FROM %1$s.tasks t"
-"     WHERE t.execution_id = ANY (ARRAY(SELECT id FROM ending)) AND t.id <> ALL (ARRAY(SELECT id FROM done))"
+"     WHERE t.execution_id = ANY (ARRAY(SELECT id FROM run_rows WHERE pending_tasks <= n AND task_count > n))"
+"       AND t.id <> ALL (ARRAY(SELECT id FROM done))"
 "    UNION ALL"
 "    SELECT execution_id, task, 'completed', output, NULL, topo_index FROM done"
 "     WHERE execution_id = ANY (ARRAY(SELECT id FROM ending))),"

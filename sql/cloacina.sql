@@ -189,7 +189,8 @@ BEGIN
             idempotency_key  text,
             run_at           timestamptz NOT NULL,
             deadline         timestamptz,
-            pending_tasks    int NOT NULL,
+            task_count       int NOT NULL,   -- all its tasks
+            pending_tasks    int NOT NULL,   -- those not finished yet
             created_at       timestamptz NOT NULL DEFAULT now(),
             finished_at      timestamptz);
         -- Partial: most runs have no key, and every write of their row would add an entry.
