@@ -308,10 +308,16 @@ def main():
     held = re.search(r"held=(\d+)", m.get("sizes", ""))
     md.append(f"Heartbeat of {fmt(int(held.group(1))) if held else 'the'} claimed tasks, one statement "
               "per beat (median of 5 beats): `heartbeat_batch`, which the SDK sends, against a "
-              "`heartbeat()` call per task in one statement.\n")
+              "`heartbeat()` call per task in one statement (how the SDK renewed leases before; "
+              "`heartbeat()` was plpgsql then and is C now, so this understates the change).\n")
     md.append(table(["heartbeat_batch ms", "heartbeat() per task ms", "batch / per task"],
                     [(fmt(d.med("heartbeat_batch_ms"), 1), fmt(d.med("heartbeat_calls_ms"), 1),
                       f"{fmt(d.ratio('heartbeat_batch_ms', 'heartbeat_calls_ms'), 2)} ×")]))
+    md.append("The same number of claimed one-task runs ended in one call each: `complete_batch`, and "
+              "`fail_batch` (not retryable, so each run fails too).\n")
+    md.append(table(["complete_batch ms", "fail_batch ms", "fail / complete"],
+                    [(fmt(d.med("complete_batch_ms"), 1), fmt(d.med("fail_batch_ms"), 1),
+                      f"{fmt(d.ratio('fail_batch_ms', 'complete_batch_ms'), 2)} ×")]))
 
     md.append("## 3. Burn-down with SDK workers\n")
     md.append(f"{m.get('sizes', '')}. The runs are submitted first (`execute_batch`, 1,000 per call; timed "

@@ -56,6 +56,9 @@ extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 extern void cloacina_leave_tenant_path(TenantPath *path);
 extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type,
 									Datum **values, bool **nulls);
+extern int	cloacina_compare_int64(const void *a, const void *b);
+extern void cloacina_return_accepted(FunctionCallInfo fcinfo, Datum *ids, bool *id_nulls, int n,
+									 int64 *accepted, int n_accepted);
 
 /* hint.c: wake-up hints for a tenant's workers */
 extern void cloacina_hint(const char *schema, const char *payload);
@@ -77,7 +80,8 @@ extern void cloacina_parse_run_options(Jsonb *options, RunOptions *out);
 extern void cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names);
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);
 
-/* complete.c: ends runs (status, final context, event, waiters' wake-up) */
+/* complete.c: locks the runs of running tasks; ends runs (status, final context, event, waiters) */
+extern bool cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences);
 extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
 								   const char *forced_error);
 

@@ -37,8 +37,8 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
  */
 
 /*
- * $1 task ids, $2 fences, $4 'running' ($3, the outputs, unused): locks the runs of the tasks
- * that can still be completed, in id order. The tasks are locked next, in id order too, by the
+ * $1 task ids, $2 fences, $3 'running': locks the runs of the tasks that can still be completed
+ * (or failed, fail.c), in id order. The tasks are locked next, in id order too, by the
  * completion's UPDATE, which visits them in the order of its input (sorted by id, see
  * sorted_by_id; heartbeat batches go in id order as well). The last column says whether every
  * task has dependents (then none of them can end its run).
@@ -47,13 +47,28 @@ static const char *const lock_sql =
 "WITH candidates AS MATERIALIZED ("
 "    SELECT t.execution_id, cardinality(t.dependents) > 0 AS has_dependents"
 "      FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
-"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $4),"
+"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $3),"
 " runs AS ("
 "    SELECT e.id FROM %1$s.executions e"
 "     WHERE e.id = ANY (ARRAY(SELECT execution_id FROM candidates))"
 "     ORDER BY e.id FOR UPDATE OF e)"
 " SELECT (SELECT count(*) FROM runs),"
 "        (SELECT coalesce(bool_and(has_dependents), false) FROM candidates)";
+
+/*
+ * Inside an SPI connection: locks the runs of the tasks "task_ids" still running under
+ * "fences" (bigint[] each), in id order. Returns whether every such task has dependents.
+ */
+bool
+cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID};
+	Datum		args[3] = {task_ids, fences, CStringGetTextDatum("running")};
+	bool		isnull;
+
+	cloacina_execute_tenant(lock_sql, schema, 3, argtypes, args, NULL);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+}
 
 /*
  * The end of runs, shared by the finalize and the completion statements. Before these CTEs,
@@ -207,15 +222,6 @@ cloacina_finalize(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
-static int
-compare_int64(const void *a, const void *b)
-{
-	int64		x = *(const int64 *) a;
-	int64		y = *(const int64 *) b;
-
-	return (x > y) - (x < y);
-}
-
 static void
 require_object(Datum task_id, bool task_id_null, Datum output)
 {
@@ -246,8 +252,7 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 
 	*n_accepted = 0;
 	SPI_connect();
-	cloacina_execute_tenant(lock_sql, schema, 4, argtypes, args, NULL);
-	all_have_dependents = DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
+	all_have_dependents = cloacina_lock_task_runs(schema, task_ids, fences);
 	cloacina_execute_tenant(all_have_dependents ? complete_inner_sql : complete_sql, schema, 4, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
@@ -293,7 +298,7 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	SPI_finish();
 
 	/* "accepted" was allocated before SPI_connect, so it outlives the connection */
-	qsort(accepted, *n_accepted, sizeof(int64), compare_int64);
+	qsort(accepted, *n_accepted, sizeof(int64), cloacina_compare_int64);
 	return accepted;
 }
 
@@ -367,7 +372,6 @@ sorted_by_id(int n, Datum *ids, bool *id_nulls, Datum *fences, bool *fence_nulls
 static void
 complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum	   *ids,
 			   *fences,
 			   *outputs;
@@ -393,17 +397,7 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 		return;
 	sorted_by_id(n, ids, id_nulls, fences, fence_nulls, outputs, output_nulls, sorted);
 	accepted = complete_tasks(schema, sorted[0], sorted[1], sorted[2], n, &n_accepted);
-	for (int i = 0; i < n; i++)
-	{
-		Datum		row[2];
-		bool		row_nulls[2] = {id_nulls[i], false};
-		int64		id = id_nulls[i] ? 0 : DatumGetInt64(ids[i]);
-
-		row[0] = ids[i];
-		row[1] = BoolGetDatum(!id_nulls[i] &&
-							  bsearch(&id, accepted, n_accepted, sizeof(int64), compare_int64) != NULL);
-		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, row_nulls);
-	}
+	cloacina_return_accepted(fcinfo, ids, id_nulls, n, accepted, n_accepted);
 }
 
 /* complete for "schema": arguments from "first" on are task_id, fence, context. */

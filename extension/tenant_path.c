@@ -1,13 +1,15 @@
 /*
- * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, heartbeat.c,
- * wait.c) share: finding and checking the tenant schema, running the engine's statements under
- * a search path the caller cannot influence, and reading array arguments.
+ * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, fail.c,
+ * heartbeat.c, wait.c) share: finding and checking the tenant schema, running the engine's
+ * statements under a search path the caller cannot influence, reading array arguments, and
+ * ordering task ids.
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -99,4 +101,38 @@ cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Da
 	deconstruct_array(PG_GETARG_ARRAYTYPE_P(argno), element_type, typlen, typbyval, typalign,
 					  values, nulls, &n);
 	return n;
+}
+
+/* qsort and bsearch order of int64 values (task ids) */
+int
+cloacina_compare_int64(const void *a, const void *b)
+{
+	int64		x = *(const int64 *) a;
+	int64		y = *(const int64 *) b;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * The rows of a batch function's answer (task_id, accepted): one per element of "ids", in
+ * their order; "accepted" is sorted. The result set must be initialised (InitMaterializedSRF).
+ */
+void
+cloacina_return_accepted(FunctionCallInfo fcinfo, Datum *ids, bool *id_nulls, int n,
+						 int64 *accepted, int n_accepted)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+
+	for (int i = 0; i < n; i++)
+	{
+		Datum		row[2];
+		bool		row_nulls[2] = {id_nulls[i], false};
+		int64		id = id_nulls[i] ? 0 : DatumGetInt64(ids[i]);
+
+		row[0] = ids[i];
+		row[1] = BoolGetDatum(!id_nulls[i] &&
+							  bsearch(&id, accepted, n_accepted, sizeof(int64),
+									  cloacina_compare_int64) != NULL);
+		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, row_nulls);
+	}
 }

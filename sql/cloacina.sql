@@ -14,9 +14,9 @@
 -- wrappers (no search_path pinning, so they can read the caller's current_schema()); the engine
 -- functions they call pin search_path to pg_catalog so that objects a tenant creates in its own
 -- schema can never change how the engine's statements resolve operators or functions. The task
--- path (claim, heartbeat, complete, complete_batch, wait) is C instead: those functions read the
--- caller's current schema themselves and pin the search path for their statements the same way
--- (extension/tenant_path.c).
+-- path (claim, heartbeat, complete, fail and their batches, wait) is C instead: those functions
+-- read the caller's current schema themselves and pin the search path for their statements the
+-- same way (extension/tenant_path.c).
 
 \echo Use "CREATE EXTENSION cloacina" to load this file. \quit
 
@@ -977,72 +977,15 @@ AS 'MODULE_PATHNAME', 'cloacina_heartbeat_batch' LANGUAGE C;
 CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
 AS 'MODULE_PATHNAME', 'cloacina_heartbeat' LANGUAGE C;
 
--- The running task "task_id" holding "fence", or NULL: the execution it belongs to, after taking
--- that run's row lock (see the locking order above).
-CREATE FUNCTION cloacina._lock_running_task(s text, task_id bigint, fence bigint) RETURNS bigint
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    eid bigint;
-BEGIN
-    EXECUTE format('SELECT execution_id FROM %I.tasks WHERE id = $1 AND fence = $2 AND status = ''running''', s)
-        INTO eid USING task_id, fence;
-    IF eid IS NOT NULL THEN
-        PERFORM cloacina._lock_run(s, eid);
-    END IF;
-    RETURN eid;
-END
-$$;
-
 CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
 AS 'MODULE_PATHNAME', 'cloacina_complete' LANGUAGE C;
 
+-- Fails claimed tasks, set-based like _complete_batch (fail.c): a retryable failure with
+-- attempts left goes back to ready at its backoff time, otherwise the task fails and its
+-- dependents are evaluated.
 CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
 RETURNS boolean
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    eid bigint;
-    tname text;
-    tattempt int;
-    new_status text;
-    retry_at timestamptz;
-    tkind text;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    error := coalesce(nullif(error, ''), 'no error message given');
-    eid := cloacina._lock_running_task(s, task_id, fence);
-    IF eid IS NULL THEN
-        RETURN false;
-    END IF;
-    -- A retry goes back to ready at its backoff time; the failed attempt's output is discarded.
-    EXECUTE format($q$
-        UPDATE %I.tasks
-           SET status = CASE WHEN $4 AND attempt < max_attempts THEN 'ready' ELSE 'failed' END,
-               ready_at = CASE WHEN $4 AND attempt < max_attempts
-                               THEN now() + cloacina._retry_delay(attempt, backoff, delay_ms, max_delay_ms, jitter)
-                               ELSE ready_at END,
-               finished_at = CASE WHEN $4 AND attempt < max_attempts THEN NULL ELSE now() END,
-               error = $3, output = NULL, lease_until = NULL
-         WHERE id = $1 AND fence = $2 AND status = 'running'
-        RETURNING task, attempt, status, ready_at, kind$q$, s)
-        INTO tname, tattempt, new_status, retry_at, tkind USING task_id, fence, error, coalesce(retryable, true);
-    IF tname IS NULL THEN
-        RETURN false;
-    END IF;
-    IF new_status = 'ready' THEN
-        PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'ready',
-                                format('attempt %s failed, retry at %s: %s', tattempt, retry_at, error));
-        IF retry_at <= now() AND tkind = 'handler' THEN
-            PERFORM cloacina._hint(s, 'ready');
-        ELSE
-            PERFORM cloacina._due(s, retry_at, tkind = 'sql' AND retry_at <= now());
-        END IF;
-    ELSE
-        PERFORM cloacina._event(s, eid, tname, tattempt, 'running', 'failed', error);
-        PERFORM cloacina._propagate(s, eid, ARRAY[tname]);
-    END IF;
-    RETURN true;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_fail' LANGUAGE C;
 
 -- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
 -- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
@@ -1106,38 +1049,10 @@ CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigin
 RETURNS TABLE(task_id bigint, accepted boolean)
 AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C;
 
--- fail_batch: fails one task at a time (failures are the exception), after locking the runs in
--- id order like complete_batch, so that batches sharing runs never deadlock.
 CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
                                      retryable boolean[])
 RETURNS TABLE(task_id bigint, accepted boolean)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    r record;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    IF cardinality(task_ids) IS DISTINCT FROM cardinality(fences)
-       OR cardinality(task_ids) IS DISTINCT FROM cardinality(errors)
-       OR cardinality(task_ids) IS DISTINCT FROM cardinality(retryable) THEN
-        RAISE EXCEPTION 'task_ids, fences, errors and retryable must have the same length'
-            USING ERRCODE = 'array_subscript_error';
-    END IF;
-    -- the same locking order as complete_batch: the runs in id order, then the tasks in id order
-    PERFORM FROM cloacina._run(format($q$
-        SELECT count(*) FROM (
-            SELECT e.id FROM %1$I.executions e
-             WHERE e.id IN (SELECT t.execution_id FROM %1$I.tasks t WHERE t.id = ANY ($1))
-             ORDER BY e.id FOR UPDATE OF e) locked$q$, s), task_ids) AS r(locked bigint);
-    FOR r IN SELECT u.id, u.fence, u.error, u.retryable
-               FROM unnest(task_ids, fences, errors, retryable) AS u(id, fence, error, retryable)
-              ORDER BY u.id
-    LOOP
-        task_id := r.id;
-        accepted := cloacina._fail(s, r.id, r.fence, r.error, r.retryable);
-        RETURN NEXT;
-    END LOOP;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_fail_batch' LANGUAGE C;
 
 -- Ends a run early: as "cancelled" by default, or as "failed" with a reason (a run timeout).
 CREATE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
@@ -1319,7 +1234,7 @@ COMMENT ON FUNCTION cloacina.complete(bigint, bigint, jsonb) IS
 
 CREATE FUNCTION cloacina.fail(task_id bigint, fence bigint, error text, retryable boolean DEFAULT true)
 RETURNS boolean
-LANGUAGE sql AS $$ SELECT cloacina._fail(pg_catalog.current_schema(), task_id, fence, error, retryable) $$;
+AS 'MODULE_PATHNAME', 'cloacina_fail_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.fail(bigint, bigint, text, boolean) IS
     'Fails a claimed task; it is retried by its policy when retryable and attempts remain';
 
@@ -1331,7 +1246,7 @@ COMMENT ON FUNCTION cloacina.complete_batch(bigint[], bigint[], jsonb[]) IS
 
 CREATE FUNCTION cloacina.fail_batch(task_ids bigint[], fences bigint[], errors text[], retryable boolean[])
 RETURNS TABLE(task_id bigint, accepted boolean)
-LANGUAGE sql AS $$ SELECT * FROM cloacina._fail_batch(pg_catalog.current_schema(), task_ids, fences, errors, retryable) $$;
+AS 'MODULE_PATHNAME', 'cloacina_fail_batch_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.fail_batch(bigint[], bigint[], text[], boolean[]) IS
     'fail() for many tasks in one call';
 

@@ -223,6 +223,33 @@ SELECT accepted, count(*) FROM cloacina.complete_batch(
 SELECT e.input_context, e.status, e.final_context, e.error
   FROM tenant_ex.executions e JOIN claimed c ON c.execution_id = e.id ORDER BY e.id;
 SELECT pg_temp.try($$SELECT * FROM cloacina.complete_batch(ARRAY[1, 2], ARRAY[1], ARRAY['{}']::jsonb[])$$);
+-- fail_batch in one call: a retry (back to ready at once, delay 0), a final failure whose
+-- dependent is skipped and whose run fails, and an unknown task; then the same batch again,
+-- stale now, changes nothing.
+SELECT cloacina.register_workflow('{"name": "pair", "tasks": [
+    {"id": "first", "retry": {"attempts": 2, "delay_ms": 0}},
+    {"id": "second", "dependencies": ["first"]}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('pair') AS pair_retried \gset
+SELECT cloacina.execute('pair') AS pair_failed \gset
+CREATE TEMP TABLE pair_claimed AS
+    SELECT task_id, fence, execution_id = :pair_failed AS final FROM cloacina.claim('w', ARRAY['pair.first'], 10);
+SELECT coalesce(p.final::text, f.task_id::text) AS task, f.accepted
+  FROM cloacina.fail_batch(
+      (SELECT array_agg(task_id ORDER BY final DESC) FROM pair_claimed) || 987654321::bigint,
+      (SELECT array_agg(fence ORDER BY final DESC) FROM pair_claimed) || 1::bigint,
+      ARRAY['broken', 'flaky', 'ghost'], ARRAY[false, true, true]) WITH ORDINALITY AS f(task_id, accepted, ord)
+  LEFT JOIN pair_claimed p ON p.task_id = f.task_id
+ ORDER BY f.ord;
+SELECT execution_id = :pair_failed AS final, task, status, attempt, error, finished_at IS NOT NULL AS finished
+  FROM tenant_ex.tasks WHERE execution_id IN (:pair_retried, :pair_failed) ORDER BY execution_id, task;
+SELECT execution_id = :pair_failed AS final, task, attempt, from_status, to_status,
+       regexp_replace(detail, 'retry at .*:', 'retry at <time>:') AS detail
+  FROM tenant_ex.execution_events WHERE execution_id IN (:pair_retried, :pair_failed) ORDER BY execution_id, id;
+SELECT status, error FROM cloacina.execution_status(:pair_failed);
+SELECT accepted FROM cloacina.fail_batch((SELECT array_agg(task_id) FROM pair_claimed),
+    (SELECT array_agg(fence) FROM pair_claimed), ARRAY['again', 'again'], ARRAY[false, false]);
+SELECT task_id IS NOT NULL AS retry_claimable, attempt FROM cloacina.claim('w', ARRAY['pair.first']);
+SELECT cloacina.cancel(:pair_retried);
 
 -- One batch completes the roots of three runs: their dependents are decided together, each by
 -- its own run's context (a skip cascades in one run only), and each run ends on its own.

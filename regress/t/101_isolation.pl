@@ -193,7 +193,6 @@ for my $x (@tenants) {
             _claim_sql            => "SELECT * FROM cloacina._claim_sql('$y', 'thief', '30 seconds')",
             _heartbeat            => "SELECT cloacina._heartbeat('$y', $task, $fence)",
             _heartbeat_batch      => "SELECT * FROM cloacina._heartbeat_batch('$y', ARRAY[$task], ARRAY[$fence])",
-            _lock_running_task    => "SELECT cloacina._lock_running_task('$y', $task, $fence)",
             _complete             => "SELECT cloacina._complete('$y', $task, $fence, '{}')",
             _fail                 => "SELECT cloacina._fail('$y', $task, $fence, 'x', false)",
             _complete_batch       => "SELECT * FROM cloacina._complete_batch('$y', ARRAY[$task], ARRAY[$fence], ARRAY['{}']::jsonb[])",
