@@ -56,6 +56,7 @@ extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 extern void cloacina_leave_tenant_path(TenantPath *path);
 extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type,
 									Datum **values, bool **nulls);
+extern Datum cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type);
 extern int	cloacina_compare_int64(const void *a, const void *b);
 extern void cloacina_return_accepted(FunctionCallInfo fcinfo, Datum *ids, bool *id_nulls, int n,
 									 int64 *accepted, int n_accepted);

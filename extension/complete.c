@@ -404,27 +404,16 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 static bool
 complete_one(FunctionCallInfo fcinfo, const char *schema, int first)
 {
-	Datum		one[3];
-	bool		one_null[3];
-	int			dims[1] = {1};
-	int			lbs[1] = {1};
 	int			n_accepted;
-	Oid			types[3] = {INT8OID, INT8OID, JSONBOID};
 
-	for (int i = 0; i < 3; i++)
-	{
-		one_null[i] = PG_ARGISNULL(first + i);
-		one[i] = one_null[i] ? (Datum) 0 : PG_GETARG_DATUM(first + i);
-	}
-	if (!one_null[2])
-		require_object(one[0], one_null[0], one[2]);
-	if (one_null[0])
+	if (!PG_ARGISNULL(first + 2))
+		require_object(PG_ARGISNULL(first) ? (Datum) 0 : PG_GETARG_DATUM(first), PG_ARGISNULL(first),
+					   PG_GETARG_DATUM(first + 2));
+	if (PG_ARGISNULL(first))
 		return false;
-	for (int i = 0; i < 3; i++)
-		one[i] = PointerGetDatum(construct_md_array(&one[i], &one_null[i], 1, dims, lbs, types[i],
-													i < 2 ? 8 : -1, i < 2 ? FLOAT8PASSBYVAL : false,
-													i < 2 ? TYPALIGN_DOUBLE : TYPALIGN_INT));
-	complete_tasks(schema, one[0], one[1], one[2], 1, &n_accepted);
+	complete_tasks(schema, cloacina_argument_as_array(fcinfo, first, INT8OID),
+				   cloacina_argument_as_array(fcinfo, first + 1, INT8OID),
+				   cloacina_argument_as_array(fcinfo, first + 2, JSONBOID), 1, &n_accepted);
 	return n_accepted > 0;
 }
 

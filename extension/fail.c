@@ -20,7 +20,6 @@
 #include "funcapi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
-#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "cloacina.h"
@@ -159,19 +158,7 @@ fail_one(FunctionCallInfo fcinfo, const char *schema, int first)
 	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
 		return false;
 	for (int i = 0; i < 4; i++)
-	{
-		Datum		value = PG_ARGISNULL(first + i) ? (Datum) 0 : PG_GETARG_DATUM(first + i);
-		bool		isnull = PG_ARGISNULL(first + i);
-		int16		typlen;
-		bool		typbyval;
-		char		typalign;
-		int			dims[1] = {1};
-		int			lbs[1] = {1};
-
-		get_typlenbyvalalign(types[i], &typlen, &typbyval, &typalign);
-		arrays[i] = PointerGetDatum(construct_md_array(&value, &isnull, 1, dims, lbs, types[i],
-													   typlen, typbyval, typalign));
-	}
+		arrays[i] = cloacina_argument_as_array(fcinfo, first + i, types[i]);
 	(void) fail_tasks(schema, arrays, 1, &n_accepted);
 	return n_accepted > 0;
 }

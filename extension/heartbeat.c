@@ -147,20 +147,15 @@ heartbeat_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 static text *
 heartbeat_one(FunctionCallInfo fcinfo, const char *schema, int first)
 {
-	Datum		id,
-				fence;
 	int			n_answers;
 	Beat	   *answers;
 
 	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
 		return cstring_to_text("lost");
-	id = PG_GETARG_DATUM(first);
-	fence = PG_GETARG_DATUM(first + 1);
-	answers = renew(schema,
-					PointerGetDatum(construct_array(&id, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-					PointerGetDatum(construct_array(&fence, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE)),
-					&n_answers);
-	return cstring_to_text(answer_for(answers, n_answers, false, id, false, fence));
+	answers = renew(schema, cloacina_argument_as_array(fcinfo, first, INT8OID),
+					cloacina_argument_as_array(fcinfo, first + 1, INT8OID), &n_answers);
+	return cstring_to_text(answer_for(answers, n_answers, false, PG_GETARG_DATUM(first),
+									  false, PG_GETARG_DATUM(first + 1)));
 }
 
 /* cloacina._heartbeat_batch(s, task_ids, fences) */

@@ -255,12 +255,7 @@ start_runs(const char *schema, text *workflow, ArrayType *contexts, Jsonb *optio
 static int64
 execute_one(FunctionCallInfo fcinfo, const char *schema, int first)
 {
-	Datum		context = PG_ARGISNULL(first + 1) ? (Datum) 0 : PG_GETARG_DATUM(first + 1);
-	bool		context_null = PG_ARGISNULL(first + 1);
-	int			dims[1] = {1};
-	int			lbs[1] = {1};
-	ArrayType  *contexts = construct_md_array(&context, &context_null, 1, dims, lbs, JSONBOID, -1, false,
-											  TYPALIGN_INT);
+	ArrayType  *contexts = DatumGetArrayTypeP(cloacina_argument_as_array(fcinfo, first + 1, JSONBOID));
 	ArrayType  *ids = start_runs(schema, ARG_TEXT(first), contexts, ARG_JSONB(first + 2), false);
 	bool		isnull;
 

@@ -103,6 +103,26 @@ cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Da
 	return n;
 }
 
+/*
+ * Argument "argno" as a one-element array of "element_type" (a NULL element for NULL): the
+ * single-task functions run the statements of their batch forms.
+ */
+Datum
+cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type)
+{
+	Datum		value = PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno);
+	bool		isnull = PG_ARGISNULL(argno);
+	int			dims[1] = {1};
+	int			lbs[1] = {1};
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+
+	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(&value, &isnull, 1, dims, lbs, element_type,
+											  typlen, typbyval, typalign));
+}
+
 /* qsort and bsearch order of int64 values (task ids) */
 int
 cloacina_compare_int64(const void *a, const void *b)
