@@ -13,6 +13,7 @@
 #include "miscadmin.h"
 #include "storage/ipc.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
 
 #include "cloacina.h"
 
@@ -26,6 +27,12 @@ int			cloacina_sql_workers = 2;
 int			cloacina_retention_s = 7 * 24 * 3600;
 int			cloacina_max_tenants = 16384;
 bool		cloacina_preloaded = false;
+int			cloacina_max_context_bytes = 16 * 1024 * 1024;
+int			cloacina_max_context_depth = 100;
+int			cloacina_sql_task_timeout_ms = 5 * 60 * 1000;
+int			cloacina_sql_tenant_max_running = -1;
+int			cloacina_worker_lock_timeout_ms = 200;
+int			cloacina_worker_statement_timeout_ms = 30 * 1000;
 
 static char *connection_host = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -38,6 +45,7 @@ cloacina_shmem_request(void)
 		prev_shmem_request_hook();
 	cloacina_wait_shmem_request();
 	cloacina_due_shmem_request();
+	cloacina_sqlslot_shmem_request();
 }
 
 static void
@@ -47,6 +55,45 @@ cloacina_shmem_startup(void)
 		prev_shmem_startup_hook();
 	cloacina_wait_shmem_startup();
 	cloacina_due_shmem_startup();
+	cloacina_sqlslot_shmem_startup();
+}
+
+/*
+ * Limits on what a tenant can consume. Superuser-only (or set in postgresql.conf), so that a
+ * tenant role cannot raise them for its own sessions; see docs/operations.md for the defaults.
+ */
+static void
+define_limits(void)
+{
+	DefineCustomIntVariable("cloacina.max_context_bytes",
+							"Largest context or task output a tenant may hand in.",
+							"Checked at execute, complete, a SQL task's output and a schedule's context.",
+							&cloacina_max_context_bytes, 16 * 1024 * 1024, 1024, MaxAllocSize / 2,
+							PGC_SUSET, GUC_UNIT_BYTE, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.max_context_depth",
+							"Deepest nesting of objects and arrays in a context or task output.",
+							NULL, &cloacina_max_context_depth, 100, 1, 10000, PGC_SUSET, 0,
+							NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.sql_task_timeout",
+							"Longest time one attempt of a SQL task may run.",
+							"A task's own timeout_ms and its run's timeout can only shorten it.",
+							&cloacina_sql_task_timeout_ms, 5 * 60 * 1000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.sql_tenant_max_running",
+							"Most SQL tasks of one tenant that run at the same time.",
+							"-1 means one less than cloacina.sql_workers (at least 1), so that no tenant holds the whole pool; "
+							"set_tenant_limits(max_running) overrides it per tenant.",
+							&cloacina_sql_tenant_max_running, -1, -1, CLOACINA_MAX_SQL_WORKERS,
+							PGC_SIGHUP, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.worker_lock_timeout",
+							"Longest time the background workers wait for a lock in a tenant's tables.",
+							"A tenant whose lock cannot be had is looked at again later, with backoff.",
+							&cloacina_worker_lock_timeout_ms, 200, 1, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.worker_statement_timeout",
+							"Longest time one unit of the background workers' own work for a tenant may take.",
+							NULL, &cloacina_worker_statement_timeout_ms, 30 * 1000, 100, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
 /* Settings that any backend may read or set. */
@@ -66,6 +113,7 @@ define_session_settings(void)
 							"How long finished runs are kept before they are pruned; 0 keeps them.",
 							NULL, &cloacina_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP,
 							GUC_UNIT_S, NULL, NULL, NULL);
+	define_limits();
 }
 
 /* Settings fixed at server start; they can only be defined while preloading. */

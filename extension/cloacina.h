@@ -16,8 +16,18 @@ extern int	cloacina_sql_workers;
 extern int	cloacina_retention_s;
 extern int	cloacina_max_tenants;
 extern bool cloacina_preloaded;
+/* limits a tenant cannot change (cloacina.c) */
+extern int	cloacina_max_context_bytes;
+extern int	cloacina_max_context_depth;
+extern int	cloacina_sql_task_timeout_ms;
+extern int	cloacina_sql_tenant_max_running;
+extern int	cloacina_worker_lock_timeout_ms;
+extern int	cloacina_worker_statement_timeout_ms;
 
 #define CLOACINA_MAX_SQL_WORKERS 64
+
+/* context.c: the limits on a context a tenant hands in */
+extern void cloacina_check_context(Jsonb *context, const char *what);
 
 /* wait.c: wake-ups for cloacina.wait() */
 extern void cloacina_wait_shmem_request(void);
@@ -38,11 +48,18 @@ extern TimestampTz cloacina_due_next_wakeup(TimestampTz now, TimestampTz latest)
 extern void cloacina_due_wake_sql_workers(void);
 extern void cloacina_due_set_sql_worker_latch(int worker);
 extern bool cloacina_due_pick_sql_tenant(int worker, char *schema);
+extern void cloacina_due_after_failed_tick(const char *schema);
+extern void cloacina_due_now(const char *schema);
 extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
 
+/* sqlslot.c: the SQL task each worker of the SQL-task pool runs */
+extern void cloacina_sqlslot_shmem_request(void);
+extern void cloacina_sqlslot_shmem_startup(void);
+extern void cloacina_sqlslot_fill(int worker, const char *schema, int64 task_id, int64 execution_id);
+extern void cloacina_sqlslot_empty(int worker, char *held_schema);
+extern bool cloacina_sqlslot_cancel_requested(int worker);
+
 /* prepared.c: statements prepared once per backend */
-extern int	cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
-									  const char *nulls, bool generic);
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);
 
@@ -52,6 +69,7 @@ typedef struct TenantPath
 	char	   *schema;			/* the tenant schema */
 	int			guc_level;		/* the settings' nest level, undone on leaving */
 } TenantPath;
+extern Oid	cloacina_require_tenant(const char *schema);
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
 extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type,
@@ -87,8 +105,11 @@ extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char
 								   const char *forced_error);
 
 /* unit.c: one unit of background work in a transaction of its own */
+extern void cloacina_unit_settings(void);
+extern void cloacina_unit_arm_timeout(void);
 extern void cloacina_unit_begin(const char *activity);
 extern void cloacina_unit_commit(void);
+extern void cloacina_unit_abandon(void);
 extern void cloacina_unit_recover(MemoryContext scratch);
 
 /* scheduler.c and sqltask.c: the background workers */

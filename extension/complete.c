@@ -222,15 +222,18 @@ cloacina_finalize(PG_FUNCTION_ARGS)
 	PG_RETURN_VOID();
 }
 
+/* An output must be a JSON object within the context limits. */
 static void
 require_object(Datum task_id, bool task_id_null, Datum output)
 {
+	const char *task = task_id_null ? "NULL" : psprintf(INT64_FORMAT, DatumGetInt64(task_id));
+
 	if (!JB_ROOT_IS_OBJECT(DatumGetJsonbP(output)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("the output context of task %s must be a JSON object (got %s)",
-						task_id_null ? "NULL" : psprintf(INT64_FORMAT, DatumGetInt64(task_id)),
+				 errmsg("the output context of task %s must be a JSON object (got %s)", task,
 						TextDatumGetCString(DirectFunctionCall1(jsonb_typeof, output)))));
+	cloacina_check_context(DatumGetJsonbP(output), psprintf("the output context of task %s", task));
 }
 
 /*

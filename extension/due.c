@@ -38,8 +38,9 @@ typedef struct TenantDue
 	TimestampTz due;			/* DT_NOEND: nothing due */
 	bool		sql_ready;		/* ready SQL tasks may be waiting */
 	int			running_sql;	/* SQL tasks the pool runs for this tenant now */
-	int			max_running;	/* 0: no cap */
+	int			max_running;	/* 0: the default cap (cloacina.sql_tenant_max_running) */
 	int			weight;
+	int			failed_ticks;	/* ticks in a row that failed: the backoff of the next */
 	uint64		last_served;	/* breaks ties between equally loaded tenants */
 } TenantDue;
 
@@ -117,6 +118,7 @@ entry_for(const char *schema)
 		e->running_sql = 0;
 		e->max_running = 0;
 		e->weight = 1;
+		e->failed_ticks = 0;
 		e->last_served = 0;
 	}
 	return e;
@@ -215,7 +217,6 @@ cloacina_due(PG_FUNCTION_ARGS)
 {
 	char	   *schema;
 	TimestampTz due;
-	Oid			namespace_oid;
 	bool		sql_ready = !PG_ARGISNULL(2) && PG_GETARG_BOOL(2);
 
 	if (due_shared == NULL || PG_ARGISNULL(0) || PG_ARGISNULL(1))
@@ -225,15 +226,10 @@ cloacina_due(PG_FUNCTION_ARGS)
 	if (strlen(schema) >= NAMEDATALEN)
 		PG_RETURN_VOID();
 	/*
-	 * Only for a schema the caller may use: a tenant can hurry the scheduler for itself, not
-	 * for others, and cannot fill the table with names of schemas that do not exist.
+	 * Only for a tenant the caller may use: a tenant can hurry the scheduler for itself, not
+	 * for others, and cannot fill the table with names of schemas that are not tenants.
 	 */
-	namespace_oid = get_namespace_oid(schema, true);
-	if (!OidIsValid(namespace_oid) ||
-		pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for schema %s", schema)));
+	(void) cloacina_require_tenant(schema);
 
 	cloacina_due_push(schema, due, sql_ready);
 	PG_RETURN_VOID();
@@ -310,10 +306,50 @@ cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready
 		e->sql_ready |= sql_ready;
 		e->max_running = max_running;
 		e->weight = Max(weight, 1);
+		e->failed_ticks = 0;
 	}
 	LWLockRelease(due_shared->lock);
 	if (sql_ready)
 		cloacina_due_wake_sql_workers();
+}
+
+/*
+ * After a tenant's tick failed (typically a lock the tenant holds on its own tables outlasted
+ * cloacina.worker_lock_timeout): look again after a backoff that doubles from 250 ms up to the
+ * naptime, so a tenant that keeps its tables locked costs the scheduler a bounded share.
+ */
+void
+cloacina_due_after_failed_tick(const char *schema)
+{
+	TenantDue  *e;
+	TimestampTz now = GetCurrentTimestamp();
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	e = entry_for(schema);
+	if (e != NULL)
+	{
+		int			shift = Min(e->failed_ticks, 16);
+		int64		backoff_ms = Min((int64) 250 << shift, (int64) cloacina_naptime_ms);
+
+		e->failed_ticks++;
+		e->due = Min(e->due, TimestampTzPlusMilliseconds(now, backoff_ms));
+	}
+	LWLockRelease(due_shared->lock);
+}
+
+/* The scheduler looks at the tenant at once (outside any transaction: a worker's own finding). */
+void
+cloacina_due_now(const char *schema)
+{
+	TenantDue  *e;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	e = entry_for(schema);
+	if (e != NULL)
+		e->due = DT_NOBEGIN;
+	LWLockRelease(due_shared->lock);
+	if (due_shared->scheduler_latch != NULL)
+		SetLatch(due_shared->scheduler_latch);
 }
 
 /* Drops the entry of a tenant that no longer exists. */
@@ -367,8 +403,19 @@ cloacina_due_set_sql_worker_latch(int worker)
 	cloacina_due_release_sql_tenant(worker, true);
 }
 
+/* A tenant's cap on running SQL tasks: its own max_running, or the pool's default for all. */
+static int
+sql_cap(TenantDue *e)
+{
+	if (e->max_running > 0)
+		return e->max_running;
+	if (cloacina_sql_tenant_max_running > 0)
+		return cloacina_sql_tenant_max_running;
+	return Max(cloacina_sql_workers - 1, 1);
+}
+
 /*
- * Weighted fair share: among tenants with ready SQL work and room under max_running, the one
+ * Weighted fair share: among tenants with ready SQL work and room under their cap, the one
  * with the fewest running tasks per unit of weight (ties: least recently served). Its ready flag
  * is cleared before the claim, so a commit that makes new SQL work ready afterwards sets it again
  * and nothing is missed.
@@ -384,7 +431,7 @@ cloacina_due_pick_sql_tenant(int worker, char *schema)
 	hash_seq_init(&seq, due_table);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
-		if (!e->sql_ready || (e->max_running > 0 && e->running_sql >= e->max_running))
+		if (!e->sql_ready || e->running_sql >= sql_cap(e))
 			continue;
 		if (best == NULL ||
 			(int64) e->running_sql * best->weight < (int64) best->running_sql * e->weight ||

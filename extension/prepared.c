@@ -1,15 +1,14 @@
 /*
- * prepared.c: cloacina._run(sql text, VARIADIC args "any") and cloacina._run_generic (the same
- * with a generic plan), a prepared-statement cache for the engine's tenant statements; the C
- * functions of the tenant path use the cache through cloacina_execute_prepared.
+ * prepared.c: the prepared-statement cache of the engine's own tenant statements, used by the C
+ * functions of the tenant path (cloacina_execute_tenant).
  *
- * The engine's statements name the tenant's tables, so plpgsql can only run them with EXECUTE,
- * which parses and plans them on every call; planning was most of the cost of a completion.
- * _run prepares each distinct statement text once per backend (with the caller's pinned
- * search_path, which the plan keeps for any later re-planning), keeps the plan, and executes it
- * with the given arguments. Results come back as SETOF record, described by the caller's column
- * definition list. The cache is bounded (least recently used plans are freed), so a backend
- * that serves many tenants does not grow without limit.
+ * The engine's statements name the tenant's tables, so they cannot be planned once for all
+ * tenants; planning them on every call was most of the cost of a completion. Each distinct
+ * statement is prepared once per backend (under the pinned search_path of the tenant path,
+ * which the plan keeps for any later re-planning) and its plan kept. The cache is bounded
+ * (least recently used plans are freed), so a backend that serves many tenants does not grow
+ * without limit. Only the engine's statements enter it: no SQL function takes a statement text
+ * from a caller (a tenant's statements would otherwise fill a shared worker's memory).
  */
 #include "postgres.h"
 
@@ -23,9 +22,6 @@
 #include "utils/memutils.h"
 
 #include "cloacina.h"
-
-PG_FUNCTION_INFO_V1(cloacina_run);
-PG_FUNCTION_INFO_V1(cloacina_run_generic);
 
 #define MAX_PREPARED 256
 #define MAX_ARGS 16
@@ -147,18 +143,6 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
 }
 
 /*
- * Executes "sql" (inside the caller's SPI connection) with a plan prepared once per backend.
- * A generic plan is planned once and reused; otherwise the plan cache decides per call (custom
- * plans for the first executions). Returns the SPI result code.
- */
-int
-cloacina_execute_prepared(const char *sql, int nargs, Oid *argtypes, Datum *values,
-						  const char *nulls, bool generic)
-{
-	return execute(NULL, sql, nargs, argtypes, values, nulls, generic);
-}
-
-/*
  * Executes the tenant statement "template" (a format whose "%1$s" is the quoted schema name)
  * for "schema", with a generic plan prepared once per backend and tenant: the statements of the
  * C tenant path, written so that the generic plan is the right one. The template is known by
@@ -173,78 +157,4 @@ cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid
 
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "a cloacina tenant statement failed: %s", SPI_result_code_string(ret));
-}
-
-/* _run and _run_generic: executes the statement in argument 0 with the other arguments. */
-static Datum
-run_statement(FunctionCallInfo fcinfo, bool generic)
-{
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	char	   *sql;
-	int			nargs = PG_NARGS() - 1;
-	Oid			argtypes[MAX_ARGS];
-	Datum		values[MAX_ARGS];
-	char		nulls[MAX_ARGS];
-	TupleDesc	expected;
-	int			ret;
-
-	if (PG_ARGISNULL(0))
-		ereport(ERROR, (errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED), errmsg("statement must not be NULL")));
-	if (nargs > MAX_ARGS)
-		ereport(ERROR, (errcode(ERRCODE_TOO_MANY_ARGUMENTS), errmsg("at most %d arguments", MAX_ARGS)));
-	sql = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	for (int i = 0; i < nargs; i++)
-	{
-		argtypes[i] = get_fn_expr_argtype(fcinfo->flinfo, i + 1);
-		if (!OidIsValid(argtypes[i]) || argtypes[i] == UNKNOWNOID)
-			ereport(ERROR, (errcode(ERRCODE_INDETERMINATE_DATATYPE),
-							errmsg("argument %d of cloacina._run has no type", i + 1)));
-		values[i] = PG_GETARG_DATUM(i + 1);
-		nulls[i] = PG_ARGISNULL(i + 1) ? 'n' : ' ';
-	}
-
-	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
-	expected = rsinfo->setDesc;
-
-	SPI_connect();
-	ret = cloacina_execute_prepared(sql, nargs, argtypes, values, nulls, generic);
-	if (ret < 0)
-		elog(ERROR, "could not run statement: %s", SPI_result_code_string(ret));
-
-	if (SPI_tuptable != NULL && SPI_processed > 0)
-	{
-		TupleDesc	got = SPI_tuptable->tupdesc;
-		Datum	   *row = palloc(sizeof(Datum) * Max(expected->natts, 1));
-		bool	   *isnull = palloc(sizeof(bool) * Max(expected->natts, 1));
-
-		if (got->natts != expected->natts)
-			ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-							errmsg("statement returns %d columns, the caller expects %d", got->natts, expected->natts)));
-		for (int c = 0; c < got->natts; c++)
-			if (TupleDescAttr(got, c)->atttypid != TupleDescAttr(expected, c)->atttypid)
-				ereport(ERROR, (errcode(ERRCODE_DATATYPE_MISMATCH),
-								errmsg("column %d of the statement is %s, the caller expects %s", c + 1,
-									   format_type_be(TupleDescAttr(got, c)->atttypid),
-									   format_type_be(TupleDescAttr(expected, c)->atttypid))));
-		for (uint64 r = 0; r < SPI_processed; r++)
-		{
-			heap_deform_tuple(SPI_tuptable->vals[r], got, row, isnull);
-			tuplestore_putvalues(rsinfo->setResult, expected, row, isnull);
-		}
-	}
-	SPI_finish();
-	return (Datum) 0;
-}
-
-Datum
-cloacina_run(PG_FUNCTION_ARGS)
-{
-	return run_statement(fcinfo, false);
-}
-
-/* For statements whose best plan does not depend on the argument values: planned once. */
-Datum
-cloacina_run_generic(PG_FUNCTION_ARGS)
-{
-	return run_statement(fcinfo, true);
 }

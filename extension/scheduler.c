@@ -6,7 +6,8 @@
  * due cron slots, wake-up hints for retries, retention. At start it looks at every tenant once
  * (the "startup" pass, in which overdue cron slots count as missed). Between passes it sleeps on
  * its latch until the next due time, at most cloacina.naptime. One tenant's error is logged and
- * does not stop the others.
+ * does not stop the others; every wait on a tenant's locks is bounded (unit.c), and a tenant whose
+ * tick fails is looked at again with backoff.
  */
 #include "postgres.h"
 
@@ -35,6 +36,8 @@ PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
 
 /* tenants handled per round before due times are looked at again */
 #define TICK_BATCH 256
+/* how soon a tenant with ready SQL tasks is looked at again */
+#define SQL_READY_RECHECK_MS 2000
 
 void
 cloacina_register_workers(void)
@@ -124,6 +127,12 @@ tick_tenant(const char *schema, bool startup)
 
 	cloacina_unit_commit();
 
+	/*
+	 * Ready SQL tasks are announced to the pool by the commits that make them ready; while some
+	 * wait, look again soon, so that even a lost announcement delays them by seconds at most.
+	 */
+	if (sql_ready)
+		next_due = Min(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SQL_READY_RECHECK_MS));
 	if (exists)
 		cloacina_due_after_tick(schema, next_due, sql_ready, max_running, weight);
 	else
@@ -131,8 +140,8 @@ tick_tenant(const char *schema, bool startup)
 }
 
 /*
- * Ticks one tenant; an error is logged, the tenant is looked at again after a naptime, and the
- * loop goes on (one tenant's broken state must not stop the others).
+ * Ticks one tenant; an error is logged, the tenant is looked at again after a backoff, and the
+ * loop goes on (one tenant's broken state or locked tables must not stop the others).
  */
 static void
 tick_tenant_guarded(const char *schema, bool startup, MemoryContext scratch)
@@ -146,9 +155,7 @@ tick_tenant_guarded(const char *schema, bool startup, MemoryContext scratch)
 	PG_CATCH();
 	{
 		cloacina_unit_recover(scratch);
-		cloacina_due_after_tick(schema,
-								TimestampTzPlusMilliseconds(GetCurrentTimestamp(), cloacina_naptime_ms),
-								false, 0, 1);
+		cloacina_due_after_failed_tick(schema);
 	}
 	PG_END_TRY();
 	MemoryContextSwitchTo(old);
@@ -192,6 +199,7 @@ cloacina_scheduler_main(Datum main_arg)
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(cloacina_database, NULL, 0);
 	pgstat_report_appname("cloacina scheduler");
+	cloacina_unit_settings();
 
 	scratch = AllocSetContextCreate(TopMemoryContext, "cloacina scheduler", ALLOCSET_DEFAULT_SIZES);
 	due = MemoryContextAlloc(TopMemoryContext, sizeof(*due) * TICK_BATCH);
@@ -210,6 +218,7 @@ cloacina_scheduler_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			cloacina_unit_settings();
 			ereport(LOG,
 					(errmsg("cloacina scheduler reloaded its settings: naptime %d ms, retention %d s",
 							cloacina_naptime_ms, cloacina_retention_s)));

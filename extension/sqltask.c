@@ -1,23 +1,31 @@
 /*
  * sqltask.c: the pool of background workers that run SQL tasks ("kind": "sql").
  *
- * Each pool worker takes a tenant by weighted fair share (due.c), and in ONE transaction claims
- * one of its ready SQL tasks, runs the task's SQL as the tenant's role with the tenant's
- * search_path, and records the outcome with cloacina._complete() or cloacina._fail(). Because
- * claim, work and completion commit together, a crash anywhere leaves the task ready and its
- * effects undone: a SQL task's work is applied exactly once.
+ * Each pool worker takes a tenant by weighted fair share (due.c) and runs one of its ready SQL
+ * tasks in two transactions:
+ * 1. the claim commits: the task shows "running", and its attempt is recorded durably before
+ *    any of its SQL runs, so a task that kills its worker uses up its attempts and ends failed
+ *    as abandoned instead of being retried for ever. The worker's slot (sqlslot.c) names the
+ *    task from before the commit on, so the reaper knows it is alive;
+ * 2. the task's SQL and its outcome (cloacina._complete() or cloacina._fail()) commit together,
+ *    or not at all: when the outcome is refused (the run was cancelled or timed out, the lease
+ *    was taken over), the transaction rolls back with the task's effects. A task's work is
+ *    applied at most once, and exactly once if it completes.
  *
- * The task runs in a subtransaction under SetUserIdAndSecContext with
+ * The SQL runs in a subtransaction under SetUserIdAndSecContext with
  * SECURITY_RESTRICTED_OPERATION, so it has exactly the tenant's privileges and cannot SET ROLE
- * back to the worker's superuser. The task's timeout_ms bounds it as a statement timeout. Its
- * input context is $1 (jsonb) and its run id $2 (bigint);
+ * back to the worker's superuser. Its statement timeout is the least of its timeout_ms, what is
+ * left of its run's timeout and cloacina.sql_task_timeout; while it runs, the worker polls its
+ * slot, so a cancel of the run (or the run's timeout, which the scheduler enforces with a cancel)
+ * stops it within a poll interval. Its input context is $1 (jsonb) and its run id $2 (bigint);
  * if its last statement returns a row whose first column is a JSON object, that is its output.
  */
 #include "postgres.h"
 
+#include <limits.h>
+
 #include "access/xact.h"
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "miscadmin.h"
@@ -25,8 +33,8 @@
 #include "postmaster/bgworker.h"
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
-#include "storage/lock.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -37,11 +45,17 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 #include "utils/wait_event.h"
 
 #include "cloacina.h"
 
 PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
+
+/* how often a running task's worker looks for a cancel request */
+#define CANCEL_POLL_MS 100
+/* the claim's lease beyond the longest a task may run: the reaper's last resort */
+#define LEASE_GRACE_S 60
 
 typedef struct ClaimedSqlTask
 {
@@ -49,9 +63,10 @@ typedef struct ClaimedSqlTask
 	int64		execution_id;
 	int64		fence;
 	char	   *sql;
-	Datum		context;		/* jsonb */
-	char	   *role_name;
-	int64		timeout_ms;		/* 0: none */
+	Datum		context;		/* jsonb, or 0 */
+	char	   *role_name;		/* NULL: the tenant has none */
+	int64		timeout_ms;		/* 0: none of its own */
+	TimestampTz deadline;		/* the run's; DT_NOEND: none */
 } ClaimedSqlTask;
 
 /* Outcome of running a task's SQL: the output (jsonb) or an error message with its SQLSTATE. */
@@ -63,8 +78,24 @@ typedef struct SqlTaskOutcome
 	bool		retryable;
 } SqlTaskOutcome;
 
+static int	my_worker = -1;
+static TimeoutId cancel_poll = MAX_TIMEOUTS;
+
+/* Timeout handler (signal context): turns a cancel request in our slot into a query cancel. */
+static void
+poll_cancel_request(void)
+{
+	if (my_worker >= 0 && cloacina_sqlslot_cancel_requested(my_worker))
+	{
+		QueryCancelPending = true;
+		InterruptPending = true;
+		SetLatch(MyLatch);
+	}
+}
+
+/* Claims one ready SQL task of "schema" into "task" (allocated in "keep"); false if none. */
 static bool
-claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task)
+claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task, MemoryContext keep)
 {
 	Oid			argtypes[3] = {TEXTOID, TEXTOID, INTERVALOID};
 	Datum		args[3];
@@ -72,11 +103,13 @@ claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task)
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
+	MemoryContext old;
 
 	args[0] = CStringGetTextDatum(schema);
 	args[1] = CStringGetTextDatum(worker_name);
-	args[2] = DirectFunctionCall3(interval_in, CStringGetDatum("1 hour"),
-								  ObjectIdGetDatum(InvalidOid), Int32GetDatum(-1));
+	args[2] = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+								  Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+								  Float8GetDatum(cloacina_sql_task_timeout_ms / 1000.0 + LEASE_GRACE_S));
 	if (SPI_execute_with_args("SELECT * FROM cloacina._claim_sql($1, $2, $3)", 3, argtypes, args,
 							  NULL, false, 1) != SPI_OK_SELECT)
 		elog(ERROR, "cloacina._claim_sql failed for tenant %s", schema);
@@ -85,16 +118,40 @@ claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task)
 
 	row = SPI_tuptable->vals[0];
 	desc = SPI_tuptable->tupdesc;
+	old = MemoryContextSwitchTo(keep);
 	task->task_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
 	task->execution_id = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
 	task->fence = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
 	task->sql = SPI_getvalue(row, desc, 4);
 	d = SPI_getbinval(row, desc, 5, &isnull);
-	task->context = isnull ? (Datum) 0 : SPI_datumTransfer(d, false, -1);
+	task->context = isnull ? (Datum) 0 : datumCopy(d, false, -1);
 	task->role_name = SPI_getvalue(row, desc, 6);
 	d = SPI_getbinval(row, desc, 7, &isnull);
 	task->timeout_ms = isnull ? 0 : DatumGetInt64(d);
+	d = SPI_getbinval(row, desc, 8, &isnull);
+	task->deadline = isnull ? DT_NOEND : DatumGetTimestampTz(d);
+	MemoryContextSwitchTo(old);
 	return true;
+}
+
+/* The statement timeout of the task's SQL: its own, its run's and the operator's, the least. */
+static int
+statement_timeout_ms(ClaimedSqlTask *task)
+{
+	int64		ms = cloacina_sql_task_timeout_ms;
+
+	if (task->timeout_ms > 0)
+		ms = Min(ms, task->timeout_ms);
+	if (task->deadline != DT_NOEND)
+		ms = Min(ms, Max((task->deadline - GetCurrentTimestamp()) / 1000, 1));
+	return (int) Min(ms, INT_MAX);
+}
+
+static void
+stop_task_timers(void)
+{
+	disable_timeout(STATEMENT_TIMEOUT, false);
+	disable_timeout(cancel_poll, false);
 }
 
 /* Runs the task's SQL as the tenant role, inside a subtransaction that an error rolls back. */
@@ -130,15 +187,21 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 							   SECURITY_RESTRICTED_OPERATION);
 		(void) set_config_option("search_path", quote_identifier(schema), PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
+		/* the task may wait for its own locks as long as its statement timeout allows */
+		(void) set_config_option("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION,
+								 GUC_ACTION_SAVE, true, 0, false);
 		/* statement_timeout is armed by the client protocol loop, which a worker has not */
-		if (task->timeout_ms > 0)
-			enable_timeout_after(STATEMENT_TIMEOUT, (int) Min(task->timeout_ms, INT_MAX));
+		enable_timeout_after(STATEMENT_TIMEOUT, statement_timeout_ms(task));
+		enable_timeout_every(cancel_poll,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CANCEL_POLL_MS),
+							 CANCEL_POLL_MS);
 
 		args[0] = task->context;
 		nulls[0] = task->context == (Datum) 0 ? 'n' : ' ';
 		args[1] = Int64GetDatum(task->execution_id);
 		if (SPI_execute_with_args(task->sql, 2, argtypes, args, nulls, false, 0) < 0)
 			elog(ERROR, "the task's SQL could not be run");
+		stop_task_timers();
 
 		if (SPI_tuptable != NULL && SPI_processed > 0 &&
 			SPI_gettypeid(SPI_tuptable->tupdesc, 1) == JSONBOID)
@@ -150,12 +213,11 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 			{
 				MemoryContext spi = MemoryContextSwitchTo(caller_context);
 
+				cloacina_check_context(DatumGetJsonbP(d), "the output of a SQL task");
 				outcome.output = datumCopy(d, false, -1);
 				MemoryContextSwitchTo(spi);
 			}
 		}
-		if (task->timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
 		/*
 		 * Roll back every setting the task changed, also with a plain SET: the worker serves
 		 * other tenants next, and nothing of this task may carry over to them.
@@ -171,8 +233,7 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 	{
 		ErrorData  *edata;
 
-		if (task->timeout_ms > 0)
-			disable_timeout(STATEMENT_TIMEOUT, false);
+		stop_task_timers();
 		MemoryContextSwitchTo(caller_context);
 		edata = CopyErrorData();
 		FlushErrorState();
@@ -180,9 +241,13 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		MemoryContextSwitchTo(caller_context);
 		CurrentResourceOwner = caller_owner;
 		outcome.error = psprintf("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message);
+		/* an output over the limit would be over it again */
+		outcome.retryable = edata->sqlerrcode != ERRCODE_PROGRAM_LIMIT_EXCEEDED;
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
+	/* a cancel request that came after the statement ended has nothing left to stop */
+	QueryCancelPending = false;
 	return outcome;
 }
 
@@ -196,11 +261,14 @@ release_session_locks(void)
 	LockReleaseSession(USER_LOCKMETHOD);	/* what pg_advisory_unlock_all() does */
 }
 
-static void
+/* Records the outcome with _complete or _fail; false when it was refused. */
+static bool
 record_outcome(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome)
 {
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+	bool		isnull;
 
 	args[0] = CStringGetTextDatum(schema);
 	args[1] = Int64GetDatum(task->task_id);
@@ -211,8 +279,8 @@ record_outcome(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome
 
 		args[3] = outcome->output;
 		nulls[3] = outcome->output == (Datum) 0 ? 'n' : ' ';
-		SPI_execute_with_args("SELECT cloacina._complete($1, $2, $3, $4)", 4, argtypes, args, nulls,
-							  false, 1);
+		rc = SPI_execute_with_args("SELECT cloacina._complete($1, $2, $3, $4)", 4, argtypes, args,
+								   nulls, false, 1);
 	}
 	else
 	{
@@ -220,48 +288,118 @@ record_outcome(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome
 
 		args[3] = CStringGetTextDatum(outcome->error);
 		args[4] = BoolGetDatum(outcome->retryable);
-		SPI_execute_with_args("SELECT cloacina._fail($1, $2, $3, $4, $5)", 5, argtypes, args, nulls,
-							  false, 1);
+		rc = SPI_execute_with_args("SELECT cloacina._fail($1, $2, $3, $4, $5)", 5, argtypes, args,
+								   nulls, false, 1);
 	}
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "the outcome of SQL task " INT64_FORMAT " could not be recorded", task->task_id);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }
 
-/* Claims, runs and records one SQL task of "schema" in one transaction; false if none was ready. */
+/* Transaction 1: claims a task and fills the worker's slot before the claim commits. */
 static bool
-run_one_task(const char *schema, const char *worker_name)
+claim_task(const char *schema, const char *worker_name, ClaimedSqlTask *task, MemoryContext keep)
 {
-	ClaimedSqlTask task;
-	SqlTaskOutcome outcome;
 	bool		found;
 
-	cloacina_unit_begin(psprintf("cloacina: SQL task of tenant %s", schema));
-
-	found = claim_one(schema, worker_name, &task);
+	cloacina_unit_begin(psprintf("cloacina: claiming a SQL task of tenant %s", schema));
+	found = claim_one(schema, worker_name, task, keep);
 	if (found)
-	{
-		outcome = run_as_tenant(schema, &task);
-		release_session_locks();
-		record_outcome(schema, &task, &outcome);
-	}
-
+		cloacina_sqlslot_fill(my_worker, schema, task->task_id, task->execution_id);
 	cloacina_unit_commit();
 	return found;
+}
+
+/*
+ * When transaction 2 failed outside the task's SQL (the outcome could not be recorded): record
+ * the attempt as failed, in a transaction of its own. If that fails too, the reaper ends the
+ * attempt, since the worker's slot is emptied.
+ */
+static void
+record_failure(const char *schema, ClaimedSqlTask *task, const char *why, MemoryContext scratch)
+{
+	SqlTaskOutcome outcome = {false, (Datum) 0, NULL, true};
+
+	outcome.error = psprintf("the worker could not record the attempt: %s", why);
+	PG_TRY();
+	{
+		cloacina_unit_begin(psprintf("cloacina: recording a failed SQL task of tenant %s", schema));
+		(void) record_outcome(schema, task, &outcome);
+		cloacina_unit_commit();
+	}
+	PG_CATCH();
+	{
+		cloacina_unit_recover(scratch);
+	}
+	PG_END_TRY();
+}
+
+/* Transaction 2: runs the task's SQL and records its outcome, together or not at all. */
+static void
+run_task(const char *schema, ClaimedSqlTask *task, MemoryContext scratch)
+{
+	PG_TRY();
+	{
+		SqlTaskOutcome outcome;
+
+		cloacina_unit_begin(psprintf("cloacina: SQL task " INT64_FORMAT " of tenant %s",
+									 task->task_id, schema));
+		outcome = run_as_tenant(schema, task);
+		cloacina_unit_arm_timeout();
+		release_session_locks();
+		if (record_outcome(schema, task, &outcome))
+			cloacina_unit_commit();
+		else
+			cloacina_unit_abandon();	/* cancelled or taken over: undo the task's effects */
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		stop_task_timers();
+		MemoryContextSwitchTo(scratch);
+		edata = CopyErrorData();
+		cloacina_unit_recover(scratch);
+		record_failure(schema, task, edata->message, scratch);
+	}
+	PG_END_TRY();
+}
+
+/* One SQL task of "schema", claimed, run and recorded; false if none was ready. */
+static bool
+run_one_task(const char *schema, const char *worker_name, MemoryContext scratch)
+{
+	ClaimedSqlTask task;
+
+	if (!claim_task(schema, worker_name, &task, scratch))
+		return false;
+	run_task(schema, &task, scratch);
+	cloacina_sqlslot_empty(my_worker, NULL);
+	return true;
 }
 
 void
 cloacina_sql_worker_main(Datum main_arg)
 {
-	int			worker = DatumGetInt32(main_arg);
 	char	   *worker_name;
 	MemoryContext scratch;
+	char		held_schema[NAMEDATALEN];
 
+	my_worker = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	BackgroundWorkerInitializeConnection(cloacina_database, NULL, 0);
-	worker_name = psprintf("cloacina sql worker %d", worker);
+	worker_name = psprintf("cloacina sql worker %d", my_worker);
 	pgstat_report_appname(worker_name);
 	scratch = AllocSetContextCreate(TopMemoryContext, "cloacina sql worker", ALLOCSET_DEFAULT_SIZES);
-	cloacina_due_set_sql_worker_latch(worker);
+	cancel_poll = RegisterTimeout(USER_TIMEOUT, poll_cancel_request);
+	cloacina_unit_settings();
+	cloacina_due_set_sql_worker_latch(my_worker);
+	/* a previous incarnation died in the middle of a task: let the reaper end its attempt now */
+	cloacina_sqlslot_empty(my_worker, held_schema);
+	if (held_schema[0] != '\0')
+		cloacina_due_now(held_schema);
 
 	for (;;)
 	{
@@ -272,25 +410,27 @@ cloacina_sql_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			cloacina_unit_settings();
 		}
 
-		if (cloacina_due_pick_sql_tenant(worker, schema))
+		if (cloacina_due_pick_sql_tenant(my_worker, schema))
 		{
 			MemoryContext old = MemoryContextSwitchTo(scratch);
 			volatile bool ran = false;
 
 			PG_TRY();
 			{
-				ran = run_one_task(schema, worker_name);
+				ran = run_one_task(schema, worker_name, scratch);
 			}
 			PG_CATCH();
 			{
 				cloacina_unit_recover(scratch);
+				cloacina_sqlslot_empty(my_worker, NULL);
 			}
 			PG_END_TRY();
 			MemoryContextSwitchTo(old);
 			MemoryContextReset(scratch);
-			cloacina_due_release_sql_tenant(worker, ran);
+			cloacina_due_release_sql_tenant(my_worker, ran);
 			continue;
 		}
 

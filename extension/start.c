@@ -86,15 +86,13 @@ static const char *const skipped_roots_sql =
 "    SELECT $1, task, 0, 'skipped', 'condition not met' FROM roots)"
 " SELECT array_agg(task) FROM roots";
 
-static const char *const key_lock_sql = "SELECT pg_advisory_xact_lock(hashtext($1), hashtext($2))";
-
 static Datum
 get_column(int column, bool *isnull)
 {
 	return SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column, isnull);
 }
 
-/* Each context must be a JSON object (or NULL: an empty one). */
+/* Each context must be a JSON object (or NULL: an empty one) within the context limits. */
 static void
 check_contexts(ArrayType *contexts)
 {
@@ -107,8 +105,14 @@ check_contexts(ArrayType *contexts)
 	{
 		const char *kind;
 
-		if (nulls[i] || JB_ROOT_IS_OBJECT(DatumGetJsonbP(values[i])))
+		if (nulls[i])
 			continue;
+		if (JB_ROOT_IS_OBJECT(DatumGetJsonbP(values[i])))
+		{
+			cloacina_check_context(DatumGetJsonbP(values[i]),
+								   n == 1 ? "context" : psprintf("context #%d of the batch", i + 1));
+			continue;
+		}
 		kind = TextDatumGetCString(DirectFunctionCall1(jsonb_typeof, values[i]));
 		if (n == 1)
 			ereport(ERROR,
@@ -170,6 +174,66 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 	return ids;
 }
 
+/* The run that used the idempotency key in run_args[4], as a one-element array; 0 if none. */
+static Datum
+keyed_run(const char *schema, Datum *run_args, Oid *run_types)
+{
+	Datum		id;
+	bool		isnull;
+
+	cloacina_execute_tenant(keyed_run_sql, schema, 1, &run_types[4], &run_args[4], NULL);
+	if (SPI_processed == 0)
+		return (Datum) 0;
+	id = get_column(1, &isnull);
+	return PointerGetDatum(construct_array(&id, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
+}
+
+/*
+ * A keyed execute: the run that used the key first, or a new one. The tenant's unique index on
+ * the key decides a race: a concurrent execute with the same key waits for the first one's
+ * transaction, fails with unique_violation in its subtransaction here, and returns the first
+ * one's run. (No advisory lock: its key would be one that other tenants could take too.)
+ */
+static Datum
+start_keyed(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types,
+			char *run_nulls, TimestampTz start_at)
+{
+	MemoryContext caller_context = CurrentMemoryContext;
+	ResourceOwner caller_owner = CurrentResourceOwner;
+	Datum		result = keyed_run(schema, run_args, run_types);
+
+	if (result != (Datum) 0)
+		return result;
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(caller_context);
+	PG_TRY();
+	{
+		result = start(schema, contexts, run_args, run_types, run_nulls, start_at);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(caller_context);
+		edata = CopyErrorData();
+		if (edata->sqlerrcode != ERRCODE_UNIQUE_VIOLATION)
+			PG_RE_THROW();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(caller_context);
+		CurrentResourceOwner = caller_owner;
+		result = keyed_run(schema, run_args, run_types);
+		if (result == (Datum) 0)
+			elog(ERROR, "the run that took idempotency key \"%s\" vanished",
+				 text_to_cstring(DatumGetTextPP(run_args[4])));
+	}
+	PG_END_TRY();
+	return result;
+}
+
 /*
  * Starts one run of "workflow" per context (none for NULL or an empty array) in "schema", the
  * tenant path entered. A batch takes no idempotency key. Returns the run ids in context order;
@@ -225,21 +289,7 @@ start_runs(const char *schema, text *workflow, ArrayType *contexts, Jsonb *optio
 	else
 	{
 		if (opts.idempotency_key != NULL)
-		{
-			/* Serialise executes of one key; the loser then sees the winner's committed run. */
-			Oid			types[2] = {TEXTOID, TEXTOID};
-			Datum		args[2] = {CStringGetTextDatum(schema), run_args[4]};
-
-			if (cloacina_execute_prepared(key_lock_sql, 2, types, args, NULL, true) != SPI_OK_SELECT)
-				elog(ERROR, "the idempotency key lock failed");
-			cloacina_execute_tenant(keyed_run_sql, schema, 1, &run_types[4], &run_args[4], NULL);
-		}
-		if (opts.idempotency_key != NULL && SPI_processed > 0)
-		{
-			Datum		id = get_column(1, &isnull);
-
-			result = PointerGetDatum(construct_array(&id, 1, INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE));
-		}
+			result = start_keyed(schema, contexts, run_args, run_types, run_nulls, opts.run_at);
 		else
 			result = start(schema, contexts, run_args, run_types, run_nulls, opts.run_at);
 	}

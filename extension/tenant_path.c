@@ -1,12 +1,14 @@
 /*
  * tenant_path.c: what the C functions of the tenant path (claim.c, complete.c, fail.c,
- * heartbeat.c, wait.c) share: finding and checking the tenant schema, running the engine's
+ * heartbeat.c, wait.c) share: finding and checking the tenant schema (the one tenant check, also
+ * behind cloacina._require_tenant and cloacina._due), running the engine's
  * statements under a search path the caller cannot influence, reading array arguments, and
  * ordering task ids.
  */
 #include "postgres.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -16,8 +18,11 @@
 #include "utils/builtins.h"
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
+#include "utils/syscache.h"
 
 #include "cloacina.h"
+
+PG_FUNCTION_INFO_V1(cloacina_require_tenant_fn);
 
 /* The caller's current schema, as pg_catalog.current_schema() names it, or NULL. */
 static char *
@@ -31,10 +36,62 @@ current_schema_name(void)
 }
 
 /*
+ * Is "schema" a cloacina tenant? Its tenant_settings table must exist and be owned by a
+ * superuser: only create_tenant (SECURITY DEFINER, owned by the extension's superuser owner)
+ * makes such a table, while any role with CREATE on some schema can make one of its own. The
+ * check costs two syscache lookups and never reads the cloacina schema (design §9).
+ */
+static bool
+is_tenant_schema(Oid namespace_oid)
+{
+	Oid			settings = OidIsValid(namespace_oid) ?
+		get_relname_relid("tenant_settings", namespace_oid) : InvalidOid;
+	HeapTuple	tuple;
+	Oid			owner;
+
+	if (!OidIsValid(settings))
+		return false;
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(settings));
+	if (!HeapTupleIsValid(tuple))
+		return false;
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+	return superuser_arg(owner);
+}
+
+/*
+ * The one tenant check: "schema" must be a tenant (SQLSTATE 3F000 otherwise, with the hint
+ * that names the way in) that the caller may use (refused as PostgreSQL refuses it, before any
+ * of its tables is touched). Returns the schema's oid.
+ */
+Oid
+cloacina_require_tenant(const char *schema)
+{
+	Oid			namespace_oid = schema ? get_namespace_oid(schema, true) : InvalidOid;
+
+	if (!is_tenant_schema(namespace_oid))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_SCHEMA_NAME),
+				 errmsg("current schema %s is not a cloacina tenant",
+						schema ? quote_identifier(schema) : "(none)"),
+				 errhint("Connect as the tenant's role, or run SET search_path = <tenant schema> first.")));
+	if (pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, schema);
+	return namespace_oid;
+}
+
+/* cloacina._require_tenant(schema_name text): the same check for the plpgsql functions */
+Datum
+cloacina_require_tenant_fn(PG_FUNCTION_ARGS)
+{
+	(void) cloacina_require_tenant(PG_ARGISNULL(0) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(0)));
+	PG_RETURN_VOID();
+}
+
+/*
  * Enters the tenant path of an API function: the tenant schema is argument "argno" (the
  * engine's _x(s, ...) functions) or, with argno < 0, the caller's current schema (the public
- * functions). It must be a tenant (the same error as cloacina._require_tenant) the caller may
- * use (refused as PostgreSQL refuses it, before any of its tables is touched).
+ * functions); cloacina_require_tenant checks it.
  *
  * Until cloacina_leave_tenant_path:
  * - the search path is pg_catalog alone, so nothing on the caller's search path can stand in
@@ -51,23 +108,13 @@ TenantPath
 cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 {
 	TenantPath	path;
-	Oid			namespace_oid;
 	OverrideSearchPath engine_path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
 
 	if (argno >= 0)
 		path.schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
 	else
 		path.schema = current_schema_name();
-	namespace_oid = path.schema ? get_namespace_oid(path.schema, true) : InvalidOid;
-	if (!OidIsValid(namespace_oid) ||
-		!OidIsValid(get_relname_relid("tenant_settings", namespace_oid)))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_SCHEMA_NAME),
-				 errmsg("current schema %s is not a cloacina tenant",
-						path.schema ? quote_identifier(path.schema) : "(none)"),
-				 errhint("Connect as the tenant's role, or run SET search_path = <tenant schema> first.")));
-	if (pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
-		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, path.schema);
+	(void) cloacina_require_tenant(path.schema);
 
 	PushOverrideSearchPath(&engine_path);
 	path.guc_level = NewGUCNestLevel();

@@ -77,16 +77,16 @@ CREATE FUNCTION cloacina._url_escape(value text) RETURNS text
     AS 'MODULE_PATHNAME', 'cloacina_url_escape' LANGUAGE C IMMUTABLE STRICT;
 CREATE FUNCTION cloacina._due(schema_name text, due_at timestamptz, sql_ready boolean DEFAULT false) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_due' LANGUAGE C VOLATILE;
--- Runs a statement through a per-backend cache of prepared plans (extension/prepared.c); the
--- engine uses it for its tenant statements instead of EXECUTE, which plans on every call.
-CREATE FUNCTION cloacina._run(statement text) RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
-CREATE FUNCTION cloacina._run(statement text, VARIADIC args "any") RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'cloacina_run' LANGUAGE C VOLATILE;
--- The same with a generic plan, planned once: for statements that reach rows by key, whose best
--- plan does not depend on the argument values.
-CREATE FUNCTION cloacina._run_generic(statement text, VARIADIC args "any") RETURNS SETOF record
-    AS 'MODULE_PATHNAME', 'cloacina_run_generic' LANGUAGE C VOLATILE;
+-- The SQL-task pool's slots (extension/sqlslot.c): is a SQL task being run by a pool worker
+-- now (the reaper ends the attempt of one that is not), and cancel the running SQL tasks of a
+-- run when the caller's transaction commits. Both only for a schema the caller may use.
+CREATE FUNCTION cloacina._sql_task_alive(schema_name text, task_id bigint) RETURNS boolean
+    AS 'MODULE_PATHNAME', 'cloacina_sql_task_alive' LANGUAGE C VOLATILE;
+CREATE FUNCTION cloacina._cancel_sql_tasks(schema_name text, execution_id bigint) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_cancel_sql_tasks' LANGUAGE C VOLATILE;
+-- Refuses a context over cloacina.max_context_bytes or cloacina.max_context_depth (54000).
+CREATE FUNCTION cloacina._check_context(context jsonb, what text) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_check_context_fn' LANGUAGE C STABLE;
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
     RETURNS TABLE(status text, final_context jsonb, error text)
     AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE;
@@ -136,18 +136,10 @@ CREATE AGGREGATE cloacina.context_merge_agg(jsonb) (
 COMMENT ON AGGREGATE cloacina.context_merge_agg(jsonb) IS
     'Folds cloacina.context_merge over its inputs in the aggregate''s ORDER BY';
 
--- Raises the standard error for a call made outside a tenant schema.
+-- Raises the standard error (3F000) for a call made outside a tenant schema, or permission
+-- denied for a tenant the caller may not use (extension/tenant_path.c: the one tenant check).
 CREATE FUNCTION cloacina._require_tenant(schema_name text) RETURNS void
-LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    IF schema_name IS NULL
-       OR to_regclass(format('%I.%I', schema_name, 'tenant_settings')) IS NULL THEN
-        RAISE EXCEPTION 'current schema % is not a cloacina tenant', coalesce(quote_ident(schema_name), '(none)')
-            USING ERRCODE = 'invalid_schema_name',
-                  HINT = 'Connect as the tenant''s role, or run SET search_path = <tenant schema> first.';
-    END IF;
-END
-$$;
+    AS 'MODULE_PATHNAME', 'cloacina_require_tenant_fn' LANGUAGE C STABLE;
 
 ------------------------------------------------------------------------------------------------
 -- 2. Per-tenant objects
@@ -259,6 +251,7 @@ BEGIN
             name        text NOT NULL UNIQUE,
             workflow    text NOT NULL,
             cron        text NOT NULL,
+            spec        jsonb NOT NULL,  -- cron parsed once, at schedule()
             timezone    text NOT NULL,
             context     jsonb NOT NULL,
             catchup     text NOT NULL,
@@ -339,8 +332,10 @@ BEGIN
                   HINT = 'Pass a user name to create a login role for the tenant.';
     END IF;
 
-    -- Serialise creations of the same name; the loser then sees the winner's registry row.
-    PERFORM pg_advisory_xact_lock(hashtext('cloacina.tenant'), hashtext(s));
+    -- Serialise creations and removals (they take milliseconds); the loser of a race for one
+    -- name then sees the winner's registry row. A table lock, not an advisory key: a tenant
+    -- could take the key and block the admin, but has no privilege on the registry.
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
     IF EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
         RAISE EXCEPTION 'tenant "%" already exists', s USING ERRCODE = 'duplicate_schema';
     END IF;
@@ -350,7 +345,6 @@ BEGIN
                   DETAIL = 'It is not a cloacina tenant; cloacina will not take over an existing schema.';
     END IF;
     IF u IS NOT NULL THEN
-        PERFORM pg_advisory_xact_lock(hashtext('cloacina.role'), hashtext(u));
         IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u) THEN
             RAISE EXCEPTION 'role "%" already exists', u
                 USING ERRCODE = 'duplicate_object',
@@ -396,6 +390,7 @@ COMMENT ON FUNCTION cloacina.create_tenant(text, text, text) IS
 CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning  -- no "drop cascades to" list for every table
+SET lock_timeout = '5s'            -- the tenant holds locks on its tables: fail, never hang
 AS $$
 #variable_conflict use_variable
 DECLARE
@@ -407,7 +402,7 @@ BEGIN
     IF s IS NULL THEN
         RAISE EXCEPTION 'tenant schema name must not be empty' USING ERRCODE = 'null_value_not_allowed';
     END IF;
-    PERFORM pg_advisory_xact_lock(hashtext('cloacina.tenant'), hashtext(s));
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
     SELECT t.username INTO registered_user FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
@@ -594,6 +589,10 @@ $$;
 -- Checks a workflow definition completely and returns it normalised: every key present with its
 -- default, plus each task's declaration position, topological index and dependents. Everything
 -- the engine needs later is decided here, once, at registration.
+-- The graph half of the validation (extension/workflow_graph.c): see _normalize_workflow.
+CREATE FUNCTION cloacina._workflow_graph(workflow text, tasks jsonb) RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'cloacina_workflow_graph' LANGUAGE C IMMUTABLE STRICT;
+
 CREATE FUNCTION cloacina._normalize_workflow(def jsonb) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -604,9 +603,8 @@ DECLARE
     n         int;
     t         jsonb;
     what      text;
-    ids       text[] := '{}';
-    deps      text[][];
     dep_list  text[];
+    not_an_id jsonb;
     retry     jsonb;
     cond      jsonb;
     op        text;
@@ -615,12 +613,7 @@ DECLARE
     delay     bigint;
     max_delay bigint;
     normalized jsonb[] := '{}';
-    -- Kahn's algorithm state
-    indegree  int[];
-    topo      int[];
-    done      boolean[];
-    pick      int;
-    cycle     text[];
+    graph     jsonb;
 BEGIN
     IF def IS NULL THEN
         RAISE EXCEPTION 'workflow definition must not be NULL' USING ERRCODE = 'null_value_not_allowed';
@@ -648,7 +641,7 @@ BEGIN
             USING ERRCODE = 'program_limit_exceeded';
     END IF;
 
-    -- First pass: ids, so that dependencies can be checked in any declaration order.
+    -- First pass: ids (unique ones: _workflow_graph checks that with the dependencies).
     FOR i IN 0 .. n - 1 LOOP
         t := tasks -> i;
         IF jsonb_typeof(t) IS DISTINCT FROM 'object' THEN
@@ -660,11 +653,6 @@ BEGIN
                             wf_name, i + 1, coalesce((t -> 'id')::text, 'nothing')
                 USING ERRCODE = 'invalid_parameter_value';
         END IF;
-        IF (t ->> 'id') = ANY (ids) THEN
-            RAISE EXCEPTION 'workflow "%": duplicate task id "%"', wf_name, t ->> 'id'
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        ids := ids || (t ->> 'id');
     END LOOP;
 
     -- Second pass: every key of every task.
@@ -681,24 +669,16 @@ BEGIN
                 RAISE EXCEPTION '%: dependencies must be an array of task ids', what
                     USING ERRCODE = 'invalid_parameter_value';
             END IF;
-            FOR j IN 0 .. jsonb_array_length(t -> 'dependencies') - 1 LOOP
-                IF jsonb_typeof(t -> 'dependencies' -> j) <> 'string' THEN
-                    RAISE EXCEPTION '%: dependencies must be an array of task ids (got %)', what, (t -> 'dependencies' -> j)::text
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                IF (t -> 'dependencies' ->> j) = (t ->> 'id') THEN
-                    RAISE EXCEPTION '% depends on itself', what USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                IF NOT (t -> 'dependencies' ->> j) = ANY (ids) THEN
-                    RAISE EXCEPTION '% depends on unknown task "%"', what, t -> 'dependencies' ->> j
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                IF (t -> 'dependencies' ->> j) = ANY (dep_list) THEN
-                    RAISE EXCEPTION '% lists dependency "%" twice', what, t -> 'dependencies' ->> j
-                        USING ERRCODE = 'invalid_parameter_value';
-                END IF;
-                dep_list := dep_list || (t -> 'dependencies' ->> j);
-            END LOOP;
+            -- known, not itself, not twice: checked by _workflow_graph, in linear time
+            SELECT array_agg(d.value #>> '{}' ORDER BY d.ord),
+                   (array_agg(d.value ORDER BY d.ord) FILTER (WHERE jsonb_typeof(d.value) <> 'string'))[1]
+              INTO dep_list, not_an_id
+              FROM jsonb_array_elements(t -> 'dependencies') WITH ORDINALITY AS d(value, ord);
+            IF not_an_id IS NOT NULL THEN
+                RAISE EXCEPTION '%: dependencies must be an array of task ids (got %)', what, not_an_id::text
+                    USING ERRCODE = 'invalid_parameter_value';
+            END IF;
+            dep_list := coalesce(dep_list, '{}');
         END IF;
 
         kind := cloacina._json_choice(t -> 'kind', what || ': kind', ARRAY['handler', 'sql'], 'handler');
@@ -775,43 +755,11 @@ BEGIN
             'position', i);
     END LOOP;
 
-    -- Topological order (Kahn), taking the earliest-declared ready task first: this fixes the
-    -- order in which outputs are merged into final_context, and finds cycles.
-    indegree := array_fill(0, ARRAY[n]);
-    done := array_fill(false, ARRAY[n]);
+    -- Ids unique, dependencies known, no cycle; topological order (the earliest-declared ready
+    -- task first: the order in which outputs merge into final_context) and dependents.
+    graph := cloacina._workflow_graph(wf_name, to_jsonb(normalized));
     FOR i IN 1 .. n LOOP
-        indegree[i] := jsonb_array_length(normalized[i] -> 'dependencies');
-    END LOOP;
-    topo := array_fill(-1, ARRAY[n]);
-    FOR k IN 0 .. n - 1 LOOP
-        pick := NULL;
-        FOR i IN 1 .. n LOOP
-            IF NOT done[i] AND indegree[i] = 0 THEN
-                pick := i;
-                EXIT;
-            END IF;
-        END LOOP;
-        IF pick IS NULL THEN
-            SELECT array_agg(normalized[i] ->> 'id' ORDER BY i) INTO cycle
-                FROM generate_series(1, n) i WHERE NOT done[i];
-            RAISE EXCEPTION 'workflow "%" has a dependency cycle among tasks %', wf_name, array_to_string(cycle, ', ')
-                USING ERRCODE = 'invalid_parameter_value';
-        END IF;
-        done[pick] := true;
-        topo[pick] := k;
-        FOR i IN 1 .. n LOOP
-            IF NOT done[i] AND (normalized[i] -> 'dependencies') ? (normalized[pick] ->> 'id') THEN
-                indegree[i] := indegree[i] - 1;
-            END IF;
-        END LOOP;
-    END LOOP;
-
-    FOR i IN 1 .. n LOOP
-        normalized[i] := normalized[i] || jsonb_build_object(
-            'topo_index', topo[i],
-            'dependents', (SELECT coalesce(jsonb_agg(normalized[j] ->> 'id' ORDER BY j), '[]'::jsonb)
-                           FROM generate_series(1, n) j
-                           WHERE (normalized[j] -> 'dependencies') ? (normalized[i] ->> 'id')));
+        normalized[i] := normalized[i] || (graph -> (i - 1));
     END LOOP;
 
     RETURN jsonb_build_object('name', wf_name, 'description', def -> 'description',
@@ -917,9 +865,9 @@ CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
                                 from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM FROM cloacina._run_generic(format(
-        'INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
-        'VALUES ($1, $2, $3, $4, $5, $6)', s), eid, task, attempt, from_status, to_status, detail) AS r(nothing int);
+    EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
+                   'VALUES ($1, $2, $3, $4, $5, $6)', s)
+        USING eid, task, attempt, from_status, to_status, detail;
 END
 $$;
 
@@ -930,7 +878,7 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     st text;
 BEGIN
-    SELECT r.status INTO st FROM cloacina._run_generic(format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s), eid) AS r(status text);
+    EXECUTE format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s) INTO st USING eid;
     IF st IS NULL THEN
         RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL')
             USING ERRCODE = 'undefined_object';
@@ -994,6 +942,10 @@ AS 'MODULE_PATHNAME', 'cloacina_fail' LANGUAGE C;
 CREATE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
+    due_condition constant text := format($c$
+        (lease_until < now()
+         OR CASE WHEN kind = 'sql' THEN NOT cloacina._sql_task_alive(%L, id)
+                 ELSE timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now() END)$c$, s);
     r record;
     handled int := 0;
     tname text;
@@ -1003,27 +955,30 @@ DECLARE
     any_ready boolean := false;
 BEGIN
     PERFORM cloacina._require_tenant(s);
+    -- A SQL task's worker enforces its timeout itself; its attempt is over here only when no
+    -- pool worker runs it any more (killed, or the server restarted) or its lease ran out.
     FOR r IN EXECUTE format($q$
-        SELECT id, execution_id, fence FROM %I.tasks
-         WHERE status = 'running'
-           AND (lease_until < now()
-                OR (timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now()))
-         ORDER BY execution_id, id LIMIT $1$q$, s) USING max_tasks  -- run order: the locking order
+        SELECT id, execution_id, fence FROM %1$I.tasks
+         WHERE status = 'running' AND %2$s
+         ORDER BY execution_id, id LIMIT $1$q$, s, due_condition) USING max_tasks  -- run order: the locking order
     LOOP
         PERFORM cloacina._lock_run(s, r.execution_id);
         EXECUTE format($q$
             UPDATE %I.tasks
                SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
-                   error = CASE WHEN timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now()
+                   error = CASE WHEN kind = 'handler' AND timeout_ms IS NOT NULL
+                                     AND started_at + timeout_ms * interval '1 millisecond' < now()
                                 THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
+                                WHEN kind = 'sql' AND lease_until >= now()
+                                THEN format('attempt %%s abandoned: its worker %%s stopped while running it', attempt, quote_literal(worker))
                                 ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
                            END
                            || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
                    ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
                    finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
                    output = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND status = 'running'
-            RETURNING task, attempt, status, error, kind$q$, s)
+             WHERE id = $1 AND fence = $2 AND status = 'running' AND %2$s
+            RETURNING task, attempt, status, error, kind$q$, s, due_condition)
             INTO tname, tattempt, new_status, why USING r.id, r.fence;
         CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
         handled := handled + 1;
@@ -1063,7 +1018,8 @@ BEGIN
         RETURN false;  -- already ended; a finished run never changes
     END IF;
     -- Running tasks are cancelled too: their workers learn it from heartbeat() and their
-    -- complete()/fail() are refused.
+    -- complete()/fail() are refused; a running SQL task's statement is cancelled at commit.
+    PERFORM cloacina._cancel_sql_tasks(s, eid);
     EXECUTE format($q$
         WITH old AS (SELECT id, status FROM %1$I.tasks
                       WHERE execution_id = $1 AND status IN ('waiting', 'ready', 'running') FOR UPDATE),
@@ -1329,12 +1285,19 @@ BEGIN
 END
 $$;
 
--- Parses a 5-field (minute hour day month weekday) or 6-field (second first) expression.
+-- Parses a 5-field (minute hour day month weekday) or 6-field (second first) expression of at
+-- most max_length characters (a real one needs a few dozen; parsing costs grow with the length).
 CREATE FUNCTION cloacina._cron_parse(expr text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    f text[] := regexp_split_to_array(btrim(coalesce(expr, '')), '\s+');
+    max_length constant int := 256;
+    f text[];
 BEGIN
+    IF length(expr) > max_length THEN
+        RAISE EXCEPTION 'cron expression is too long (% characters, the limit is %)', length(expr), max_length
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    f := regexp_split_to_array(btrim(coalesce(expr, '')), '\s+');
     IF cardinality(f) = 5 THEN
         f := ARRAY['0'] || f;
     ELSIF cardinality(f) <> 6 THEN
@@ -1437,6 +1400,7 @@ BEGIN
     IF jsonb_typeof(context) <> 'object' THEN
         RAISE EXCEPTION 'context must be a JSON object (got %)', jsonb_typeof(context) USING ERRCODE = 'invalid_parameter_value';
     END IF;
+    PERFORM cloacina._check_context(context, 'the schedule''s context');
     IF catchup IS NULL OR catchup NOT IN ('skip', 'run_all') THEN
         RAISE EXCEPTION 'catchup must be skip or run_all (got %)', coalesce(quote_literal(catchup), 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
@@ -1456,14 +1420,14 @@ BEGIN
         RAISE EXCEPTION 'cron expression "%" never fires', cron USING ERRCODE = 'invalid_parameter_value';
     END IF;
     EXECUTE format($q$
-        INSERT INTO %I.schedules AS sc (name, workflow, cron, timezone, context, catchup, next_run_at)
-        VALUES ($1, $2, $3, $4, $5, $6, $7)
+        INSERT INTO %I.schedules AS sc (name, workflow, cron, spec, timezone, context, catchup, next_run_at)
+        VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
         ON CONFLICT (name) DO UPDATE
-            SET workflow = excluded.workflow, cron = excluded.cron, timezone = excluded.timezone,
-                context = excluded.context, catchup = excluded.catchup,
+            SET workflow = excluded.workflow, cron = excluded.cron, spec = excluded.spec,
+                timezone = excluded.timezone, context = excluded.context, catchup = excluded.catchup,
                 next_run_at = excluded.next_run_at, updated_at = now()
         RETURNING id$q$, s)
-        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot;
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec;
     PERFORM cloacina._due(s, first_slot);
     RETURN sid;
 END
@@ -1490,7 +1454,6 @@ LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     grace constant interval := interval '5 seconds';
     sc record;
-    spec jsonb;
     slot timestamptz;
     fired int := 0;
     n int;
@@ -1503,7 +1466,6 @@ BEGIN
         RETURN 0;
     END IF;
     FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at FOR UPDATE SKIP LOCKED', s) LOOP
-        spec := cloacina._cron_parse(sc.cron);
         slot := sc.next_run_at;
         n := 0;
         WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
@@ -1519,11 +1481,11 @@ BEGIN
                     n := n + 1;
                 END IF;
             END IF;
-            slot := cloacina._cron_next(spec, sc.timezone, slot);
+            slot := cloacina._cron_next(sc.spec, sc.timezone, slot);
         END LOOP;
         IF slot IS NOT NULL AND slot <= now() THEN
             -- run_all hit its cap: the rest of the backlog is dropped, continue from now
-            slot := cloacina._cron_next(spec, sc.timezone, now());
+            slot := cloacina._cron_next(sc.spec, sc.timezone, now());
         END IF;
         EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
             USING sc.id, coalesce(slot, 'infinity');
@@ -1623,23 +1585,21 @@ BEGIN
 END
 $$;
 
--- Claims one ready SQL task of a tenant for the background worker's pool.
+-- Claims one ready SQL task of a tenant for the background worker's pool. The claim commits on
+-- its own (extension/sqltask.c), so it locks the task alone; the run's deadline comes with it.
 CREATE FUNCTION cloacina._claim_sql(s text, worker text, lease interval)
 RETURNS TABLE(task_id bigint, execution_id bigint, fence bigint, sql text, context jsonb,
-              role_name text, timeout_ms bigint)
+              role_name text, timeout_ms bigint, deadline timestamptz)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     RETURN QUERY EXECUTE format($q$
         WITH picked AS (
-            -- The run is locked with its task: the worker completes the task in this same
-            -- transaction, and a run's lock must come first (a cancel holding the run lock
-            -- would otherwise wait for this task while this waits for the run).
-            SELECT t.id FROM %1$I.tasks t JOIN %1$I.executions e ON e.id = t.execution_id
+            SELECT t.id FROM %1$I.tasks t
              WHERE t.status = 'ready' AND t.kind = 'sql' AND t.ready_at <= now()
                AND (SELECT state FROM %1$I.tenant_settings) = 'active'
              ORDER BY t.priority DESC, t.ready_at, t.id
              LIMIT 1
-             FOR UPDATE OF t, e SKIP LOCKED),
+             FOR UPDATE SKIP LOCKED),
         claimed AS (
             UPDATE %1$I.tasks t
                SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $2,
@@ -1650,8 +1610,8 @@ BEGIN
         logged AS (
             INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
             SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
-        SELECT c.id, c.execution_id, c.fence, c.sql, c.input, st.role_name, c.timeout_ms
-          FROM claimed c, %1$I.tenant_settings st$q$, s)
+        SELECT c.id, c.execution_id, c.fence, c.sql, c.input, st.role_name, c.timeout_ms, e.deadline
+          FROM claimed c JOIN %1$I.executions e ON e.id = c.execution_id, %1$I.tenant_settings st$q$, s)
         USING worker, lease;
 END
 $$;
@@ -1661,6 +1621,8 @@ CREATE FUNCTION cloacina._tenant_schemas() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
 AS $$ SELECT schema_name FROM cloacina.tenant ORDER BY schema_name $$;
 
+-- The background duties are the background worker's alone (an admin may run them by hand).
 REVOKE ALL ON FUNCTION cloacina._tenant_tick(text, boolean, interval), cloacina._prune(text, interval, int),
     cloacina._claim_sql(text, text, interval), cloacina._tenant_schemas(),
-    cloacina._fire_schedules(text, boolean, int) FROM PUBLIC;
+    cloacina._fire_schedules(text, boolean, int), cloacina._reap(text, int), cloacina._expire_runs(text),
+    cloacina._sql_task_alive(text, bigint) FROM PUBLIC;

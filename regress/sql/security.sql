@@ -108,7 +108,12 @@ INSERT INTO regress_probe.probes (label, path, q) VALUES
     ('_generate_password', 'sec_a', 'SELECT cloacina._generate_password()'),
     ('_scram_verifier', 'sec_a', $$SELECT cloacina._scram_verifier('x')$$),
     ('_random_token', 'sec_a', 'SELECT cloacina._random_token(8)'),
-    ('_run', 'sec_a', $$SELECT * FROM cloacina._run('SELECT count(*) FROM sec_b.tasks') AS r(n bigint)$$);
+    ('_sql_task_alive', 'sec_a', $$SELECT cloacina._sql_task_alive('sec_b', 1)$$),
+    ('_cancel_sql_tasks', 'sec_a', $$SELECT cloacina._cancel_sql_tasks('sec_b', 1)$$),
+    ('_reap', 'sec_a', $$SELECT cloacina._reap('sec_b')$$),
+    ('_expire_runs', 'sec_a', $$SELECT cloacina._expire_runs('sec_b')$$),
+    ('_due', 'sec_a', $$SELECT cloacina._due('sec_b', now(), true)$$),
+    ('_due (not a tenant)', 'sec_a', $$SELECT cloacina._due('public', now(), true)$$);
 -- Admin functions, the registry, roles.
 INSERT INTO regress_probe.probes (label, path, q) VALUES
     ('create_tenant', 'sec_a', $$SELECT * FROM cloacina.create_tenant('evil_tenant')$$),

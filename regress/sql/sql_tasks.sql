@@ -54,6 +54,48 @@ SELECT task, status, error FROM cloacina.task_results(:trespass) ORDER BY task;
 RESET search_path;
 SELECT entry FROM sql_b.ledger;
 
+-- cancel reaches a running SQL task: the task shows running while its SQL runs, cancel returns
+-- at once, the task's statement is cancelled and its effects are rolled back.
+SET search_path = sql_a;
+CREATE FUNCTION pg_temp.wait_for(condition text, seconds int DEFAULT 30) RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + make_interval(secs => seconds);
+    holds boolean;
+BEGIN
+    LOOP
+        EXECUTE condition INTO holds;
+        IF holds THEN
+            RETURN true;
+        END IF;
+        IF clock_timestamp() > deadline THEN
+            RETURN false;
+        END IF;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+END
+$$;
+SELECT cloacina.register_workflow($${"name": "long", "tasks": [{"id": "sleepy", "kind": "sql",
+    "retry": {"attempts": 3},
+    "sql": "INSERT INTO trail (step, who, path) VALUES ('long', current_user, ''); SELECT pg_sleep(30)"}]}$$) IS NOT NULL AS registered;
+SELECT cloacina.execute('long') AS long \gset
+SELECT pg_temp.wait_for(format($$SELECT status = 'running' FROM sql_a.tasks WHERE execution_id = %s$$, :long)) AS running;
+SELECT clock_timestamp() AS cancelled_at \gset
+SELECT cloacina.cancel(:long);
+SELECT status, error FROM cloacina.wait(:long, '5 seconds');
+SELECT pg_temp.wait_for(format($$SELECT NOT cloacina._sql_task_alive('sql_a', id) FROM sql_a.tasks WHERE execution_id = %s$$, :long)) AS worker_let_go,
+       clock_timestamp() - :'cancelled_at' < interval '2 seconds' AS within_2_seconds;
+SELECT task, status, attempt FROM cloacina.task_results(:long);
+SELECT count(*) AS long_effects FROM trail WHERE step = 'long';
+
+-- A run's timeout reaches its running SQL task the same way.
+SELECT cloacina.execute('long', '{}', '{"timeout_ms": 300}') AS timed \gset
+SELECT status, error FROM cloacina.wait(:timed, '10 seconds');
+SELECT pg_temp.wait_for(format($$SELECT NOT cloacina._sql_task_alive('sql_a', id) FROM sql_a.tasks WHERE execution_id = %s$$, :timed)) AS worker_let_go;
+SELECT status, finished_at - created_at < interval '5 seconds' AS ended_soon FROM sql_a.executions WHERE id = :timed;
+SELECT count(*) AS long_effects FROM trail WHERE step = 'long';
+RESET search_path;
+
 -- A tenant without a role cannot register SQL tasks.
 SELECT schema_name FROM cloacina.create_tenant('sql_norole');
 SET search_path = sql_norole;

@@ -28,10 +28,12 @@ $node->safe_psql('postgres', q{
     CREATE TABLE rec.effects (run bigint, step text);
     GRANT INSERT, SELECT ON rec.effects TO rec_user;
     SELECT cloacina.register_workflow('{"name": "handled", "tasks": [{"id": "work", "retry": {"attempts": 3, "delay_ms": 0}}]}');
+    -- An attempt that the restart interrupts counts (it is recorded before its SQL runs, so that
+    -- a task that crashes its worker cannot retry for ever): hence two attempts each.
     SELECT cloacina.register_workflow($${"name": "sqlchain", "tasks": [
-        {"id": "s1", "kind": "sql", "sql": "INSERT INTO effects SELECT $2, 's1' FROM pg_sleep(0.01)"},
-        {"id": "s2", "kind": "sql", "dependencies": ["s1"], "sql": "INSERT INTO effects SELECT $2, 's2' FROM pg_sleep(0.01)"},
-        {"id": "s3", "kind": "sql", "dependencies": ["s2"], "sql": "INSERT INTO effects SELECT $2, 's3' FROM pg_sleep(0.01)"}]}$$);
+        {"id": "s1", "kind": "sql", "retry": {"attempts": 2, "delay_ms": 0}, "sql": "INSERT INTO effects SELECT $2, 's1' FROM pg_sleep(0.01)"},
+        {"id": "s2", "kind": "sql", "retry": {"attempts": 2, "delay_ms": 0}, "dependencies": ["s1"], "sql": "INSERT INTO effects SELECT $2, 's2' FROM pg_sleep(0.01)"},
+        {"id": "s3", "kind": "sql", "retry": {"attempts": 2, "delay_ms": 0}, "dependencies": ["s2"], "sql": "INSERT INTO effects SELECT $2, 's3' FROM pg_sleep(0.01)"}]}$$);
 });
 
 sub tenant_sql { my ($sql) = @_; return $node->safe_psql('postgres', "SET search_path = rec; $sql"); }

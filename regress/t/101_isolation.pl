@@ -225,8 +225,8 @@ for my $x (@tenants) {
             _random_token         => 'SELECT cloacina._random_token(8)',
             _tenant_schemas       => 'SELECT * FROM cloacina._tenant_schemas()',
             _require_tenant       => "SELECT cloacina._require_tenant('$y')",
-            _run                  => "SELECT * FROM cloacina._run('SELECT count(*) FROM $y.tasks') AS r(n bigint)",
-            _run_generic          => "SELECT * FROM cloacina._run_generic('SELECT count(*) FROM $y.tasks WHERE id > \$1', 0) AS r(n bigint)",
+            _sql_task_alive       => "SELECT cloacina._sql_task_alive('$y', $task)",
+            _cancel_sql_tasks     => "SELECT cloacina._cancel_sql_tasks('$y', $run)",
             create_tenant         => "SELECT * FROM cloacina.create_tenant('evil_$x')",
             remove_tenant         => "SELECT cloacina.remove_tenant('$y')",
             suspend_tenant        => "SELECT cloacina.suspend_tenant('$y')",
@@ -327,7 +327,8 @@ for my $x (@tenants) {
 
 # Completeness: every function of the cloacina schema is probed, or is a pure helper.
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
-    _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded);
+    _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
+    _check_context _workflow_graph);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
     claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);
