@@ -1,9 +1,9 @@
 /*
  * cloacina.c: module entry point. Declares the module and its settings and, when loaded through
  * shared_preload_libraries, asks for shared memory and registers the background workers. The
- * work itself lives in one file per concern: secret.c (passwords), wait.c (wait() wake-ups),
- * due.c (which tenants need the worker), scheduler.c (the scheduler), sqltask.c (SQL tasks),
- * unit.c (one unit of background work), prepared.c (the engine's prepared-plan cache).
+ * work itself lives in one file per concern; the README's layout table lists them all. Those
+ * with shared memory: wait.c (wait() wake-ups), due.c (which tenants need the background
+ * worker), sqlslot.c (the SQL task each pool worker runs).
  */
 #include "postgres.h"
 
