@@ -29,9 +29,8 @@
 typedef struct PreparedEntry
 {
 	uint32		hash;			/* key: hash of the key text and argument types ... */
-	const char *template;		/* ... confirmed by comparing these: the statement's template
-								 * (NULL for a statement given as text) */
-	char	   *key;			/* the schema the template was filled with, or the statement */
+	const char *template;		/* ... confirmed by comparing these: the statement's template */
+	char	   *key;			/* the schema the template was filled with */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
 	bool		generic;		/* ... and the plan kind */
@@ -110,7 +109,7 @@ forget(PreparedEntry *e)
 	}
 }
 
-/* Executes the statement of "template" filled with "key" (or "key" itself when no template). */
+/* Executes the statement of "template" filled with "key". */
 static int
 execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *values,
 		const char *nulls, bool generic)
@@ -125,7 +124,7 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
 	entry = lookup(template, key, nargs, argtypes, generic, hash);
 	if (entry == NULL)
 		entry = prepare(template, key,
-						template ? psprintf(template, quote_identifier(key)) : key,
+						psprintf(template, quote_identifier(key)),
 						nargs, argtypes, generic, hash);
 	entry->last_used = ++use_counter;
 
