@@ -90,10 +90,7 @@ cloacina_sqlslot_fill(int worker, const char *schema, int64 task_id, int64 execu
 	LWLockRelease(slots->lock);
 }
 
-/*
- * Empties the worker's slot; returns the schema it held ("" if none), for a worker that starts
- * again after its previous incarnation died in the middle of a task.
- */
+/* Empties the worker's slot; "held_schema" (if not NULL) gets the schema it held, or "". */
 void
 cloacina_sqlslot_empty(int worker, char *held_schema)
 {

@@ -17,8 +17,10 @@
  * back to the worker's superuser. Its statement timeout is the least of its timeout_ms, what is
  * left of its run's timeout and cloacina.sql_task_timeout; while it runs, the worker polls its
  * slot, so a cancel of the run (or the run's timeout, which the scheduler enforces with a cancel)
- * stops it within a poll interval. Its input context is $1 (jsonb) and its run id $2 (bigint);
- * if its last statement returns a row whose first column is a JSON object, that is its output.
+ * stops it within a poll interval. A task that catches the cancel (query_canceled) and carries
+ * on is stopped a second later by the worker ending itself: FATAL, which nothing catches.
+ * Its input context is $1 (jsonb) and its run id $2 (bigint); if its last statement returns a
+ * row whose first column is a JSON object, that is its output.
  */
 #include "postgres.h"
 
@@ -54,6 +56,12 @@ PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
 
 /* how often a running task's worker looks for a cancel request */
 #define CANCEL_POLL_MS 100
+/*
+ * How long a task's SQL may go on after its cancel or its timeout: a task can catch
+ * query_canceled in plpgsql and carry on. Past this the worker ends itself (FATAL, which nothing
+ * catches), the task's transaction rolls back, and the worker starts again in 5 s.
+ */
+#define STOP_GRACE_MS 1000
 /* the claim's lease beyond the longest a task may run: the reaper's last resort */
 #define LEASE_GRACE_S 60
 
@@ -80,17 +88,33 @@ typedef struct SqlTaskOutcome
 
 static int	my_worker = -1;
 static TimeoutId cancel_poll = MAX_TIMEOUTS;
+/* while a task's SQL runs: when its worker ends itself if it still runs (0: no cancel yet) */
+static volatile TimestampTz stop_by_cancel = 0;
+static volatile TimestampTz stop_by_timeout = 0;
 
-/* Timeout handler (signal context): turns a cancel request in our slot into a query cancel. */
+/*
+ * Timeout handler (signal context): turns a cancel request in our slot into a query cancel,
+ * and ends the worker when the task's SQL outlives its cancel or its timeout by STOP_GRACE_MS.
+ */
 static void
 poll_cancel_request(void)
 {
+	TimestampTz now = GetCurrentTimestamp();
+
 	if (my_worker >= 0 && cloacina_sqlslot_cancel_requested(my_worker))
 	{
+		if (stop_by_cancel == 0)
+			stop_by_cancel = TimestampTzPlusMilliseconds(now, STOP_GRACE_MS);
 		QueryCancelPending = true;
 		InterruptPending = true;
-		SetLatch(MyLatch);
 	}
+	if ((stop_by_cancel != 0 && now >= stop_by_cancel) ||
+		(stop_by_timeout != 0 && now >= stop_by_timeout))
+	{
+		ProcDiePending = true;
+		InterruptPending = true;
+	}
+	SetLatch(MyLatch);
 }
 
 /* Claims one ready SQL task of "schema" into "task" (allocated in "keep"); false if none. */
@@ -152,6 +176,8 @@ stop_task_timers(void)
 {
 	disable_timeout(STATEMENT_TIMEOUT, false);
 	disable_timeout(cancel_poll, false);
+	stop_by_cancel = 0;
+	stop_by_timeout = 0;
 }
 
 /* Runs the task's SQL as the tenant role, inside a subtransaction that an error rolls back. */
@@ -182,6 +208,7 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		Datum		args[2];
 		char		nulls[2] = {' ', ' '};
 		int			nest = NewGUCNestLevel();
+		int			timeout_ms;
 
 		SetUserIdAndSecContext(tenant_role, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE |
 							   SECURITY_RESTRICTED_OPERATION);
@@ -191,7 +218,10 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		(void) set_config_option("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
 		/* statement_timeout is armed by the client protocol loop, which a worker has not */
-		enable_timeout_after(STATEMENT_TIMEOUT, statement_timeout_ms(task));
+		timeout_ms = statement_timeout_ms(task);
+		stop_by_cancel = 0;
+		stop_by_timeout = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms + STOP_GRACE_MS);
+		enable_timeout_after(STATEMENT_TIMEOUT, timeout_ms);
 		enable_timeout_every(cancel_poll,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), CANCEL_POLL_MS),
 							 CANCEL_POLL_MS);
@@ -378,12 +408,29 @@ run_one_task(const char *schema, const char *worker_name, MemoryContext scratch)
 	return true;
 }
 
+/*
+ * When the worker exits in the middle of a task (it ended itself because the task would not
+ * stop, or it was told to shut down), the reaper may end the task's attempt at once.
+ */
+static void
+empty_slot_at_exit(int code, Datum arg)
+{
+	char		held_schema[NAMEDATALEN];
+
+	cloacina_sqlslot_empty(my_worker, held_schema);
+	if (held_schema[0] != '\0')
+		cloacina_due_now(held_schema);
+	/*
+	 * The tenant's share of the pool stays taken until this worker is back (5 s): a tenant whose
+	 * tasks end workers must not be able to end the next worker at once, and the next.
+	 */
+}
+
 void
 cloacina_sql_worker_main(Datum main_arg)
 {
 	char	   *worker_name;
 	MemoryContext scratch;
-	char		held_schema[NAMEDATALEN];
 
 	my_worker = DatumGetInt32(main_arg);
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
@@ -396,10 +443,8 @@ cloacina_sql_worker_main(Datum main_arg)
 	cancel_poll = RegisterTimeout(USER_TIMEOUT, poll_cancel_request);
 	cloacina_unit_settings();
 	cloacina_due_set_sql_worker_latch(my_worker);
-	/* a previous incarnation died in the middle of a task: let the reaper end its attempt now */
-	cloacina_sqlslot_empty(my_worker, held_schema);
-	if (held_schema[0] != '\0')
-		cloacina_due_now(held_schema);
+	/* runs before the exit aborts the transaction: nothing of the task can commit any more */
+	before_shmem_exit(empty_slot_at_exit, (Datum) 0);
 
 	for (;;)
 	{

@@ -94,6 +94,18 @@ SELECT status, error FROM cloacina.wait(:timed, '10 seconds');
 SELECT pg_temp.wait_for(format($$SELECT NOT cloacina._sql_task_alive('sql_a', id) FROM sql_a.tasks WHERE execution_id = %s$$, :timed)) AS worker_let_go;
 SELECT status, finished_at - created_at < interval '5 seconds' AS ended_soon FROM sql_a.executions WHERE id = :timed;
 SELECT count(*) AS long_effects FROM trail WHERE step = 'long';
+
+-- A task that catches the cancel of its timeout and carries on is stopped all the same: its
+-- worker ends itself a second later (and starts again), and the attempt ends as abandoned.
+SELECT cloacina.register_workflow($${"name": "stubborn", "tasks": [{"id": "loop", "kind": "sql",
+    "timeout_ms": 200, "sql": "INSERT INTO trail (step, who, path) VALUES ('stubborn', current_user, ''); DO $b$ BEGIN LOOP BEGIN PERFORM pg_sleep(10); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $b$"}]}$$) IS NOT NULL AS registered;
+SELECT cloacina.execute('stubborn') AS stubborn \gset
+SELECT pg_temp.wait_for(format($$SELECT status <> 'running' FROM sql_a.executions WHERE id = %s$$, :stubborn)) AS ended;
+SELECT status, regexp_replace(error, 'sql worker \d+', 'sql worker N') AS error FROM cloacina.execution_status(:stubborn);
+SELECT count(*) AS stubborn_effects FROM trail WHERE step = 'stubborn';
+-- the pool is whole again: a new SQL task runs
+SELECT cloacina.execute('etl', '{"day": "2026-11-27"}') AS again \gset
+SELECT status FROM cloacina.wait(:again, '60 seconds');
 RESET search_path;
 
 -- A tenant without a role cannot register SQL tasks.

@@ -18,6 +18,8 @@
 #   h. the engine's internal functions _run, _run_generic and _due called by A
 #   i. advisory locks A takes on the keys of create_tenant and of B's idempotency key
 #   j. a dense DAG of 400 tasks (each depends on all earlier ones)
+#   k. SQL tasks of A that catch the cancel of their timeout and carry on (their workers end
+#      themselves and start again)
 # After each attack the server must not have restarted and no backend may have been killed.
 # Prints "availability: N attacks, S stalls, worst B figure X × unloaded": S counts the attacks
 # during which a bound of B was missed or the server restarted, X is the worst ratio of B's SQL
@@ -501,6 +503,16 @@ attack('d. six SQL tasks of A sleeping 20 s', sub {
     ok(wait_until(10, sub { my $n = $sleeping->(); $n >= 2 || ($n >= 1 && time > $start + 3) }),
        'd: the SQL pool runs A\'s sleeping tasks');
     diag('d: SQL workers sleeping for A: ' . $sleeping->());
+}, sub {});
+
+attack('k. SQL tasks of A that catch their cancel and carry on', sub {
+    as_login('a_user', q{SELECT cloacina.register_workflow($w${"name": "stubborn", "tasks": [{"id": "loop",
+        "kind": "sql", "timeout_ms": 300, "retry": {"attempts": 3, "delay_ms": 0},
+        "sql": "DO $b$ BEGIN LOOP BEGIN PERFORM pg_sleep(10); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END $b$"}]}$w$)});
+    as_login('a_user', q{SELECT count(*) FROM cloacina.execute_batch('stubborn', array_fill('{}'::jsonb, ARRAY[6]))});
+    ok(wait_until(10, sub { (value('admin', q{SELECT count(*) > 0 FROM a.execution_events
+        WHERE detail LIKE '%stopped while running it%'}) // '') eq 't' }),
+       'k: a worker ended itself over a task of A that would not stop');
 }, sub {});
 
 attack('e. 5,000 ready SQL tasks of A', sub {
