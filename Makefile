@@ -8,6 +8,9 @@ MODULE_big  = cloacina
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
+# The install script's sources, one concern each, in the order they are concatenated.
+SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql admin.sql \
+              workflows.sql engine.sql api.sql cron.sql background.sql)
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
 
 # install runs first (it creates the extension); the other suites run in name order
@@ -28,8 +31,8 @@ include $(PGXS)
 CONTRIB_TESTDB   = $(TEST_DB)
 ISOLATION_TESTDB = $(TEST_DB)
 
-sql/$(EXTENSION)--$(EXTVERSION).sql: sql/$(EXTENSION).sql
-	cp $< $@
+sql/$(EXTENSION)--$(EXTVERSION).sql: $(SQL_SOURCES)
+	cat $^ > $@
 
 installcheck: build-dirs
 build-dirs:

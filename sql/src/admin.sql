@@ -1,0 +1,218 @@
+-- sql/src/admin.sql: the admin API: create_tenant, remove_tenant, tenants, suspend/resume, limits.
+
+------------------------------------------------------------------------------------------------
+-- 3. Admin API
+------------------------------------------------------------------------------------------------
+
+-- The body of create_tenant. (plpgsql cannot name an output column like a parameter, which
+-- the contract's signature does, so the public function is an SQL wrapper around this one.)
+CREATE FUNCTION cloacina._create_tenant(s text, u text, pw text)
+RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._check_name('tenant schema name', s);
+    IF u IS NOT NULL THEN
+        PERFORM cloacina._check_name('tenant user name', u);
+    END IF;
+    IF pw IS NOT NULL AND pw <> '' AND u IS NULL THEN
+        RAISE EXCEPTION 'a password was given without a user name'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a user name to create a login role for the tenant.';
+    END IF;
+
+    -- Serialise creations and removals (they take milliseconds); the loser of a race for one
+    -- name then sees the winner's registry row. A table lock, not an advisory key: a tenant
+    -- could take the key and block the admin, but has no privilege on the registry.
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', s USING ERRCODE = 'duplicate_schema';
+    END IF;
+    IF EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = s) THEN
+        RAISE EXCEPTION 'schema "%" already exists', s
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'It is not a cloacina tenant; cloacina will not take over an existing schema.';
+    END IF;
+    IF u IS NOT NULL THEN
+        IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u) THEN
+            RAISE EXCEPTION 'role "%" already exists', u
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = 'cloacina creates a new role for each tenant and will not reuse an existing one.';
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE SCHEMA %I', s);
+    PERFORM cloacina._create_tenant_tables(s, 'cloacina_' || cloacina._random_token(18));
+    -- cloacina_admin administers every tenant, also through the tenant API
+    PERFORM cloacina._grant_tenant_role(s, 'cloacina_admin');
+
+    IF u IS NOT NULL THEN
+        IF pw IS NULL OR pw = '' THEN
+            pw := cloacina._generate_password();
+        END IF;
+        -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach
+        -- the server log, an error context or pg_stat_statements.
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                       'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
+        EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
+        PERFORM cloacina._grant_tenant_role(s, u);
+        EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
+    ELSE
+        pw := NULL;
+    END IF;
+
+    INSERT INTO cloacina.tenant (schema_name, username) VALUES (s, u);
+
+    RETURN QUERY SELECT s, u, pw,
+        CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
+END
+$$;
+
+CREATE FUNCTION cloacina.create_tenant(schema_name text, username text DEFAULT NULL,
+                                       password text DEFAULT '')
+RETURNS TABLE(schema_name text, username text, password text, connection_string text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM cloacina._create_tenant(schema_name, username, password) $$;
+COMMENT ON FUNCTION cloacina.create_tenant(text, text, text) IS
+    'Creates a tenant (schema, tables, optional login role with a generated or given password) in one transaction';
+
+CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning  -- no "drop cascades to" list for every table
+SET lock_timeout = '5s'            -- the tenant holds locks on its tables: fail, never hang
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s text := remove_tenant.schema_name;
+    u text := remove_tenant.username;
+    registered_user text;
+    unfinished bigint;
+BEGIN
+    IF s IS NULL THEN
+        RAISE EXCEPTION 'tenant schema name must not be empty' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
+    SELECT t.username INTO registered_user FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    IF u IS NOT NULL AND u IS DISTINCT FROM registered_user THEN
+        RAISE EXCEPTION 'role "%" does not belong to tenant "%"', u, s
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The tenant''s role is %s.', coalesce(quote_ident(registered_user), 'not set'));
+    END IF;
+
+    -- Refuse while work is unfinished: removing the schema would lose accepted runs.
+    -- Lock the runs first so nothing new starts between the check and the drop.
+    EXECUTE format('LOCK TABLE %1$I.executions, %1$I.tasks IN EXCLUSIVE MODE', s);
+    EXECUTE format('SELECT count(*) FROM %I.executions WHERE status IN (''running'', ''paused'')', s)
+        INTO unfinished;
+    IF unfinished > 0 THEN
+        RAISE EXCEPTION 'tenant "%" has unfinished runs', s
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = format('%s runs are running or paused.', unfinished),
+                  HINT = 'Suspend the tenant and let its runs finish, or cancel them with cloacina.cancel(), then remove it.';
+    END IF;
+
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    IF registered_user IS NOT NULL THEN
+        EXECUTE format('DROP OWNED BY %I', registered_user);
+        EXECUTE format('DROP ROLE %I', registered_user);
+    END IF;
+    DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
+END
+$$;
+COMMENT ON FUNCTION cloacina.remove_tenant(text, text) IS
+    'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs';
+
+-- Live counts of one tenant, for the tenants view (runs with the caller's privileges).
+CREATE FUNCTION cloacina._tenant_counts(s text,
+    OUT active_runs bigint, OUT ready_tasks bigint, OUT running_tasks bigint)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($q$SELECT (SELECT count(*) FROM %1$I.executions WHERE status IN ('running', 'paused')),
+                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'ready'),
+                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'running')$q$, s)
+        INTO active_runs, ready_tasks, running_tasks;
+END
+$$;
+
+CREATE VIEW cloacina.tenants AS
+    SELECT t.schema_name, t.username, t.state, t.created_at, t.max_running, t.weight,
+           c.active_runs, c.ready_tasks, c.running_tasks
+    FROM cloacina.tenant t, LATERAL cloacina._tenant_counts(t.schema_name) c;
+COMMENT ON VIEW cloacina.tenants IS 'Tenants with their state, limits and live counts (admin only)';
+
+-- Copies the registry's state and limits into the tenant's own settings row, where the claim
+-- path reads them without touching the cloacina schema.
+CREATE FUNCTION cloacina._sync_tenant_settings(s text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('UPDATE %I.tenant_settings st SET state = t.state, max_running = t.max_running, '
+                   'weight = t.weight FROM cloacina.tenant t WHERE t.schema_name = $1', s) USING s;
+    PERFORM cloacina._due(s, now());  -- the background worker picks up the new state and limits
+END
+$$;
+
+CREATE FUNCTION cloacina._set_tenant_state(s text, new_state text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    UPDATE cloacina.tenant t SET state = new_state WHERE t.schema_name = s;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    PERFORM cloacina._sync_tenant_settings(s);
+END
+$$;
+
+CREATE FUNCTION cloacina.suspend_tenant(schema_name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT cloacina._set_tenant_state(schema_name, 'suspended') $$;
+COMMENT ON FUNCTION cloacina.suspend_tenant(text) IS
+    'Suspends a tenant: nothing new is claimed (running tasks finish) and its schedules pause';
+
+CREATE FUNCTION cloacina.resume_tenant(schema_name text) RETURNS void
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT cloacina._set_tenant_state(schema_name, 'active') $$;
+COMMENT ON FUNCTION cloacina.resume_tenant(text) IS 'Resumes a suspended tenant';
+
+CREATE FUNCTION cloacina.set_tenant_limits(schema_name text, max_running int DEFAULT NULL,
+                                           weight int DEFAULT 1) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+#variable_conflict use_variable
+BEGIN
+    IF max_running IS NOT NULL AND max_running < 1 THEN
+        RAISE EXCEPTION 'max_running must be at least 1 (got %)', max_running
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Pass NULL for no limit.';
+    END IF;
+    IF weight IS NULL OR weight < 1 OR weight > 1000 THEN
+        RAISE EXCEPTION 'weight must be between 1 and 1000 (got %)', coalesce(weight::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    UPDATE cloacina.tenant t SET max_running = set_tenant_limits.max_running,
+                                 weight = set_tenant_limits.weight
+        WHERE t.schema_name = set_tenant_limits.schema_name;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', schema_name USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    PERFORM cloacina._sync_tenant_settings(schema_name);
+END
+$$;
+COMMENT ON FUNCTION cloacina.set_tenant_limits(text, int, int) IS
+    'Sets a tenant''s cap on concurrently running SQL tasks and its weight in fair sharing';
+
+REVOKE ALL ON FUNCTION
+    cloacina.create_tenant(text, text, text), cloacina._create_tenant(text, text, text),
+    cloacina.remove_tenant(text, text),
+    cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
+    cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text),
+    cloacina._sync_tenant_settings(text), cloacina._set_tenant_state(text, text),
+    cloacina._create_tenant_tables(text, text), cloacina._grant_tenant_role(text, text),
+    cloacina._connection_string(text, text)
+    FROM PUBLIC;
+REVOKE ALL ON cloacina.tenants FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    cloacina.create_tenant(text, text, text), cloacina.remove_tenant(text, text),
+    cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
+    cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text)
+    TO cloacina_admin;
+GRANT SELECT ON cloacina.tenants TO cloacina_admin;

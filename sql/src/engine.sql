@@ -1,0 +1,310 @@
+-- sql/src/engine.sql: the execution engine: start, claim, heartbeat, complete, fail, reap, cancel, pause, resume.
+
+------------------------------------------------------------------------------------------------
+-- 5. The execution engine. Every function takes the tenant schema as its first argument; the
+--    public wrappers in section 6 pass current_schema(). All of them run as the caller.
+--
+--    Locking order, to stay free of deadlocks: a run's row in executions first, then its tasks.
+--    Every state change of a run (complete, fail, cancel, pause, resume) takes the run's row
+--    lock first; claim and heartbeat touch only task rows.
+------------------------------------------------------------------------------------------------
+
+-- Does a task's context condition ({"key", "op", "value"}) hold for its input context?
+-- "key" may be a dotted path into nested objects.
+CREATE FUNCTION cloacina._condition_holds(cond jsonb, ctx jsonb) RETURNS boolean
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    v    jsonb := ctx #> string_to_array(cond ->> 'key', '.');
+    want jsonb := cond -> 'value';
+BEGIN
+    CASE cond ->> 'op'
+    WHEN 'exists' THEN RETURN v IS NOT NULL;
+    WHEN 'not_exists' THEN RETURN v IS NULL;
+    WHEN 'equals' THEN RETURN v IS NOT NULL AND v = want;
+    WHEN 'not_equals' THEN RETURN v IS NULL OR v <> want;
+    WHEN 'gt', 'lt' THEN
+        IF jsonb_typeof(v) = 'number' AND jsonb_typeof(want) = 'number' THEN
+            RETURN CASE cond ->> 'op' WHEN 'gt' THEN v::numeric > want::numeric ELSE v::numeric < want::numeric END;
+        ELSIF jsonb_typeof(v) = 'string' AND jsonb_typeof(want) = 'string' THEN
+            RETURN CASE cond ->> 'op' WHEN 'gt' THEN (v #>> '{}') > (want #>> '{}') COLLATE "C"
+                                      ELSE (v #>> '{}') < (want #>> '{}') COLLATE "C" END;
+        END IF;
+        RETURN false;
+    WHEN 'contains' THEN
+        IF jsonb_typeof(v) = 'string' AND jsonb_typeof(want) = 'string' THEN
+            RETURN strpos(v #>> '{}', want #>> '{}') > 0;
+        ELSIF jsonb_typeof(v) = 'array' THEN
+            RETURN v @> jsonb_build_array(want) OR (jsonb_typeof(want) = 'array' AND v @> want);
+        ELSIF jsonb_typeof(v) = 'object' AND jsonb_typeof(want) = 'object' THEN
+            RETURN v @> want;
+        END IF;
+        RETURN false;
+    END CASE;
+END
+$$;
+
+-- Delay before retry number "attempt" + 1. Exponential doubles from delay_ms; jitter keeps a
+-- random point in the upper half of the delay ("equal jitter"), so retries spread but never
+-- come sooner than half the planned delay.
+CREATE FUNCTION cloacina._retry_delay(attempt int, backoff text, delay_ms bigint,
+                                      max_delay_ms bigint, jitter boolean) RETURNS interval
+LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT make_interval(secs => d * CASE WHEN jitter THEN 0.5 + random() * 0.5 ELSE 1 END / 1000.0)
+    FROM (SELECT least(max_delay_ms::float8,
+                       CASE backoff
+                           WHEN 'fixed' THEN delay_ms::float8
+                           WHEN 'linear' THEN delay_ms::float8 * attempt
+                           ELSE delay_ms::float8 * power(2, least(attempt - 1, 60))
+                       END) AS d) x
+$$;
+
+-- A wake-up hint for the tenant's workers, on the tenant's private channel.
+CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
+AS 'MODULE_PATHNAME', 'cloacina_hint_sql' LANGUAGE C;
+
+CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
+                                from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format('INSERT INTO %I.execution_events (execution_id, task, attempt, from_status, to_status, detail) '
+                   'VALUES ($1, $2, $3, $4, $5, $6)', s)
+        USING eid, task, attempt, from_status, to_status, detail;
+END
+$$;
+
+-- Locks a run's row (the first lock of every run state change) and returns its status,
+-- or raises if the run does not exist.
+CREATE FUNCTION cloacina._lock_run(s text, eid bigint) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st text;
+BEGIN
+    EXECUTE format('SELECT status FROM %I.executions WHERE id = $1 FOR UPDATE', s) INTO st USING eid;
+    IF st IS NULL THEN
+        RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL')
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN st;
+END
+$$;
+
+-- Ends runs: status (derived from their tasks unless forced), final_context (the input merged
+-- with every completed task's output in topological order), one event each, and the waiters'
+-- wake-up. The caller holds the runs' row locks.
+CREATE FUNCTION cloacina._finalize(s text, eids bigint[], forced_status text DEFAULT NULL,
+                                   forced_error text DEFAULT NULL) RETURNS void
+AS 'MODULE_PATHNAME', 'cloacina_finalize' LANGUAGE C;
+
+-- After tasks of a run became terminal: counts them down on their dependents; a dependent whose
+-- last dependency just ended is evaluated (trigger rule, then context condition) and becomes
+-- ready (held as waiting while the run is paused) or skipped, and skips cascade. When no task
+-- of the run is left, the run is finalised. All inside the caller's transaction.
+CREATE FUNCTION cloacina._propagate(s text, eid bigint, finished text[]) RETURNS void
+AS 'MODULE_PATHNAME', 'cloacina_propagate' LANGUAGE C;
+
+-- Starts runs (extension/start.c): one per context in context order, each with its creation event
+-- and its tasks; options: priority, idempotency_key (execute only; returns the run that first
+-- used the key), run_at, timeout_ms.
+CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
+AS 'MODULE_PATHNAME', 'cloacina_execute' LANGUAGE C;
+
+CREATE FUNCTION cloacina._execute_batch(s text, workflow text, contexts jsonb[], options jsonb)
+RETURNS TABLE(ordinal int, execution_id bigint)
+AS 'MODULE_PATHNAME', 'cloacina_execute_batch' LANGUAGE C;
+
+-- Claims up to max_tasks ready handler tasks in claim order with a lease and a new fence (claim.c).
+CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
+RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
+              fence bigint, context jsonb)
+AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C;
+
+-- Renews the leases of claimed tasks, one set-based statement for all of them (heartbeat.c).
+CREATE FUNCTION cloacina._heartbeat_batch(s text, task_ids bigint[], fences bigint[])
+RETURNS TABLE(task_id bigint, status text)
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat_batch' LANGUAGE C;
+
+CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
+AS 'MODULE_PATHNAME', 'cloacina_heartbeat' LANGUAGE C;
+
+CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
+AS 'MODULE_PATHNAME', 'cloacina_complete' LANGUAGE C;
+
+-- Fails claimed tasks, set-based like _complete_batch (fail.c): a retryable failure with
+-- attempts left goes back to ready at its backoff time, otherwise the task fails and its
+-- dependents are evaluated.
+CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
+RETURNS boolean
+AS 'MODULE_PATHNAME', 'cloacina_fail' LANGUAGE C;
+
+-- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
+-- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
+-- next attempt, or fails as abandoned once its attempts are used up. The background worker
+-- calls this; it is also safe to call by hand. Returns how many tasks it handled.
+CREATE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    due_condition constant text := format($c$
+        (lease_until < now()
+         OR CASE WHEN kind = 'sql' THEN NOT cloacina._sql_task_alive(%L, id)
+                 ELSE timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now() END)$c$, s);
+    r record;
+    handled int := 0;
+    tname text;
+    tattempt int;
+    new_status text;
+    why text;
+    any_ready boolean := false;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    -- A SQL task's worker enforces its timeout itself; its attempt is over here only when no
+    -- pool worker runs it any more (killed, or the server restarted) or its lease ran out.
+    FOR r IN EXECUTE format($q$
+        SELECT id, execution_id, fence FROM %1$I.tasks
+         WHERE status = 'running' AND %2$s
+         ORDER BY execution_id, id LIMIT $1$q$, s, due_condition) USING max_tasks  -- run order: the locking order
+    LOOP
+        PERFORM cloacina._lock_run(s, r.execution_id);
+        EXECUTE format($q$
+            UPDATE %I.tasks
+               SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
+                   error = CASE WHEN kind = 'handler' AND timeout_ms IS NOT NULL
+                                     AND started_at + timeout_ms * interval '1 millisecond' < now()
+                                THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
+                                WHEN kind = 'sql' AND lease_until >= now()
+                                THEN format('attempt %%s abandoned: its worker %%s stopped while running it', attempt, quote_literal(worker))
+                                ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
+                           END
+                           || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
+                   ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
+                   finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+                   output = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND status = 'running' AND %2$s
+            RETURNING task, attempt, status, error, kind$q$, s, due_condition)
+            INTO tname, tattempt, new_status, why USING r.id, r.fence;
+        CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
+        handled := handled + 1;
+        PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
+        IF new_status = 'failed' THEN
+            PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
+        ELSE
+            any_ready := true;
+        END IF;
+    END LOOP;
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    RETURN handled;
+END
+$$;
+
+-- Completes tasks, set-based: every task still running under the given fence records its output
+-- and its event in one statement. Runs are locked first, in id order (the locking order), so
+-- two batches sharing runs never deadlock. Tasks with dependents go through _propagate; for the
+-- others the runs are counted down together and the runs with nothing left end together.
+CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C;
+
+CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
+                                     retryable boolean[])
+RETURNS TABLE(task_id bigint, accepted boolean)
+AS 'MODULE_PATHNAME', 'cloacina_fail_batch' LANGUAGE C;
+
+-- Ends a run early: as "cancelled" by default, or as "failed" with a reason (a run timeout).
+CREATE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) NOT IN ('running', 'paused') THEN
+        RETURN false;  -- already ended; a finished run never changes
+    END IF;
+    -- Running tasks are cancelled too: their workers learn it from heartbeat() and their
+    -- complete()/fail() are refused; a running SQL task's statement is cancelled at commit.
+    PERFORM cloacina._cancel_sql_tasks(s, eid);
+    EXECUTE format($q$
+        WITH old AS (SELECT id, status FROM %1$I.tasks
+                      WHERE execution_id = $1 AND status IN ('waiting', 'ready', 'running') FOR UPDATE),
+        cancelled AS (
+            UPDATE %1$I.tasks t SET status = 'cancelled', finished_at = now(), lease_until = NULL
+              FROM old WHERE t.id = old.id
+            RETURNING t.task, t.attempt, old.status AS from_status)
+        INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
+        SELECT $1, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING eid;
+    IF failure IS NULL THEN
+        PERFORM cloacina._finalize(s, ARRAY[eid], 'cancelled');
+    ELSE
+        PERFORM cloacina._finalize(s, ARRAY[eid], 'failed', failure);
+    END IF;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._pause(s text, eid bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) <> 'running' THEN
+        RETURN false;
+    END IF;
+    -- Ready tasks are held back as waiting (with no pending dependencies) until resume.
+    EXECUTE format($q$
+        WITH held AS (
+            UPDATE %1$I.tasks SET status = 'waiting'
+             WHERE execution_id = $1 AND status = 'ready'
+            RETURNING task, attempt),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, attempt, 'ready', 'waiting', 'run paused' FROM held)
+        UPDATE %1$I.executions SET status = 'paused' WHERE id = $1$q$, s) USING eid;
+    PERFORM cloacina._event(s, eid, NULL, NULL, 'running', 'paused');
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._resume(s text, eid bigint) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    released bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) <> 'paused' THEN
+        RETURN false;
+    END IF;
+    EXECUTE format($q$
+        WITH released AS (
+            UPDATE %1$I.tasks SET status = 'ready'
+             WHERE execution_id = $1 AND status = 'waiting' AND pending_deps = 0
+            RETURNING task, attempt),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, attempt, 'waiting', 'ready', 'run resumed' FROM released),
+        run AS (UPDATE %1$I.executions SET status = 'running' WHERE id = $1)
+        SELECT count(*) FROM released$q$, s) INTO released USING eid;
+    PERFORM cloacina._event(s, eid, NULL, NULL, 'paused', 'running');
+    IF released > 0 THEN
+        PERFORM cloacina._hint(s, 'ready');
+        PERFORM cloacina._due(s, now());  -- any SQL tasks among them: the worker's tick finds them
+    END IF;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina._execution_status(s text, eid bigint)
+RETURNS TABLE(status text, final_context jsonb, error text)
+AS 'MODULE_PATHNAME', 'cloacina_execution_status' LANGUAGE C STABLE;
+
+CREATE FUNCTION cloacina._task_results(s text, eid bigint)
+RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
+              started_at timestamptz, finished_at timestamptz)
+AS 'MODULE_PATHNAME', 'cloacina_task_results' LANGUAGE C STABLE;
+
+CREATE FUNCTION cloacina._notify_channel(s text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    channel text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT notify_channel FROM %I.tenant_settings', s) INTO channel;
+    RETURN channel;
+END
+$$;
