@@ -11,7 +11,9 @@ DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # The install script's sources, one concern each, in the order they are concatenated.
 SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql admin.sql \
               workflows.sql engine.sql api.sql cron.sql background.sql)
-PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers -Werror
+# Warnings are errors only when asked (CLOACINA_WERROR=ON; CI does), never in a shipped build.
+PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
+              $(if $(filter ON,$(CLOACINA_WERROR)),-Werror)
 
 # install runs first (it creates the extension); the other suites run in name order
 REGRESS      = install $(filter-out install,$(patsubst regress/sql/%.sql,%,$(sort $(wildcard regress/sql/*.sql))))

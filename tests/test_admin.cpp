@@ -125,3 +125,20 @@ BOOST_AUTO_TEST_CASE(tenant_roles_cannot_use_the_admin_api) {
         BOOST_TEST(e.sqlstate() == "42501");
     }
 }
+
+BOOST_AUTO_TEST_CASE(server_versions_the_sdk_works_with) {
+    const std::string major = std::to_string(CLOACINA_SDK_VERSION_MAJOR);
+    const std::string minor = std::to_string(CLOACINA_SDK_VERSION_MINOR);
+    BOOST_TEST(server_version_supported(CLOACINA_SDK_VERSION));
+    BOOST_TEST(server_version_supported("0.1.0"));
+    BOOST_TEST(server_version_supported(major + "." + minor + ".7"));
+    BOOST_TEST(!server_version_supported("0.0.9"));
+    BOOST_TEST(!server_version_supported(major + "." + std::to_string(CLOACINA_SDK_VERSION_MINOR + 1) + ".0"));
+    BOOST_TEST(!server_version_supported(std::to_string(CLOACINA_SDK_VERSION_MAJOR + 1) + ".0.0"));
+    BOOST_TEST(!server_version_supported("older than 0.1.0"));
+    BOOST_TEST(!server_version_supported(""));
+
+    // The server these suites run against is one of them (every runner checks it when it starts).
+    Connection connection(database_url());
+    BOOST_TEST(server_version_supported(connection.exec("SELECT cloacina.version()").text(0, 0)));
+}

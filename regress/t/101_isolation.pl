@@ -328,7 +328,7 @@ for my $x (@tenants) {
 # Completeness: every function of the cloacina schema is probed, or is a pure helper.
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
-    _check_context _workflow_graph);
+    _check_context _workflow_graph version);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
     claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);

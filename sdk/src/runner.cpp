@@ -3,6 +3,7 @@
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
+#include "cloacina/version.hpp"
 
 #include <boost/json/serialize.hpp>
 
@@ -175,6 +176,7 @@ RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_
       pool(options, config.db_pool_size),
       worker_name_(config.worker_name) {
     with_retry(pool, [&](Connection& c) {
+        require_supported_server(c);
         // notify_channel() raises 3F000 unless current_schema() is a tenant: fail here, not later.
         Result r = c.exec("SELECT current_schema(), cloacina.notify_channel()");
         if (r.rows() != 1 || r.is_null(0, 0))
@@ -183,6 +185,22 @@ RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_
         schema_ = std::string(r.text(0, 0));
         return 0;
     });
+}
+
+void RunnerCore::require_supported_server(Connection& c) {
+    std::string server;
+    try {
+        server = std::string(c.exec("SELECT cloacina.version()").text(0, 0));
+    } catch (const SqlError& e) {
+        if (e.sqlstate() != "42883") throw;  // no such function: an extension older than 0.1.0
+        server = "older than 0.1.0";
+    }
+    if (!server_version_supported(server))
+        throw IncompatibleServer("the server's cloacina extension is " + server + "; this SDK (" CLOACINA_SDK_VERSION
+                                 ") works with versions " + std::string(kOldestSupportedServer) + " to " +
+                                 std::to_string(CLOACINA_SDK_VERSION_MAJOR) + "." +
+                                 std::to_string(CLOACINA_SDK_VERSION_MINOR) +
+                                 ": use an SDK of the server's version, or ALTER EXTENSION cloacina UPDATE");
 }
 
 void RunnerCore::log(LogLevel level, std::string_view message) const {

@@ -53,6 +53,8 @@ public:
     std::string workflow_of(std::int64_t id) const;
 
 private:
+    /// Throws IncompatibleServer unless the server's cloacina.version() is one this SDK works with.
+    static void require_supported_server(Connection& connection);
     WorkflowResult assemble(std::int64_t id, const Result& rows);
     std::string schema_;
     std::string worker_name_;

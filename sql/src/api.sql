@@ -115,3 +115,9 @@ CREATE FUNCTION cloacina.notify_channel() RETURNS text
 LANGUAGE sql AS $$ SELECT cloacina._notify_channel(pg_catalog.current_schema()) $$;
 COMMENT ON FUNCTION cloacina.notify_channel() IS
     'The current tenant''s private LISTEN channel for wake-up hints (ready, finished)';
+
+CREATE FUNCTION cloacina.version() RETURNS text
+LANGUAGE sql STABLE
+AS $$ SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'cloacina' $$;
+COMMENT ON FUNCTION cloacina.version() IS
+    'The installed version of the cloacina extension (what ALTER EXTENSION cloacina UPDATE changes)';

@@ -83,6 +83,12 @@ public:
     explicit ConfigError(const std::string& message) : Error(message, "22023") {}
 };
 
+/// The server's cloacina extension is a version this SDK does not work with (see version.hpp).
+class IncompatibleServer : public Error {
+public:
+    explicit IncompatibleServer(const std::string& message) : Error(message, "0A000") {}
+};
+
 /// A wait ran out of time; the run itself goes on (execution_id() says which, when known).
 class TimeoutError : public Error {
 public:
