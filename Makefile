@@ -6,11 +6,12 @@ EXTVERSION  = $(shell grep -E '^default_version' $(EXTENSION).control | sed -E "
 
 MODULE_big  = cloacina
 OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
-DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql)
+# update scripts, and the install scripts of released versions (frozen: CREATE EXTENSION ... VERSION)
+DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql) $(wildcard sql/released/$(EXTENSION)--*.sql)
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # The install script's sources, one concern each, in the order they are concatenated.
 SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql admin.sql \
-              workflows.sql engine.sql api.sql cron.sql background.sql)
+              migrations.sql workflows.sql engine.sql api.sql cron.sql background.sql)
 # Warnings are errors only when asked (CLOACINA_WERROR=ON; CI does), never in a shipped build.
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
               $(if $(filter ON,$(CLOACINA_WERROR)),-Werror)
@@ -40,13 +41,16 @@ installcheck: build-dirs
 build-dirs:
 	@mkdir -p build/regress build/isolation
 
-.PHONY: test demo build-dirs sdk install-sdk bench bench-smoke
+.PHONY: test demo check-upgrade build-dirs sdk install-sdk bench bench-smoke
 # The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
 # PostgreSQL cluster of its own.
 test:
 	scripts/test
 demo:
 	scripts/demo
+# The update from every released version to this one, with work in flight (scripts/check-upgrade).
+check-upgrade:
+	scripts/check-upgrade
 
 # The C++ SDK (CMake): build it, and install its headers, library, CMake package and pkg-config
 # file (PREFIX, default /usr/local).

@@ -5,3 +5,5 @@ string(REGEX REPLACE "^default_version *= *'([0-9]+\\.[0-9]+\\.[0-9]+)'.*$" "\\1
 if(NOT CLOACINA_VERSION MATCHES "^[0-9]+\\.[0-9]+\\.[0-9]+$")
     message(FATAL_ERROR "cannot read default_version from cloacina.control")
 endif()
+# a new version in the control file reconfigures the build
+set_property(DIRECTORY APPEND PROPERTY CMAKE_CONFIGURE_DEPENDS "${CMAKE_CURRENT_LIST_DIR}/../cloacina.control")

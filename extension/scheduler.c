@@ -3,7 +3,8 @@
  *
  * The scheduler connects to cloacina.database and, for each tenant with something due (see
  * due.c), runs cloacina._tenant_tick() in a transaction of its own: expired leases and timeouts,
- * due cron slots, wake-up hints for retries, retention. At start it looks at every tenant once
+ * due cron slots, wake-up hints for retries, retention. After an update that changed the tenants'
+ * tables, it also migrates a batch of tenants every naptime, one per transaction. At start it looks at every tenant once
  * (the "startup" pass, in which overdue cron slots count as missed). Between passes it sleeps on
  * its latch until the next due time, at most cloacina.naptime. One tenant's error is logged and
  * does not stop the others; every wait on a tenant's locks is bounded (unit.c), and a tenant whose
@@ -38,6 +39,8 @@ PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
 #define TICK_BATCH 256
 /* how soon a tenant with ready SQL tasks is looked at again */
 #define SQL_READY_RECHECK_MS 2000
+/* tenants migrated per pass, each in a transaction of its own, before due work comes again */
+#define MIGRATE_BATCH 100
 
 void
 cloacina_register_workers(void)
@@ -187,12 +190,89 @@ tick_all_tenants(bool startup, MemoryContext scratch)
 	list_free_deep(schemas);
 }
 
+/* The next tenants to migrate to the current table layout (none before 0.2.0 is installed). */
+static List *
+tenants_to_migrate(void)
+{
+	List	   *schemas = NIL;
+	MemoryContext old;
+
+	cloacina_unit_begin("cloacina: looking for tenants to migrate");
+	if (SPI_execute("SELECT to_regprocedure('cloacina._tenants_to_migrate(integer)') IS NOT NULL",
+					true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not look for tenant migrations");
+	if (strcmp(SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1), "t") == 0)
+	{
+		if (SPI_execute(psprintf("SELECT cloacina._tenants_to_migrate(%d)", MIGRATE_BATCH), true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not list the tenants to migrate");
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		for (uint64 i = 0; i < SPI_processed; i++)
+			schemas = lappend(schemas, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+		MemoryContextSwitchTo(old);
+	}
+	cloacina_unit_commit();
+	return schemas;
+}
+
+/* Migrates one tenant in its own transaction; false (the error logged) if that failed. */
+static bool
+migrate_tenant_guarded(const char *schema, MemoryContext scratch)
+{
+	MemoryContext old = MemoryContextSwitchTo(scratch);
+	volatile bool migrated = false;
+
+	PG_TRY();
+	{
+		Oid			argtypes[1] = {TEXTOID};
+		Datum		args[1] = {CStringGetTextDatum(schema)};
+
+		cloacina_unit_begin(psprintf("cloacina: migrating tenant %s", schema));
+		if (SPI_execute_with_args("SELECT cloacina._migrate_tenant($1)", 1, argtypes, args, NULL,
+								  false, 1) != SPI_OK_SELECT)
+			elog(ERROR, "could not migrate tenant %s", schema);
+		cloacina_unit_commit();
+		migrated = true;
+	}
+	PG_CATCH();
+	{
+		cloacina_unit_recover(scratch);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(scratch);
+	return migrated;
+}
+
+/*
+ * After an update that changed the tenants' tables: migrates a batch of tenants, one per
+ * transaction (sql/src/migrations.sql). A tenant whose migration fails (its tables stayed locked
+ * past cloacina.worker_lock_timeout) is tried again at the next pass.
+ */
+static void
+migrate_some_tenants(MemoryContext scratch)
+{
+	List	   *schemas = tenants_to_migrate();
+	ListCell   *lc;
+	int			migrated = 0;
+
+	foreach(lc, schemas)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (migrate_tenant_guarded((char *) lfirst(lc), scratch))
+			migrated++;
+	}
+	if (migrated > 0)
+		ereport(LOG, (errmsg("cloacina: migrated %d tenants to the current table layout", migrated)));
+	list_free_deep(schemas);
+}
+
 void
 cloacina_scheduler_main(Datum main_arg)
 {
 	MemoryContext scratch;
 	bool		started = false;
 	char		(*due)[NAMEDATALEN];
+	TimestampTz next_migration_pass = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -256,6 +336,11 @@ cloacina_scheduler_main(Datum main_arg)
 		}
 
 		now = GetCurrentTimestamp();
+		if (started && now >= next_migration_pass)
+		{
+			migrate_some_tenants(scratch);
+			next_migration_pass = TimestampTzPlusMilliseconds(now, cloacina_naptime_ms);
+		}
 		next = cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms));
 		sleep_ms = (next <= now) ? 0 : (long) ((next - now + 999) / 1000);
 		if (sleep_ms > 0)

@@ -1,7 +1,7 @@
 -- Installing the extension: objects, privileges and the version in three places.
 CREATE EXTENSION cloacina;
 
-SELECT extversion, cloacina.version() = extversion AS version_function FROM pg_extension WHERE extname = 'cloacina';
+SELECT extversion ~ '^[0-9]+\.[0-9]+\.[0-9]+$' AS semver, cloacina.version() = extversion AS version_function FROM pg_extension WHERE extname = 'cloacina';
 
 -- Every public function is documented.
 SELECT p.proname

@@ -227,6 +227,9 @@ for my $x (@tenants) {
             _require_tenant       => "SELECT cloacina._require_tenant('$y')",
             _sql_task_alive       => "SELECT cloacina._sql_task_alive('$y', $task)",
             _cancel_sql_tasks     => "SELECT cloacina._cancel_sql_tasks('$y', $run)",
+            _migrate_tenant       => "SELECT cloacina._migrate_tenant('$y')",
+            _tenants_to_migrate   => 'SELECT * FROM cloacina._tenants_to_migrate(10)',
+            migrate_tenants       => 'CALL cloacina.migrate_tenants()',
             create_tenant         => "SELECT * FROM cloacina.create_tenant('evil_$x')",
             remove_tenant         => "SELECT cloacina.remove_tenant('$y')",
             suspend_tenant        => "SELECT cloacina.suspend_tenant('$y')",
@@ -328,7 +331,7 @@ for my $x (@tenants) {
 # Completeness: every function of the cloacina schema is probed, or is a pure helper.
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
-    _check_context _workflow_graph version);
+    _check_context _workflow_graph version _tenant_layout);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
     claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);

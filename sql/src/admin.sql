@@ -60,7 +60,7 @@ BEGIN
         pw := NULL;
     END IF;
 
-    INSERT INTO cloacina.tenant (schema_name, username) VALUES (s, u);
+    INSERT INTO cloacina.tenant (schema_name, username, layout_version) VALUES (s, u, cloacina._tenant_layout());
 
     RETURN QUERY SELECT s, u, pw,
         CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;

@@ -1,5 +1,6 @@
 -- cloacina: the install script, concatenated by the Makefile from sql/src/*.sql in the order of
--- SQL_SOURCES (registry, helpers, tenant_ddl, admin, workflows, engine, api, cron, background);
+-- SQL_SOURCES (registry, helpers, tenant_ddl, admin, migrations, workflows, engine, api, cron,
+-- background);
 -- docs/architecture.md maps each concern to its SQL file, C file and tests.
 --
 -- Security model in one paragraph: admin functions are SECURITY DEFINER with a pinned search_path,

@@ -40,8 +40,11 @@ CREATE TABLE cloacina.tenant (
     state       text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'suspended')),
     max_running int CHECK (max_running > 0),
     weight      int NOT NULL DEFAULT 1 CHECK (weight > 0),
-    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now()
+    created_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    -- the layout of the tenant's tables (sql/src/migrations.sql), mirrored from its own settings
+    layout_version int NOT NULL
 );
+CREATE INDEX tenant_layout_version ON cloacina.tenant (layout_version);  -- tenants left to migrate
 SELECT pg_catalog.pg_extension_config_dump('cloacina.tenant', '');
 REVOKE ALL ON cloacina.tenant FROM PUBLIC;
 GRANT SELECT ON cloacina.tenant TO cloacina_admin;

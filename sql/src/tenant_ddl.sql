@@ -17,8 +17,9 @@ BEGIN
             max_running    int,
             weight         int NOT NULL DEFAULT 1,
             notify_channel text NOT NULL,
-            role_name      text);
-        INSERT INTO %1$I.tenant_settings (notify_channel) VALUES (%2$L);
+            role_name      text,
+            layout_version int NOT NULL);  -- the layout of this schema's tables (migrations.sql)
+        INSERT INTO %1$I.tenant_settings (notify_channel, layout_version) VALUES (%2$L, %3$s);
 
         CREATE TABLE %1$I.workflows (
             name        text PRIMARY KEY,
@@ -126,7 +127,7 @@ BEGIN
             execution_id bigint NOT NULL,
             fired_at     timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (schedule_id, slot));
-    $ddl$, s, channel);
+    $ddl$, s, channel, cloacina._tenant_layout());
 END
 $$;
 

@@ -1,0 +1,272 @@
+-- cloacina 0.1.0 -> 0.2.0: tenant tables get a layout version, and tenants migrate one at a
+-- time (sql/src/migrations.sql). Existing tenants are at layout 1 until the background worker
+-- (a batch each naptime) or CALL cloacina.migrate_tenants() migrates them; they are served the
+-- same meanwhile. Released update scripts are never edited.
+\echo Use "ALTER EXTENSION cloacina UPDATE TO '0.2.0'" to load this file. \quit
+
+-- The registry records each tenant's layout; the tenants of 0.1.0 have layout 1.
+ALTER TABLE cloacina.tenant ADD COLUMN layout_version int NOT NULL DEFAULT 1;
+ALTER TABLE cloacina.tenant ALTER COLUMN layout_version DROP DEFAULT;
+CREATE INDEX tenant_layout_version ON cloacina.tenant (layout_version);  -- tenants left to migrate
+
+-- The layout create_tenant makes and every tenant migrates to.
+CREATE FUNCTION cloacina._tenant_layout() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT 2';
+
+-- Migrates one tenant to the current layout, step by step, in the caller's transaction, and
+-- records the new layout in the tenant's settings and in the registry. Returns the layout the
+-- tenant had. Waits for the tenant's locks only as long as the caller's lock_timeout allows.
+CREATE FUNCTION cloacina._migrate_tenant(s text) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    was int;
+BEGIN
+    SELECT t.layout_version INTO was FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    IF was < 2 THEN
+        -- the engine does not read the column: the tenant is served the same before and after
+        EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
+        EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
+    END IF;
+    IF was < cloacina._tenant_layout() THEN
+        EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
+        UPDATE cloacina.tenant t SET layout_version = cloacina._tenant_layout() WHERE t.schema_name = s;
+    END IF;
+    RETURN was;
+END
+$$;
+
+-- Tenants whose tables are older than the current layout (at most max_tenants, oldest first).
+CREATE FUNCTION cloacina._tenants_to_migrate(max_tenants int) RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.schema_name FROM cloacina.tenant t
+     WHERE t.layout_version < cloacina._tenant_layout()
+     ORDER BY t.layout_version, t.schema_name LIMIT max_tenants
+$$;
+
+-- Migrates every tenant left, one per transaction, with a NOTICE of progress every 100; a tenant
+-- whose tables stay locked for lock_wait is skipped (the background worker retries it later).
+-- Call it outside a transaction block. (No SET clause: a procedure with one cannot commit.)
+CREATE PROCEDURE cloacina.migrate_tenants(lock_wait interval DEFAULT '5 seconds')
+LANGUAGE plpgsql AS $$
+DECLARE
+    pending text[];
+    migrated int := 0;
+    skipped int := 0;
+BEGIN
+    pending := ARRAY(SELECT cloacina._tenants_to_migrate(2147483647));
+    FOR i IN 1 .. coalesce(cardinality(pending), 0) LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', (extract(epoch FROM lock_wait) * 1000)::bigint::text, true);
+            PERFORM cloacina._migrate_tenant(pending[i]);
+            migrated := migrated + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            skipped := skipped + 1;
+            RAISE NOTICE 'cloacina: tenant % skipped: its tables stayed locked for %', pending[i], lock_wait;
+        END;
+        COMMIT;
+        IF i % 100 = 0 THEN
+            RAISE NOTICE 'cloacina: % of % tenants migrated', migrated, cardinality(pending);
+        END IF;
+    END LOOP;
+    RAISE NOTICE 'cloacina: % tenants migrated to layout %, % skipped', migrated, cloacina._tenant_layout(), skipped;
+END
+$$;
+COMMENT ON PROCEDURE cloacina.migrate_tenants(interval) IS
+    'Migrates every tenant to the current table layout now, one tenant per transaction (the background worker also does it on its own)';
+
+REVOKE ALL ON FUNCTION cloacina._migrate_tenant(text), cloacina._tenants_to_migrate(int) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE cloacina.migrate_tenants(interval) FROM PUBLIC;
+
+-- New tenants get the current layout.
+-- Creates the tables and indexes of one tenant schema. Everything a tenant owns lives in its
+-- schema (nothing on the tenant path touches the cloacina schema), so the schema can later be
+-- moved as one unit (design §9).
+CREATE OR REPLACE FUNCTION cloacina._create_tenant_tables(s text, channel text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    EXECUTE format($ddl$
+        CREATE TABLE %1$I.tenant_settings (
+            singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            state          text NOT NULL DEFAULT 'active',
+            max_running    int,
+            weight         int NOT NULL DEFAULT 1,
+            notify_channel text NOT NULL,
+            role_name      text,
+            layout_version int NOT NULL);  -- the layout of this schema's tables (migrations.sql)
+        INSERT INTO %1$I.tenant_settings (notify_channel, layout_version) VALUES (%2$L, %3$s);
+
+        CREATE TABLE %1$I.workflows (
+            name        text PRIMARY KEY,
+            version     text NOT NULL,
+            description text,
+            definition  jsonb NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now());
+
+        CREATE TABLE %1$I.executions (
+            id               bigserial PRIMARY KEY,
+            workflow         text NOT NULL,
+            workflow_version text NOT NULL,
+            status           text NOT NULL,
+            input_context    jsonb NOT NULL,
+            final_context    jsonb,
+            error            text,
+            priority         int NOT NULL DEFAULT 0,
+            idempotency_key  text,
+            run_at           timestamptz NOT NULL,
+            deadline         timestamptz,
+            task_count       int NOT NULL,   -- all its tasks
+            pending_tasks    int NOT NULL,   -- those not finished yet
+            created_at       timestamptz NOT NULL DEFAULT now(),
+            finished_at      timestamptz);
+        -- Partial: most runs have no key, and every write of their row would add an entry.
+        CREATE UNIQUE INDEX ON %1$I.executions (idempotency_key) WHERE idempotency_key IS NOT NULL;
+        CREATE INDEX ON %1$I.executions (created_at, id) WHERE status IN ('running', 'paused');
+        CREATE INDEX ON %1$I.executions (finished_at) WHERE finished_at IS NOT NULL;
+        CREATE INDEX ON %1$I.executions (deadline) WHERE deadline IS NOT NULL AND status IN ('running', 'paused');
+
+        CREATE TABLE %1$I.tasks (
+            id            bigserial PRIMARY KEY,
+            execution_id  bigint NOT NULL,
+            workflow      text NOT NULL,
+            task          text NOT NULL,
+            position      int NOT NULL,
+            topo_index    int NOT NULL,
+            kind          text NOT NULL,
+            sql           text,
+            dependencies  text[] NOT NULL,
+            dependents    text[] NOT NULL,
+            pending_deps  int NOT NULL,
+            trigger_rule  text NOT NULL,
+            condition     jsonb,
+            max_attempts  int NOT NULL,
+            backoff       text NOT NULL,
+            delay_ms      bigint NOT NULL,
+            max_delay_ms  bigint NOT NULL,
+            jitter        boolean NOT NULL,
+            timeout_ms    bigint,
+            priority      int NOT NULL,
+            status        text NOT NULL,
+            attempt       int NOT NULL DEFAULT 0,
+            fence         bigint NOT NULL DEFAULT 0,
+            ready_at      timestamptz,
+            lease         interval,
+            lease_until   timestamptz,
+            worker        text,
+            input         jsonb,
+            output        jsonb,
+            error         text,
+            started_at    timestamptz,
+            finished_at   timestamptz,
+            UNIQUE (execution_id, task)) WITH (fillfactor = 80);
+        -- The claim walks this index in claim order; only claimable rows are in it.
+        CREATE INDEX tasks_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+            WHERE status = 'ready' AND kind = 'handler';
+        CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+            WHERE status = 'ready' AND kind = 'sql';
+        CREATE INDEX tasks_lease_expiry ON %1$I.tasks (lease_until) WHERE status = 'running';
+
+        -- One index: a run's history is read (and pruned) by run, in id order; a run's
+        -- lifecycle writes several events, so a second index on id alone would cost as many
+        -- more index insertions for no query.
+        CREATE TABLE %1$I.execution_events (
+            id           bigserial,
+            execution_id bigint NOT NULL,
+            task         text,
+            attempt      int,
+            from_status  text,
+            to_status    text NOT NULL,
+            detail       text,
+            at           timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (execution_id, id));
+
+        CREATE TABLE %1$I.schedules (
+            id          bigserial PRIMARY KEY,
+            name        text NOT NULL UNIQUE,
+            workflow    text NOT NULL,
+            cron        text NOT NULL,
+            spec        jsonb NOT NULL,  -- cron parsed once, at schedule()
+            timezone    text NOT NULL,
+            context     jsonb NOT NULL,
+            catchup     text NOT NULL,
+            next_run_at timestamptz NOT NULL,
+            created_at  timestamptz NOT NULL DEFAULT now(),
+            updated_at  timestamptz NOT NULL DEFAULT now());
+        CREATE INDEX ON %1$I.schedules (next_run_at);
+        -- One row per fired slot: the unique key is what makes a slot fire at most once, also
+        -- across crashes and restarts.
+        CREATE TABLE %1$I.schedule_fires (
+            schedule_id  bigint NOT NULL,
+            slot         timestamptz NOT NULL,
+            execution_id bigint NOT NULL,
+            fired_at     timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (schedule_id, slot));
+    $ddl$, s, channel, cloacina._tenant_layout());
+END
+$$;
+
+-- The body of create_tenant. (plpgsql cannot name an output column like a parameter, which
+-- the contract's signature does, so the public function is an SQL wrapper around this one.)
+CREATE OR REPLACE FUNCTION cloacina._create_tenant(s text, u text, pw text)
+RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._check_name('tenant schema name', s);
+    IF u IS NOT NULL THEN
+        PERFORM cloacina._check_name('tenant user name', u);
+    END IF;
+    IF pw IS NOT NULL AND pw <> '' AND u IS NULL THEN
+        RAISE EXCEPTION 'a password was given without a user name'
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Pass a user name to create a login role for the tenant.';
+    END IF;
+
+    -- Serialise creations and removals (they take milliseconds); the loser of a race for one
+    -- name then sees the winner's registry row. A table lock, not an advisory key: a tenant
+    -- could take the key and block the admin, but has no privilege on the registry.
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', s USING ERRCODE = 'duplicate_schema';
+    END IF;
+    IF EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = s) THEN
+        RAISE EXCEPTION 'schema "%" already exists', s
+            USING ERRCODE = 'duplicate_schema',
+                  DETAIL = 'It is not a cloacina tenant; cloacina will not take over an existing schema.';
+    END IF;
+    IF u IS NOT NULL THEN
+        IF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u) THEN
+            RAISE EXCEPTION 'role "%" already exists', u
+                USING ERRCODE = 'duplicate_object',
+                      DETAIL = 'cloacina creates a new role for each tenant and will not reuse an existing one.';
+        END IF;
+    END IF;
+
+    EXECUTE format('CREATE SCHEMA %I', s);
+    PERFORM cloacina._create_tenant_tables(s, 'cloacina_' || cloacina._random_token(18));
+    -- cloacina_admin administers every tenant, also through the tenant API
+    PERFORM cloacina._grant_tenant_role(s, 'cloacina_admin');
+
+    IF u IS NOT NULL THEN
+        IF pw IS NULL OR pw = '' THEN
+            pw := cloacina._generate_password();
+        END IF;
+        -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach
+        -- the server log, an error context or pg_stat_statements.
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                       'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
+        EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
+        PERFORM cloacina._grant_tenant_role(s, u);
+        EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
+    ELSE
+        pw := NULL;
+    END IF;
+
+    INSERT INTO cloacina.tenant (schema_name, username, layout_version) VALUES (s, u, cloacina._tenant_layout());
+
+    RETURN QUERY SELECT s, u, pw,
+        CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
+END
+$$;

@@ -1,0 +1,82 @@
+-- sql/src/migrations.sql: tenant layouts and their migrations.
+--
+-- Every tenant schema records the layout of its tables (tenant_settings.layout_version, mirrored
+-- in the registry); create_tenant makes the current one. An update that changes tenant tables
+-- raises _tenant_layout() and adds a step to _migrate_tenant(); the tenants then migrate one
+-- per transaction, never all in one (10,000 tenants do not fit one transaction's lock table):
+-- the background worker migrates a batch every naptime on its own (extension/scheduler.c), and
+-- CALL cloacina.migrate_tenants() does all that are left at once. The engine serves a tenant
+-- the same before and after its migration (each step says how).
+--
+-- Layouts: 1 = the tables of 0.1.0; 2 = tenant_settings.layout_version (0.2.0).
+
+-- The layout create_tenant makes and every tenant migrates to.
+CREATE FUNCTION cloacina._tenant_layout() RETURNS int
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS 'SELECT 2';
+
+-- Migrates one tenant to the current layout, step by step, in the caller's transaction, and
+-- records the new layout in the tenant's settings and in the registry. Returns the layout the
+-- tenant had. Waits for the tenant's locks only as long as the caller's lock_timeout allows.
+CREATE FUNCTION cloacina._migrate_tenant(s text) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    was int;
+BEGIN
+    SELECT t.layout_version INTO was FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    IF was < 2 THEN
+        -- the engine does not read the column: the tenant is served the same before and after
+        EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
+        EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
+    END IF;
+    IF was < cloacina._tenant_layout() THEN
+        EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
+        UPDATE cloacina.tenant t SET layout_version = cloacina._tenant_layout() WHERE t.schema_name = s;
+    END IF;
+    RETURN was;
+END
+$$;
+
+-- Tenants whose tables are older than the current layout (at most max_tenants, oldest first).
+CREATE FUNCTION cloacina._tenants_to_migrate(max_tenants int) RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT t.schema_name FROM cloacina.tenant t
+     WHERE t.layout_version < cloacina._tenant_layout()
+     ORDER BY t.layout_version, t.schema_name LIMIT max_tenants
+$$;
+
+-- Migrates every tenant left, one per transaction, with a NOTICE of progress every 100; a tenant
+-- whose tables stay locked for lock_wait is skipped (the background worker retries it later).
+-- Call it outside a transaction block. (No SET clause: a procedure with one cannot commit.)
+CREATE PROCEDURE cloacina.migrate_tenants(lock_wait interval DEFAULT '5 seconds')
+LANGUAGE plpgsql AS $$
+DECLARE
+    pending text[];
+    migrated int := 0;
+    skipped int := 0;
+BEGIN
+    pending := ARRAY(SELECT cloacina._tenants_to_migrate(2147483647));
+    FOR i IN 1 .. coalesce(cardinality(pending), 0) LOOP
+        BEGIN
+            PERFORM pg_catalog.set_config('lock_timeout', (extract(epoch FROM lock_wait) * 1000)::bigint::text, true);
+            PERFORM cloacina._migrate_tenant(pending[i]);
+            migrated := migrated + 1;
+        EXCEPTION WHEN lock_not_available THEN
+            skipped := skipped + 1;
+            RAISE NOTICE 'cloacina: tenant % skipped: its tables stayed locked for %', pending[i], lock_wait;
+        END;
+        COMMIT;
+        IF i % 100 = 0 THEN
+            RAISE NOTICE 'cloacina: % of % tenants migrated', migrated, cardinality(pending);
+        END IF;
+    END LOOP;
+    RAISE NOTICE 'cloacina: % tenants migrated to layout %, % skipped', migrated, cloacina._tenant_layout(), skipped;
+END
+$$;
+COMMENT ON PROCEDURE cloacina.migrate_tenants(interval) IS
+    'Migrates every tenant to the current table layout now, one tenant per transaction (the background worker also does it on its own)';
+
+REVOKE ALL ON FUNCTION cloacina._migrate_tenant(text), cloacina._tenants_to_migrate(int) FROM PUBLIC;
+REVOKE ALL ON PROCEDURE cloacina.migrate_tenants(interval) FROM PUBLIC;
