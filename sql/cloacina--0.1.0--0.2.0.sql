@@ -1,7 +1,8 @@
 -- cloacina 0.1.0 -> 0.2.0: tenant tables get a layout version, and tenants migrate one at a
 -- time (sql/src/migrations.sql). Existing tenants are at layout 1 until the background worker
 -- (a batch each naptime) or CALL cloacina.migrate_tenants() migrates them; they are served the
--- same meanwhile. Released update scripts are never edited.
+-- same meanwhile. Runs can be cancelled in bulk, tenants removed with their unfinished runs,
+-- and DROP EXTENSION is refused while tenants exist. Released update scripts are never edited.
 \echo Use "ALTER EXTENSION cloacina UPDATE TO '0.2.0'" to load this file. \quit
 
 -- The registry records each tenant's layout; the tenants of 0.1.0 have layout 1.
@@ -270,3 +271,180 @@ BEGIN
         CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
 END
 $$;
+
+-- Runs are cancelled set-based, also in bulk (cancel_runs).
+-- Ends runs early, set-based: as "cancelled" by default, or as "failed" with a reason (a run
+-- timeout). Runs that already ended are left as they are (a finished run never changes); returns
+-- the runs it ended. Their unfinished tasks are cancelled: running handler tasks' workers learn
+-- it from heartbeat() and their complete()/fail() are refused; a running SQL task's statement is
+-- cancelled when this transaction commits.
+CREATE FUNCTION cloacina._cancel_run_ids(s text, eids bigint[], failure text DEFAULT NULL) RETURNS bigint[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ended bigint[];
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    -- the runs' rows first, in id order: the locking order
+    EXECUTE format($q$SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM (
+                          SELECT id FROM %I.executions WHERE id = ANY ($1) AND status IN ('running', 'paused')
+                           ORDER BY id FOR UPDATE) r$q$, s)
+        INTO ended USING eids;
+    IF cardinality(ended) = 0 THEN
+        RETURN ended;
+    END IF;
+    EXECUTE format($q$SELECT count(cloacina._cancel_sql_tasks(%L, execution_id)) FROM (
+                          SELECT DISTINCT execution_id FROM %I.tasks
+                           WHERE execution_id = ANY ($1) AND kind = 'sql' AND status = 'running') r$q$, s, s)
+        USING ended;
+    EXECUTE format($q$
+        WITH old AS (SELECT id, status FROM %1$I.tasks
+                      WHERE execution_id = ANY ($1) AND status IN ('waiting', 'ready', 'running')
+                      ORDER BY id FOR UPDATE),
+        cancelled AS (
+            UPDATE %1$I.tasks t SET status = 'cancelled', finished_at = now(), lease_until = NULL
+              FROM old WHERE t.id = old.id
+            RETURNING t.execution_id, t.task, t.attempt, old.status AS from_status)
+        INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
+        SELECT execution_id, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING ended;
+    IF failure IS NULL THEN
+        PERFORM cloacina._finalize(s, ended, 'cancelled');
+    ELSE
+        PERFORM cloacina._finalize(s, ended, 'failed', failure);
+    END IF;
+    RETURN ended;
+END
+$$;
+
+-- Ends one run early (see _cancel_run_ids); false if it had ended, an error if there is none.
+CREATE OR REPLACE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF cloacina._lock_run(s, eid) NOT IN ('running', 'paused') THEN
+        RETURN false;  -- already ended; a finished run never changes
+    END IF;
+    PERFORM cloacina._cancel_run_ids(s, ARRAY[eid], failure);
+    RETURN true;
+END
+$$;
+
+-- Cancels every unfinished run of the tenant in one transaction, or those of one workflow, or
+-- those in the given states (running, paused); returns how many it cancelled.
+CREATE FUNCTION cloacina._cancel_matching(s text, workflow text, statuses text[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF statuses IS NULL OR cardinality(statuses) = 0 OR NOT statuses <@ ARRAY['running', 'paused'] THEN
+        RAISE EXCEPTION 'statuses must list running and/or paused (got %)', coalesce(statuses::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Only unfinished runs can be cancelled.';
+    END IF;
+    EXECUTE format('SELECT coalesce(array_agg(id), ''{}'') FROM %I.executions
+                     WHERE status = ANY ($1) AND ($2::text IS NULL OR workflow = $2)', s)
+        INTO ids USING statuses, workflow;
+    RETURN cardinality(cloacina._cancel_run_ids(s, ids));
+END
+$$;
+
+CREATE FUNCTION cloacina.cancel_runs(workflow text DEFAULT NULL,
+                                     statuses text[] DEFAULT ARRAY['running', 'paused']) RETURNS bigint
+LANGUAGE sql AS $$ SELECT cloacina._cancel_matching(pg_catalog.current_schema(), workflow, statuses) $$;
+COMMENT ON FUNCTION cloacina.cancel_runs(text, text[]) IS
+    'Cancels unfinished runs in bulk, in one transaction: all of them, or one workflow''s, or those running or paused; returns how many';
+
+-- remove_tenant can cancel unfinished runs; every tenant can be removed in one call; DROP
+-- EXTENSION is refused while tenants exist.
+DROP FUNCTION cloacina.remove_tenant(text, text);
+CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL,
+                                       cancel_unfinished boolean DEFAULT false) RETURNS void
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning  -- no "drop cascades to" list for every table
+SET lock_timeout = '5s'            -- the tenant holds locks on its tables: fail, never hang
+AS $$
+#variable_conflict use_variable
+DECLARE
+    s text := remove_tenant.schema_name;
+    u text := remove_tenant.username;
+    registered_user text;
+    unfinished bigint;
+BEGIN
+    IF s IS NULL THEN
+        RAISE EXCEPTION 'tenant schema name must not be empty' USING ERRCODE = 'null_value_not_allowed';
+    END IF;
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
+    SELECT t.username INTO registered_user FROM cloacina.tenant t WHERE t.schema_name = s FOR UPDATE;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'tenant "%" does not exist', s USING ERRCODE = 'invalid_schema_name';
+    END IF;
+    IF u IS NOT NULL AND u IS DISTINCT FROM registered_user THEN
+        RAISE EXCEPTION 'role "%" does not belong to tenant "%"', u, s
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = format('The tenant''s role is %s.', coalesce(quote_ident(registered_user), 'not set'));
+    END IF;
+
+    -- Refuse while work is unfinished: removing the schema would lose accepted runs.
+    -- Lock the runs first so nothing new starts between the check and the drop.
+    EXECUTE format('LOCK TABLE %1$I.executions, %1$I.tasks IN EXCLUSIVE MODE', s);
+    EXECUTE format('SELECT count(*) FROM %I.executions WHERE status IN (''running'', ''paused'')', s)
+        INTO unfinished;
+    IF unfinished > 0 AND cancel_unfinished THEN
+        -- running SQL tasks are stopped and waiters answered when this commits
+        PERFORM cloacina._cancel_matching(s, NULL, ARRAY['running', 'paused']);
+    ELSIF unfinished > 0 THEN
+        RAISE EXCEPTION 'tenant "%" has unfinished runs', s
+            USING ERRCODE = 'object_in_use',
+                  DETAIL = format('%s runs are running or paused.', unfinished),
+                  HINT = 'Suspend the tenant and let its runs finish, or remove it with cancel_unfinished => true.';
+    END IF;
+
+    EXECUTE format('DROP SCHEMA %I CASCADE', s);
+    IF registered_user IS NOT NULL THEN
+        EXECUTE format('DROP OWNED BY %I', registered_user);
+        EXECUTE format('DROP ROLE %I', registered_user);
+    END IF;
+    DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
+END
+$$;
+COMMENT ON FUNCTION cloacina.remove_tenant(text, text, boolean) IS
+    'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs unless cancel_unfinished cancels them';
+
+-- Removes every tenant, one per transaction, cancelling their unfinished runs: what DROP
+-- EXTENSION asks for first. Call it outside a transaction block.
+CREATE PROCEDURE cloacina.remove_all_tenants()
+LANGUAGE plpgsql AS $$
+DECLARE
+    s text;
+    removed int := 0;
+BEGIN
+    FOR s IN SELECT t.schema_name FROM cloacina.tenant t ORDER BY t.schema_name LOOP
+        PERFORM cloacina.remove_tenant(s, NULL, true);
+        COMMIT;
+        removed := removed + 1;
+    END LOOP;
+    RAISE NOTICE 'cloacina: % tenants removed', removed;
+END
+$$;
+COMMENT ON PROCEDURE cloacina.remove_all_tenants() IS
+    'Removes every tenant (schema, role, runs), one per transaction; DROP EXTENSION cloacina needs it first';
+
+-- DROP EXTENSION cloacina while tenants exist would leave their schemas and roles behind,
+-- unserved: refused, with the way out. (A ddl_command_start trigger, since one on sql_drop would
+-- be dropped with the extension before it fires; it recognises the extension by the statement.)
+CREATE FUNCTION cloacina._refuse_drop_with_tenants() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_query() ~* '\mcloacina\M' AND EXISTS (SELECT FROM cloacina.tenant) THEN
+        RAISE EXCEPTION 'cloacina still has % tenants', (SELECT count(*) FROM cloacina.tenant)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Dropping the extension would leave every tenant''s schema and role behind, unserved.',
+                  HINT = 'Remove them first with CALL cloacina.remove_all_tenants(); (it cancels their unfinished runs).';
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER cloacina_refuse_drop_with_tenants ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION cloacina._refuse_drop_with_tenants();
+REVOKE ALL ON FUNCTION cloacina.remove_tenant(text, text, boolean) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cloacina.remove_tenant(text, text, boolean) TO cloacina_admin;
+REVOKE ALL ON PROCEDURE cloacina.remove_all_tenants() FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE cloacina.remove_all_tenants() TO cloacina_admin;

@@ -96,6 +96,10 @@ SELECT pg_temp.try($$SELECT cloacina.remove_tenant('tenant_roled', 'quote_user')
 SET search_path = tenant_roled;
 SELECT cloacina.cancel(:run);
 RESET search_path;
+-- DROP EXTENSION while tenants exist: refused, with the way out; nothing changes.
+SELECT regexp_replace(pg_temp.try('DROP EXTENSION cloacina'), '\d+ tenants', 'N tenants') AS refused;
+SELECT regexp_replace(pg_temp.try('DROP EXTENSION cloacina CASCADE'), '\d+ tenants', 'N tenants') AS refused;
+SELECT count(*) AS extension_kept FROM pg_extension WHERE extname = 'cloacina';
 SELECT cloacina.remove_tenant('tenant_roled', 'tenant_user');
 SELECT pg_temp.try($$SELECT cloacina.remove_tenant('tenant_roled')$$);
 SELECT cloacina.remove_tenant(t) FROM unnest(ARRAY['tenant_plain', 'tenant_pw_a', 'tenant_pw_b', 'tenant_quote']) t;
@@ -103,6 +107,27 @@ SELECT count(*) AS schemas_left FROM pg_namespace WHERE nspname LIKE 'tenant\_%'
 SELECT count(*) AS roles_left FROM pg_roles
  WHERE rolname IN ('tenant_user', 'pw_user_a', 'pw_user_b', 'quote_user');
 SELECT count(*) AS tenants_left FROM cloacina.tenant;
+
+-- Bulk cancel: all unfinished runs of one workflow, then the paused ones, in one call each; bad
+-- states are refused. A tenant with unfinished runs is removed in one call when asked to.
+SELECT schema_name FROM cloacina.create_tenant('tenant_busy');
+SET search_path = tenant_busy;
+SELECT cloacina.register_workflow('{"name": "a", "tasks": [{"id": "x"}, {"id": "y", "dependencies": ["x"]}]}') IS NOT NULL AS registered;
+SELECT cloacina.register_workflow('{"name": "b", "tasks": [{"id": "x"}]}') IS NOT NULL AS registered;
+SELECT count(*) FROM cloacina.execute_batch('a', array_fill('{}'::jsonb, ARRAY[5]));
+SELECT count(*) FROM cloacina.execute_batch('b', array_fill('{}'::jsonb, ARRAY[3]));
+SELECT cloacina.pause(min(id)) FROM tenant_busy.executions WHERE workflow = 'b';
+SELECT count(*) AS claimed FROM cloacina.claim('w', ARRAY['x'], 2);
+SELECT cloacina.cancel_runs('a') AS cancelled_a;
+SELECT cloacina.cancel_runs(statuses => ARRAY['paused']) AS cancelled_paused;
+SELECT pg_temp.try($$SELECT cloacina.cancel_runs(statuses => ARRAY['completed'])$$);
+SELECT workflow, status, count(*) FROM tenant_busy.executions GROUP BY 1, 2 ORDER BY 1, 2;
+SELECT count(*) AS unfinished_tasks_of_a FROM tenant_busy.tasks
+ WHERE workflow = 'a' AND status NOT IN ('cancelled', 'completed', 'failed', 'skipped');
+RESET search_path;
+SELECT pg_temp.try($$SELECT cloacina.remove_tenant('tenant_busy')$$);
+SELECT cloacina.remove_tenant('tenant_busy', cancel_unfinished => true);
+SELECT count(*) AS busy_left FROM pg_namespace WHERE nspname = 'tenant_busy';
 
 -- A removal that fails leaves the tenant intact: the role owns a database, which DROP OWNED
 -- does not drop, so DROP ROLE fails and everything must roll back.

@@ -172,6 +172,7 @@ for my $x (@tenants) {
             complete_batch    => "SELECT * FROM cloacina.complete_batch(ARRAY[$task], ARRAY[$fence], ARRAY['{}']::jsonb[])",
             fail_batch        => "SELECT * FROM cloacina.fail_batch(ARRAY[$task], ARRAY[$fence], ARRAY['x'], ARRAY[false])",
             cancel            => "SELECT cloacina.cancel($run)",
+            cancel_runs       => 'SELECT cloacina.cancel_runs()',
             pause             => "SELECT cloacina.pause($run)",
             resume            => "SELECT cloacina.resume($run)",
             notify_channel    => 'SELECT cloacina.notify_channel()',
@@ -228,6 +229,9 @@ for my $x (@tenants) {
             _sql_task_alive       => "SELECT cloacina._sql_task_alive('$y', $task)",
             _cancel_sql_tasks     => "SELECT cloacina._cancel_sql_tasks('$y', $run)",
             _migrate_tenant       => "SELECT cloacina._migrate_tenant('$y')",
+            _cancel_run_ids       => "SELECT cloacina._cancel_run_ids('$y', ARRAY[$run]::bigint[])",
+            _cancel_matching      => "SELECT cloacina._cancel_matching('$y', NULL, ARRAY['running'])",
+            remove_all_tenants    => 'CALL cloacina.remove_all_tenants()',
             _tenants_to_migrate   => 'SELECT * FROM cloacina._tenants_to_migrate(10)',
             migrate_tenants       => 'CALL cloacina.migrate_tenants()',
             create_tenant         => "SELECT * FROM cloacina.create_tenant('evil_$x')",
@@ -331,9 +335,9 @@ for my $x (@tenants) {
 # Completeness: every function of the cloacina schema is probed, or is a pure helper.
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
-    _check_context _workflow_graph version _tenant_layout);
+    _check_context _workflow_graph version _tenant_layout _refuse_drop_with_tenants);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
-    claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel pause resume notify_channel schedule unschedule);
+    claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel cancel_runs pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);
 my @unprobed = grep { !$covered{$_} } split /\n/, $node->safe_psql('postgres',
     q{SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'cloacina'::regnamespace ORDER BY 1});

@@ -75,7 +75,8 @@ AS $$ SELECT * FROM cloacina._create_tenant(schema_name, username, password) $$;
 COMMENT ON FUNCTION cloacina.create_tenant(text, text, text) IS
     'Creates a tenant (schema, tables, optional login role with a generated or given password) in one transaction';
 
-CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL) RETURNS void
+CREATE FUNCTION cloacina.remove_tenant(schema_name text, username text DEFAULT NULL,
+                                       cancel_unfinished boolean DEFAULT false) RETURNS void
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning  -- no "drop cascades to" list for every table
 SET lock_timeout = '5s'            -- the tenant holds locks on its tables: fail, never hang
@@ -106,11 +107,14 @@ BEGIN
     EXECUTE format('LOCK TABLE %1$I.executions, %1$I.tasks IN EXCLUSIVE MODE', s);
     EXECUTE format('SELECT count(*) FROM %I.executions WHERE status IN (''running'', ''paused'')', s)
         INTO unfinished;
-    IF unfinished > 0 THEN
+    IF unfinished > 0 AND cancel_unfinished THEN
+        -- running SQL tasks are stopped and waiters answered when this commits
+        PERFORM cloacina._cancel_matching(s, NULL, ARRAY['running', 'paused']);
+    ELSIF unfinished > 0 THEN
         RAISE EXCEPTION 'tenant "%" has unfinished runs', s
             USING ERRCODE = 'object_in_use',
                   DETAIL = format('%s runs are running or paused.', unfinished),
-                  HINT = 'Suspend the tenant and let its runs finish, or cancel them with cloacina.cancel(), then remove it.';
+                  HINT = 'Suspend the tenant and let its runs finish, or remove it with cancel_unfinished => true.';
     END IF;
 
     EXECUTE format('DROP SCHEMA %I CASCADE', s);
@@ -121,8 +125,44 @@ BEGIN
     DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
 END
 $$;
-COMMENT ON FUNCTION cloacina.remove_tenant(text, text) IS
-    'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs';
+COMMENT ON FUNCTION cloacina.remove_tenant(text, text, boolean) IS
+    'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs unless cancel_unfinished cancels them';
+
+-- Removes every tenant, one per transaction, cancelling their unfinished runs: what DROP
+-- EXTENSION asks for first. Call it outside a transaction block.
+CREATE PROCEDURE cloacina.remove_all_tenants()
+LANGUAGE plpgsql AS $$
+DECLARE
+    s text;
+    removed int := 0;
+BEGIN
+    FOR s IN SELECT t.schema_name FROM cloacina.tenant t ORDER BY t.schema_name LOOP
+        PERFORM cloacina.remove_tenant(s, NULL, true);
+        COMMIT;
+        removed := removed + 1;
+    END LOOP;
+    RAISE NOTICE 'cloacina: % tenants removed', removed;
+END
+$$;
+COMMENT ON PROCEDURE cloacina.remove_all_tenants() IS
+    'Removes every tenant (schema, role, runs), one per transaction; DROP EXTENSION cloacina needs it first';
+
+-- DROP EXTENSION cloacina while tenants exist would leave their schemas and roles behind,
+-- unserved: refused, with the way out. (A ddl_command_start trigger, since one on sql_drop would
+-- be dropped with the extension before it fires; it recognises the extension by the statement.)
+CREATE FUNCTION cloacina._refuse_drop_with_tenants() RETURNS event_trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF current_query() ~* '\mcloacina\M' AND EXISTS (SELECT FROM cloacina.tenant) THEN
+        RAISE EXCEPTION 'cloacina still has % tenants', (SELECT count(*) FROM cloacina.tenant)
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  DETAIL = 'Dropping the extension would leave every tenant''s schema and role behind, unserved.',
+                  HINT = 'Remove them first with CALL cloacina.remove_all_tenants(); (it cancels their unfinished runs).';
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER cloacina_refuse_drop_with_tenants ON ddl_command_start
+    WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION cloacina._refuse_drop_with_tenants();
 
 -- Live counts of one tenant, for the tenants view (runs with the caller's privileges).
 CREATE FUNCTION cloacina._tenant_counts(s text,
@@ -202,7 +242,7 @@ COMMENT ON FUNCTION cloacina.set_tenant_limits(text, int, int) IS
 
 REVOKE ALL ON FUNCTION
     cloacina.create_tenant(text, text, text), cloacina._create_tenant(text, text, text),
-    cloacina.remove_tenant(text, text),
+    cloacina.remove_tenant(text, text, boolean),
     cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
     cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text),
     cloacina._sync_tenant_settings(text), cloacina._set_tenant_state(text, text),
@@ -211,8 +251,10 @@ REVOKE ALL ON FUNCTION
     FROM PUBLIC;
 REVOKE ALL ON cloacina.tenants FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
-    cloacina.create_tenant(text, text, text), cloacina.remove_tenant(text, text),
+    cloacina.create_tenant(text, text, text), cloacina.remove_tenant(text, text, boolean),
     cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
     cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text)
     TO cloacina_admin;
 GRANT SELECT ON cloacina.tenants TO cloacina_admin;
+REVOKE ALL ON PROCEDURE cloacina.remove_all_tenants() FROM PUBLIC;
+GRANT EXECUTE ON PROCEDURE cloacina.remove_all_tenants() TO cloacina_admin;

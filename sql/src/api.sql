@@ -103,6 +103,12 @@ LANGUAGE sql AS $$ SELECT cloacina._cancel(pg_catalog.current_schema(), executio
 COMMENT ON FUNCTION cloacina.cancel(bigint) IS
     'Cancels a run: nothing new starts, unfinished tasks become cancelled, waiters return; false if it had ended';
 
+CREATE FUNCTION cloacina.cancel_runs(workflow text DEFAULT NULL,
+                                     statuses text[] DEFAULT ARRAY['running', 'paused']) RETURNS bigint
+LANGUAGE sql AS $$ SELECT cloacina._cancel_matching(pg_catalog.current_schema(), workflow, statuses) $$;
+COMMENT ON FUNCTION cloacina.cancel_runs(text, text[]) IS
+    'Cancels unfinished runs in bulk, in one transaction: all of them, or one workflow''s, or those running or paused; returns how many';
+
 CREATE FUNCTION cloacina.pause(execution_id bigint) RETURNS boolean
 LANGUAGE sql AS $$ SELECT cloacina._pause(pg_catalog.current_schema(), execution_id) $$;
 COMMENT ON FUNCTION cloacina.pause(bigint) IS 'Pauses a running run: nothing of it is claimed until resume';

@@ -210,7 +210,49 @@ CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[],
 RETURNS TABLE(task_id bigint, accepted boolean)
 AS 'MODULE_PATHNAME', 'cloacina_fail_batch' LANGUAGE C;
 
--- Ends a run early: as "cancelled" by default, or as "failed" with a reason (a run timeout).
+-- Ends runs early, set-based: as "cancelled" by default, or as "failed" with a reason (a run
+-- timeout). Runs that already ended are left as they are (a finished run never changes); returns
+-- the runs it ended. Their unfinished tasks are cancelled: running handler tasks' workers learn
+-- it from heartbeat() and their complete()/fail() are refused; a running SQL task's statement is
+-- cancelled when this transaction commits.
+CREATE FUNCTION cloacina._cancel_run_ids(s text, eids bigint[], failure text DEFAULT NULL) RETURNS bigint[]
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ended bigint[];
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    -- the runs' rows first, in id order: the locking order
+    EXECUTE format($q$SELECT coalesce(array_agg(id ORDER BY id), '{}') FROM (
+                          SELECT id FROM %I.executions WHERE id = ANY ($1) AND status IN ('running', 'paused')
+                           ORDER BY id FOR UPDATE) r$q$, s)
+        INTO ended USING eids;
+    IF cardinality(ended) = 0 THEN
+        RETURN ended;
+    END IF;
+    EXECUTE format($q$SELECT count(cloacina._cancel_sql_tasks(%L, execution_id)) FROM (
+                          SELECT DISTINCT execution_id FROM %I.tasks
+                           WHERE execution_id = ANY ($1) AND kind = 'sql' AND status = 'running') r$q$, s, s)
+        USING ended;
+    EXECUTE format($q$
+        WITH old AS (SELECT id, status FROM %1$I.tasks
+                      WHERE execution_id = ANY ($1) AND status IN ('waiting', 'ready', 'running')
+                      ORDER BY id FOR UPDATE),
+        cancelled AS (
+            UPDATE %1$I.tasks t SET status = 'cancelled', finished_at = now(), lease_until = NULL
+              FROM old WHERE t.id = old.id
+            RETURNING t.execution_id, t.task, t.attempt, old.status AS from_status)
+        INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
+        SELECT execution_id, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING ended;
+    IF failure IS NULL THEN
+        PERFORM cloacina._finalize(s, ended, 'cancelled');
+    ELSE
+        PERFORM cloacina._finalize(s, ended, 'failed', failure);
+    END IF;
+    RETURN ended;
+END
+$$;
+
+-- Ends one run early (see _cancel_run_ids); false if it had ended, an error if there is none.
 CREATE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
@@ -218,24 +260,27 @@ BEGIN
     IF cloacina._lock_run(s, eid) NOT IN ('running', 'paused') THEN
         RETURN false;  -- already ended; a finished run never changes
     END IF;
-    -- Running tasks are cancelled too: their workers learn it from heartbeat() and their
-    -- complete()/fail() are refused; a running SQL task's statement is cancelled at commit.
-    PERFORM cloacina._cancel_sql_tasks(s, eid);
-    EXECUTE format($q$
-        WITH old AS (SELECT id, status FROM %1$I.tasks
-                      WHERE execution_id = $1 AND status IN ('waiting', 'ready', 'running') FOR UPDATE),
-        cancelled AS (
-            UPDATE %1$I.tasks t SET status = 'cancelled', finished_at = now(), lease_until = NULL
-              FROM old WHERE t.id = old.id
-            RETURNING t.task, t.attempt, old.status AS from_status)
-        INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status)
-        SELECT $1, task, attempt, from_status, 'cancelled' FROM cancelled$q$, s) USING eid;
-    IF failure IS NULL THEN
-        PERFORM cloacina._finalize(s, ARRAY[eid], 'cancelled');
-    ELSE
-        PERFORM cloacina._finalize(s, ARRAY[eid], 'failed', failure);
-    END IF;
+    PERFORM cloacina._cancel_run_ids(s, ARRAY[eid], failure);
     RETURN true;
+END
+$$;
+
+-- Cancels every unfinished run of the tenant in one transaction, or those of one workflow, or
+-- those in the given states (running, paused); returns how many it cancelled.
+CREATE FUNCTION cloacina._cancel_matching(s text, workflow text, statuses text[]) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    ids bigint[];
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF statuses IS NULL OR cardinality(statuses) = 0 OR NOT statuses <@ ARRAY['running', 'paused'] THEN
+        RAISE EXCEPTION 'statuses must list running and/or paused (got %)', coalesce(statuses::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Only unfinished runs can be cancelled.';
+    END IF;
+    EXECUTE format('SELECT coalesce(array_agg(id), ''{}'') FROM %I.executions
+                     WHERE status = ANY ($1) AND ($2::text IS NULL OR workflow = $2)', s)
+        INTO ids USING statuses, workflow;
+    RETURN cardinality(cloacina._cancel_run_ids(s, ids));
 END
 $$;
 
