@@ -13,6 +13,8 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "parser/parse_func.h"
 #include "utils/acl.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
@@ -36,16 +38,14 @@ current_schema_name(void)
 }
 
 /*
- * Is "schema" a cloacina tenant? Its tenant_settings table must exist and be owned by a
- * superuser: only create_tenant (SECURITY DEFINER, owned by the extension's superuser owner)
- * makes such a table, while any role with CREATE on some schema can make one of its own. The
- * check costs two syscache lookups and never reads the cloacina schema (design §9).
+ * The tenant check of 0.1.0, for the window between installing this library and ALTER
+ * EXTENSION UPDATE (its SQL has no cloacina._is_registered): a tenant_settings table owned by
+ * a superuser, which only create_tenant makes.
  */
 static bool
-is_tenant_schema(Oid namespace_oid)
+has_tenant_tables(Oid namespace_oid)
 {
-	Oid			settings = OidIsValid(namespace_oid) ?
-		get_relname_relid("tenant_settings", namespace_oid) : InvalidOid;
+	Oid			settings = get_relname_relid("tenant_settings", namespace_oid);
 	HeapTuple	tuple;
 	Oid			owner;
 
@@ -60,6 +60,40 @@ is_tenant_schema(Oid namespace_oid)
 }
 
 /*
+ * Is the schema "schema" (oid namespace_oid) a cloacina tenant? The registry decides (a schema
+ * with a tenant's tables is not one until create_tenant or adopt_tenant registered it; a restored
+ * dump, say). Tenants may not read the registry, so cloacina._is_registered() (SECURITY DEFINER,
+ * one boolean) asks it; the answer is kept per backend by schema oid, which a removed or restored
+ * schema never shares with its registered predecessor, so one look per tenant and backend.
+ */
+#define REGISTERED_CACHE_SIZE 1024
+static Oid	registered_cache[REGISTERED_CACHE_SIZE];
+
+static bool
+is_tenant_schema(const char *schema, Oid namespace_oid)
+{
+	Oid			cloacina_namespace;
+	Oid			argtypes[1] = {TEXTOID};
+	Oid			fn;
+	int			slot = namespace_oid % REGISTERED_CACHE_SIZE;
+
+	if (!OidIsValid(namespace_oid))
+		return false;
+	if (registered_cache[slot] == namespace_oid)
+		return true;
+	cloacina_namespace = get_namespace_oid("cloacina", true);
+	fn = OidIsValid(cloacina_namespace) ?
+		LookupFuncName(list_make2(makeString("cloacina"), makeString("_is_registered")), 1, argtypes, true) :
+		InvalidOid;
+	if (!OidIsValid(fn))
+		return has_tenant_tables(namespace_oid);
+	if (!DatumGetBool(OidFunctionCall1(fn, CStringGetTextDatum(schema))))
+		return false;
+	registered_cache[slot] = namespace_oid;
+	return true;
+}
+
+/*
  * The one tenant check: "schema" must be a tenant (SQLSTATE 3F000 otherwise, with the hint
  * that names the way in) that the caller may use (refused as PostgreSQL refuses it, before any
  * of its tables is touched). Returns the schema's oid.
@@ -69,7 +103,7 @@ cloacina_require_tenant(const char *schema)
 {
 	Oid			namespace_oid = schema ? get_namespace_oid(schema, true) : InvalidOid;
 
-	if (!is_tenant_schema(namespace_oid))
+	if (!is_tenant_schema(schema, namespace_oid))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_SCHEMA_NAME),
 				 errmsg("current schema %s is not a cloacina tenant",

@@ -88,10 +88,12 @@ BOOST_FIXTURE_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backen
 }
 
 BOOST_FIXTURE_TEST_CASE(result_survives_a_deadlock_of_its_completion, HeldWorkflow) {
-    // The runner's backends look for deadlocks after 20 ms, the other session's after a minute:
-    // the completion is the transaction PostgreSQL rolls back.
+    // The runner's backends look for deadlocks after 2 s, the other session's after a minute: the
+    // completion is the transaction PostgreSQL rolls back. (A backend looks once, deadlock_timeout
+    // after it began to wait: the other session must close the cycle before that, so 20 ms was a
+    // race the other session lost on a loaded machine, and then it was the one rolled back.)
     const std::string runner_url =
-        url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20deadlock_timeout%3D20ms";
+        url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20deadlock_timeout%3D2s";
     DefaultRunner runner =
         DefaultRunner::with_schema(runner_url, tenant.schema, fast_config(registry).worker_name(worker).lease(30s).build());
     ExecutionHandle handle = runner.execute_async("held", Context());

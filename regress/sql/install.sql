@@ -10,7 +10,8 @@ SELECT p.proname
    AND obj_description(p.oid, 'pg_proc') IS NULL
  ORDER BY 1;
 
--- Only the admin functions are SECURITY DEFINER, and every one pins its search_path.
+-- Only the admin functions (and _is_registered, which tells one boolean) are SECURITY DEFINER,
+-- and every one pins its search_path.
 SELECT p.proname, p.proconfig
   FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
  WHERE n.nspname = 'cloacina' AND p.prosecdef

@@ -220,6 +220,9 @@ for my $x (@tenants) {
             _create_tenant_tables => "SELECT cloacina._create_tenant_tables('$y', 'x')",
             _grant_tenant_role    => "SELECT cloacina._grant_tenant_role('$y', '$user{$x}')",
             _create_tenant        => "SELECT * FROM cloacina._create_tenant('evil_$x', 'evil_${x}_user', '')",
+            _create_tenant_role   => "SELECT cloacina._create_tenant_role('$y', 'evil_${x}_role', '')",
+            _adopt_tenant         => "SELECT * FROM cloacina._adopt_tenant('$y', NULL)",
+            adopt_tenant          => "SELECT * FROM cloacina.adopt_tenant('$y')",
             _connection_string    => "SELECT cloacina._connection_string('$user{$y}', 'x')",
             _generate_password    => 'SELECT cloacina._generate_password()',
             _scram_verifier       => q{SELECT cloacina._scram_verifier('x')},
@@ -335,7 +338,8 @@ for my $x (@tenants) {
 # Completeness: every function of the cloacina schema is probed, or is a pure helper.
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
-    _check_context _workflow_graph version _tenant_layout _refuse_drop_with_tenants);
+    _check_context _workflow_graph version _tenant_layout _refuse_drop_with_tenants
+    _is_registered);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
     claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel cancel_runs pause resume notify_channel schedule unschedule);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);

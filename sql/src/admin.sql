@@ -4,6 +4,26 @@
 -- 3. Admin API
 ------------------------------------------------------------------------------------------------
 
+-- Creates the login role of tenant s with a generated password when pw is empty, lands it in
+-- its schema, grants it what the tenant API needs and records it in the tenant's settings.
+-- Returns the password.
+CREATE FUNCTION cloacina._create_tenant_role(s text, u text, pw text) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF pw IS NULL OR pw = '' THEN
+        pw := cloacina._generate_password();
+    END IF;
+    -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach the
+    -- server log, an error context or pg_stat_statements.
+    EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
+                   'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
+    EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
+    PERFORM cloacina._grant_tenant_role(s, u);
+    EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
+    RETURN pw;
+END
+$$;
+
 -- The body of create_tenant. (plpgsql cannot name an output column like a parameter, which
 -- the contract's signature does, so the public function is an SQL wrapper around this one.)
 CREATE FUNCTION cloacina._create_tenant(s text, u text, pw text)
@@ -46,16 +66,7 @@ BEGIN
     PERFORM cloacina._grant_tenant_role(s, 'cloacina_admin');
 
     IF u IS NOT NULL THEN
-        IF pw IS NULL OR pw = '' THEN
-            pw := cloacina._generate_password();
-        END IF;
-        -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach
-        -- the server log, an error context or pg_stat_statements.
-        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-                       'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
-        EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
-        PERFORM cloacina._grant_tenant_role(s, u);
-        EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
+        pw := cloacina._create_tenant_role(s, u, pw);
     ELSE
         pw := NULL;
     END IF;
@@ -125,6 +136,89 @@ BEGIN
     DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
 END
 $$;
+-- The body of adopt_tenant: takes a schema restored from a tenant's dump (pg_dump -n, then
+-- pg_restore, best with --no-owner --no-privileges) back into the registry. Checks that it has
+-- a tenant's tables in a layout this version knows, gives its objects to cloacina (the tenant
+-- check requires that), grants cloacina_admin and the role (created with a generated password
+-- when it does not exist; an existing one must be a plain login role of no other tenant),
+-- migrates it to the current layout, and hands it to the background worker at once, which
+-- takes over the leases that expired meanwhile.
+CREATE FUNCTION cloacina._adopt_tenant(s text, u text)
+RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    tables constant text[] := ARRAY['tenant_settings', 'workflows', 'executions', 'tasks',
+                                    'execution_events', 'schedules', 'schedule_fires'];
+    layout int := 1;
+    pw text;
+BEGIN
+    PERFORM cloacina._check_name('tenant schema name', s);
+    IF u IS NOT NULL THEN
+        PERFORM cloacina._check_name('tenant user name', u);
+    END IF;
+    LOCK TABLE cloacina.tenant IN SHARE ROW EXCLUSIVE MODE;
+    IF EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RAISE EXCEPTION 'tenant "%" already exists', s USING ERRCODE = 'duplicate_schema';
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_namespace n WHERE n.nspname = s) THEN
+        RAISE EXCEPTION 'schema "%" does not exist', s
+            USING ERRCODE = 'invalid_schema_name',
+                  HINT = 'Restore the tenant''s dump first (pg_restore --no-owner --no-privileges).';
+    END IF;
+    FOR i IN 1 .. cardinality(tables) LOOP
+        IF to_regclass(format('%I.%I', s, tables[i])) IS NULL THEN
+            RAISE EXCEPTION 'schema "%" does not have the tables of a cloacina tenant: % is missing', s, tables[i]
+                USING ERRCODE = 'object_not_in_prerequisite_state';
+        END IF;
+    END LOOP;
+    IF EXISTS (SELECT FROM pg_attribute a WHERE a.attrelid = to_regclass(format('%I.tenant_settings', s))
+                  AND a.attname = 'layout_version' AND NOT a.attisdropped) THEN
+        EXECUTE format('SELECT layout_version FROM %I.tenant_settings', s) INTO layout;
+    END IF;
+    IF layout IS NULL OR layout > cloacina._tenant_layout() THEN
+        RAISE EXCEPTION 'schema "%" has table layout %, newer than this version''s %', s,
+                        coalesce(layout::text, 'NULL'), cloacina._tenant_layout()
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Update the extension first.';
+    END IF;
+    IF u IS NOT NULL AND EXISTS (SELECT FROM cloacina.tenant t WHERE t.username = u) THEN
+        RAISE EXCEPTION 'role "%" belongs to another tenant', u USING ERRCODE = 'duplicate_object';
+    END IF;
+    IF u IS NOT NULL AND EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u AND (NOT r.rolcanlogin
+            OR r.rolsuper OR r.rolcreaterole OR r.rolcreatedb OR r.rolreplication OR r.rolbypassrls)) THEN
+        RAISE EXCEPTION 'role "%" is not a plain login role', u
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'A tenant role logs in and has no other attribute: SQL tasks run as it.';
+    END IF;
+
+    -- cloacina owns a tenant's objects (the tenant check requires it): take over the restored ones
+    EXECUTE format('ALTER SCHEMA %I OWNER TO %I', s, current_user);
+    FOR i IN 1 .. cardinality(tables) LOOP
+        EXECUTE format('ALTER TABLE %I.%I OWNER TO %I', s, tables[i], current_user);
+    END LOOP;
+    PERFORM cloacina._grant_tenant_role(s, 'cloacina_admin');
+    INSERT INTO cloacina.tenant (schema_name, username, layout_version) VALUES (s, u, layout);
+    IF u IS NULL THEN
+        EXECUTE format('UPDATE %I.tenant_settings SET role_name = NULL', s);
+    ELSIF EXISTS (SELECT FROM pg_roles r WHERE r.rolname = u) THEN
+        EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
+        PERFORM cloacina._grant_tenant_role(s, u);
+        EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;
+    ELSE
+        pw := cloacina._create_tenant_role(s, u, '');
+    END IF;
+    PERFORM cloacina._migrate_tenant(s);
+    PERFORM cloacina._sync_tenant_settings(s);  -- state and limits; the worker looks at it now
+    RETURN QUERY SELECT s, u, pw, CASE WHEN pw IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
+END
+$$;
+
+CREATE FUNCTION cloacina.adopt_tenant(schema_name text, username text DEFAULT NULL)
+RETURNS TABLE(schema_name text, username text, password text, connection_string text)
+LANGUAGE sql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT * FROM cloacina._adopt_tenant(schema_name, username) $$;
+COMMENT ON FUNCTION cloacina.adopt_tenant(text, text) IS
+    'Takes a schema restored from a tenant''s dump back as a tenant (checked, migrated, served at once); a new password when it creates the role';
+
 COMMENT ON FUNCTION cloacina.remove_tenant(text, text, boolean) IS
     'Removes a tenant''s schema and role; refuses while the tenant has unfinished runs unless cancel_unfinished cancels them';
 
@@ -242,6 +336,8 @@ COMMENT ON FUNCTION cloacina.set_tenant_limits(text, int, int) IS
 
 REVOKE ALL ON FUNCTION
     cloacina.create_tenant(text, text, text), cloacina._create_tenant(text, text, text),
+    cloacina._create_tenant_role(text, text, text),
+    cloacina.adopt_tenant(text, text), cloacina._adopt_tenant(text, text),
     cloacina.remove_tenant(text, text, boolean),
     cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
     cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text),
@@ -252,7 +348,7 @@ REVOKE ALL ON FUNCTION
 REVOKE ALL ON cloacina.tenants FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION
     cloacina.create_tenant(text, text, text), cloacina.remove_tenant(text, text, boolean),
-    cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
+    cloacina.adopt_tenant(text, text), cloacina.suspend_tenant(text), cloacina.resume_tenant(text),
     cloacina.set_tenant_limits(text, int, int), cloacina._tenant_counts(text)
     TO cloacina_admin;
 GRANT SELECT ON cloacina.tenants TO cloacina_admin;

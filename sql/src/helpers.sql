@@ -70,6 +70,12 @@ CREATE AGGREGATE cloacina.context_merge_agg(jsonb) (
 COMMENT ON AGGREGATE cloacina.context_merge_agg(jsonb) IS
     'Folds cloacina.context_merge over its inputs in the aggregate''s ORDER BY';
 
+-- Whether a schema is a registered tenant: the registry is the authority for the tenant check
+-- (extension/tenant_path.c), and tenants may not read it. Tells one boolean about a name.
+CREATE FUNCTION cloacina._is_registered(schema_name text) RETURNS boolean
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+AS $$ SELECT EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = _is_registered.schema_name) $$;
+
 -- Raises the standard error (3F000) for a call made outside a tenant schema, or permission
 -- denied for a tenant the caller may not use (extension/tenant_path.c: the one tenant check).
 CREATE FUNCTION cloacina._require_tenant(schema_name text) RETURNS void
