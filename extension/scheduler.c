@@ -3,12 +3,12 @@
  *
  * The scheduler connects to cloacina.database and, for each tenant with something due (see
  * due.c), runs cloacina._tenant_tick() in a transaction of its own: expired leases and timeouts,
- * due cron slots, wake-up hints for retries, retention. After an update that changed the tenants'
- * tables, it also migrates a batch of tenants every naptime, one per transaction. At start it looks at every tenant once
- * (the "startup" pass, in which overdue cron slots count as missed). Between passes it sleeps on
- * its latch until the next due time, at most cloacina.naptime. One tenant's error is logged and
- * does not stop the others; every wait on a tenant's locks is bounded (unit.c), and a tenant whose
- * tick fails is looked at again with backoff.
+ * due cron slots, wake-up hints for retries, retention. At start it looks at every tenant once
+ * (the "startup" pass, in which overdue cron slots count as missed). After an update that changed
+ * the tenants' tables, it also migrates a batch of tenants every naptime, one per transaction.
+ * Between passes it sleeps on its latch until the next due time, at most cloacina.naptime. One
+ * tenant's error is logged and does not stop the others; every wait on a tenant's locks is
+ * bounded (unit.c), and a tenant whose tick fails is looked at again with backoff.
  */
 #include "postgres.h"
 

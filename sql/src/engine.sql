@@ -256,12 +256,11 @@ $$;
 CREATE FUNCTION cloacina._cancel(s text, eid bigint, failure text DEFAULT NULL) RETURNS boolean
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    PERFORM cloacina._require_tenant(s);
-    IF cloacina._lock_run(s, eid) NOT IN ('running', 'paused') THEN
-        RETURN false;  -- already ended; a finished run never changes
+    IF cardinality(cloacina._cancel_run_ids(s, ARRAY[eid], failure)) > 0 THEN
+        RETURN true;
     END IF;
-    PERFORM cloacina._cancel_run_ids(s, ARRAY[eid], failure);
-    RETURN true;
+    PERFORM cloacina._lock_run(s, eid);  -- raises for a run that does not exist
+    RETURN false;  -- already ended; a finished run never changes
 END
 $$;
 
