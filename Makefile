@@ -11,7 +11,8 @@ DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql) $(wildcard sql/released/$(E
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # The install script's sources, one concern each, in the order they are concatenated.
 SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql admin.sql \
-              migrations.sql workflows.sql engine.sql api.sql cron.sql background.sql)
+              migrations.sql workflows.sql engine.sql api.sql cron.sql background.sql \
+              monitoring.sql)
 # Warnings are errors only when asked (CLOACINA_WERROR=ON; CI does), never in a shipped build.
 PG_CFLAGS   = -Wall -Wextra -Wno-unused-parameter -Wno-missing-field-initializers \
               $(if $(filter ON,$(CLOACINA_WERROR)),-Werror)

@@ -113,6 +113,7 @@ define_session_settings(void)
 							"How long finished runs are kept before they are pruned; 0 keeps them.",
 							NULL, &cloacina_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP,
 							GUC_UNIT_S, NULL, NULL, NULL);
+	cloacina_define_event_log_level();
 	define_limits();
 }
 

@@ -23,6 +23,12 @@ extern int	cloacina_sql_task_timeout_ms;
 extern int	cloacina_sql_tenant_max_running;
 extern int	cloacina_worker_lock_timeout_ms;
 extern int	cloacina_worker_statement_timeout_ms;
+extern int	cloacina_event_log_level;
+
+/* event_log.c */
+#define CLOACINA_EVENT_LOG_OFF (-1)
+extern void cloacina_define_event_log_level(void);
+extern void cloacina_log_event(const char *schema, const char *message);
 
 #define CLOACINA_MAX_SQL_WORKERS 64
 

@@ -118,7 +118,7 @@ cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
 " done AS (" \
 "    UPDATE %1$s.tasks t" \
 "       SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now()," \
-"           lease_until = NULL" \
+"           lease_until = NULL, error = NULL" 	/* an earlier attempt's error stays in the events */ \
 "      FROM input i" \
 "     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4" \
 "    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents," \

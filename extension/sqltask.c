@@ -378,7 +378,12 @@ run_task(const char *schema, ClaimedSqlTask *task, MemoryContext scratch)
 		cloacina_unit_arm_timeout();
 		release_session_locks();
 		if (record_outcome(schema, task, &outcome))
+		{
+			if (!outcome.ok)
+				cloacina_log_event(schema, psprintf("SQL task " INT64_FORMAT " of run " INT64_FORMAT " failed: %s",
+													task->task_id, task->execution_id, outcome.error));
 			cloacina_unit_commit();
+		}
 		else
 			cloacina_unit_abandon();	/* cancelled or taken over: undo the task's effects */
 	}

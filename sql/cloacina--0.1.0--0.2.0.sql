@@ -3,8 +3,9 @@
 -- (a batch each naptime) or CALL cloacina.migrate_tenants() migrates them; they are served the
 -- same meanwhile. Runs can be cancelled in bulk, tenants removed with their unfinished runs,
 -- DROP EXTENSION is refused while tenants exist, and a restored tenant schema can be adopted
--- (adopt_tenant); the tenant check consults the registry. Released update scripts are never
--- edited.
+-- (adopt_tenant); the tenant check consults the registry. Operators get figures, pictures,
+-- retry, unregister_workflow, schedule controls and log lines. Released update scripts are
+-- never edited.
 \echo Use "ALTER EXTENSION cloacina UPDATE TO '0.2.0'" to load this file. \quit
 
 -- The registry records each tenant's layout; the tenants of 0.1.0 have layout 1.
@@ -38,6 +39,9 @@ BEGIN
         -- the engine does not read the column: the tenant is served the same before and after
         EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
         EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
+        -- the engine reads them with their defaults the same as before (no overlap check, not paused)
+        EXECUTE format($m$ALTER TABLE %I.schedules ADD COLUMN overlap text NOT NULL DEFAULT 'allow',
+                                                 ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
@@ -203,7 +207,9 @@ BEGIN
             catchup     text NOT NULL,
             next_run_at timestamptz NOT NULL,
             created_at  timestamptz NOT NULL DEFAULT now(),
-            updated_at  timestamptz NOT NULL DEFAULT now());
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            overlap     text NOT NULL DEFAULT 'allow',   -- or skip: not while its last run is unfinished
+            paused      boolean NOT NULL DEFAULT false); -- while paused, next_run_at is infinity
         CREATE INDEX ON %1$I.schedules (next_run_at);
         -- One row per fired slot: the unique key is what makes a slot fire at most once, also
         -- across crashes and restarts.
@@ -551,3 +557,663 @@ REVOKE ALL ON FUNCTION cloacina.remove_tenant(text, text, boolean), cloacina._cr
 GRANT EXECUTE ON FUNCTION cloacina.remove_tenant(text, text, boolean), cloacina.adopt_tenant(text, text) TO cloacina_admin;
 REVOKE ALL ON PROCEDURE cloacina.remove_all_tenants() FROM PUBLIC;
 GRANT EXECUTE ON PROCEDURE cloacina.remove_all_tenants() TO cloacina_admin;
+
+-- Operating it (issue 15): figures per tenant and per workflow, DOT pictures, retry of an ended
+-- run, unregister_workflow, schedules with @ macros, pause/resume, an overlap policy and a
+-- listing view, and server log lines for the background workers' events. Layout 2 also adds
+-- schedules.overlap and schedules.paused (_migrate_tenant above).
+
+-- Raises a clear error when a feature needs a newer layout than tenant s has yet (between an
+-- update and the tenant's migration, which the background worker does within seconds).
+-- SECURITY DEFINER: tenants may not read the registry; this tells only a layout number.
+CREATE FUNCTION cloacina._require_layout(s text, needed int, what text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    has int;
+BEGIN
+    SELECT t.layout_version INTO has FROM cloacina.tenant t WHERE t.schema_name = s;
+    IF has < needed THEN
+        RAISE EXCEPTION '% needs tenant "%" migrated to table layout %; it has layout %', what, s, needed, has
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The background worker migrates tenants after an update within seconds; an admin can run CALL cloacina.migrate_tenants().';
+    END IF;
+END
+$$;
+
+-- A server log line about a tenant at cloacina.event_log_level (extension/event_log.c): the
+-- background workers' duties call it; tenants may not write the server log.
+CREATE FUNCTION cloacina._log_event(schema_name text, message text) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_log_event_fn' LANGUAGE C VOLATILE;
+
+REVOKE ALL ON FUNCTION cloacina._log_event(text, text) FROM PUBLIC;
+
+-- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
+-- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
+-- next attempt, or fails as abandoned once its attempts are used up. The background worker
+-- calls this; it is also safe to call by hand. Returns how many tasks it handled.
+CREATE OR REPLACE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    due_condition constant text := format($c$
+        (lease_until < now()
+         OR CASE WHEN kind = 'sql' THEN NOT cloacina._sql_task_alive(%L, id)
+                 ELSE timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now() END)$c$, s);
+    r record;
+    handled int := 0;
+    tname text;
+    tattempt int;
+    new_status text;
+    why text;
+    any_ready boolean := false;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    -- A SQL task's worker enforces its timeout itself; its attempt is over here only when no
+    -- pool worker runs it any more (killed, or the server restarted) or its lease ran out.
+    FOR r IN EXECUTE format($q$
+        SELECT id, execution_id, fence FROM %1$I.tasks
+         WHERE status = 'running' AND %2$s
+         ORDER BY execution_id, id LIMIT $1$q$, s, due_condition) USING max_tasks  -- run order: the locking order
+    LOOP
+        PERFORM cloacina._lock_run(s, r.execution_id);
+        EXECUTE format($q$
+            UPDATE %I.tasks
+               SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
+                   error = CASE WHEN kind = 'handler' AND timeout_ms IS NOT NULL
+                                     AND started_at + timeout_ms * interval '1 millisecond' < now()
+                                THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
+                                WHEN kind = 'sql' AND lease_until >= now()
+                                THEN format('attempt %%s abandoned: its worker %%s stopped while running it', attempt, quote_literal(worker))
+                                ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
+                           END
+                           || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
+                   ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
+                   finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
+                   output = NULL, lease_until = NULL
+             WHERE id = $1 AND fence = $2 AND status = 'running' AND %2$s
+            RETURNING task, attempt, status, error, kind$q$, s, due_condition)
+            INTO tname, tattempt, new_status, why USING r.id, r.fence;
+        CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
+        handled := handled + 1;
+        PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
+        PERFORM cloacina._log_event(s, format('task %s of run %s: %s', quote_literal(tname), r.execution_id, why));
+        IF new_status = 'failed' THEN
+            PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
+        ELSE
+            any_ready := true;
+        END IF;
+    END LOOP;
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    RETURN handled;
+END
+$$;
+
+-- Runs past their timeout (execute option timeout_ms) fail: their unfinished tasks are cancelled.
+CREATE OR REPLACE FUNCTION cloacina._expire_runs(s text) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    r record;
+    expired int := 0;
+BEGIN
+    FOR r IN EXECUTE format($q$SELECT id, extract(epoch FROM deadline - run_at) * 1000 AS ms FROM %I.executions
+                               WHERE deadline < now() AND status IN ('running', 'paused') ORDER BY id LIMIT 1000$q$, s)
+    LOOP
+        IF cloacina._cancel(s, r.id, format('run timed out after %s ms', round(r.ms))) THEN
+            expired := expired + 1;
+            PERFORM cloacina._log_event(s, format('run %s failed: it timed out after %s ms', r.id, round(r.ms)));
+        END IF;
+    END LOOP;
+    RETURN expired;
+END
+$$;
+
+-- The expression an @ macro stands for (pg_cron's and Vixie cron's set, less @reboot).
+CREATE FUNCTION cloacina._cron_macro(macro text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    CASE lower(macro)
+    WHEN '@yearly', '@annually' THEN RETURN '0 0 1 1 *';
+    WHEN '@monthly' THEN RETURN '0 0 1 * *';
+    WHEN '@weekly' THEN RETURN '0 0 * * 0';
+    WHEN '@daily', '@midnight' THEN RETURN '0 0 * * *';
+    WHEN '@hourly' THEN RETURN '0 * * * *';
+    ELSE
+        RAISE EXCEPTION 'unknown cron macro "%"', macro
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly.';
+    END CASE;
+END
+$$;
+
+-- Parses a 5-field (minute hour day month weekday) or 6-field (second first) expression of at
+-- most max_length characters (a real one needs a few dozen; parsing costs grow with the length),
+-- or an @ macro.
+CREATE OR REPLACE FUNCTION cloacina._cron_parse(expr text) RETURNS jsonb
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    max_length constant int := 256;
+    f text[];
+BEGIN
+    IF length(expr) > max_length THEN
+        RAISE EXCEPTION 'cron expression is too long (% characters, the limit is %)', length(expr), max_length
+            USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF btrim(expr) LIKE '@%' THEN
+        expr := cloacina._cron_macro(btrim(expr));
+    END IF;
+    f := regexp_split_to_array(btrim(coalesce(expr, '')), '\s+');
+    IF cardinality(f) = 5 THEN
+        f := ARRAY['0'] || f;
+    ELSIF cardinality(f) <> 6 THEN
+        RAISE EXCEPTION 'cron expression "%" must have 5 or 6 fields', coalesce(expr, '')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = '[second] minute hour day-of-month month day-of-week, for example "*/5 * * * *".';
+    END IF;
+    RETURN jsonb_build_object(
+        'second', cloacina._cron_field(f[1], 'second', 0, 59),
+        'minute', cloacina._cron_field(f[2], 'minute', 0, 59),
+        'hour', cloacina._cron_field(f[3], 'hour', 0, 23),
+        'day', cloacina._cron_field(f[4], 'day-of-month', 1, 31),
+        'month', cloacina._cron_field(f[5], 'month', 1, 12,
+                    ARRAY['jan','feb','mar','apr','may','jun','jul','aug','sep','oct','nov','dec']),
+        -- weekday 7 is Sunday, like 0
+        'weekday', ARRAY(SELECT DISTINCT v % 7 FROM unnest(cloacina._cron_field(f[6], 'weekday', 0, 7,
+                    ARRAY['sun','mon','tue','wed','thu','fri','sat'])) v ORDER BY 1),
+        'day_restricted', f[4] <> '*',
+        'weekday_restricted', f[6] <> '*');
+END
+$$;
+
+DROP FUNCTION cloacina.schedule(text, text, text, text, jsonb, text);
+DROP FUNCTION cloacina._schedule(text, text, text, text, text, jsonb, text);
+
+-- Creates or replaces a schedule by name. A replaced schedule keeps its pause: a paused one
+-- stays paused (next_run_at infinity) with its new definition.
+CREATE FUNCTION cloacina._schedule(s text, name text, workflow text, cron text, timezone text,
+                                   context jsonb, catchup text, overlap text) RETURNS bigint
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    spec jsonb;
+    first_slot timestamptz;
+    exists_wf boolean;
+    sid bigint;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'scheduling');
+    IF name IS NULL OR name !~ '^[A-Za-z][A-Za-z0-9_.-]{0,62}$' THEN
+        RAISE EXCEPTION 'invalid schedule name %', coalesce(quote_literal(name), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  DETAIL = 'Schedule names start with a letter and contain letters, digits, "_", "." and "-" (at most 63).';
+    END IF;
+    EXECUTE format('SELECT true FROM %I.workflows WHERE name = $1', s) INTO exists_wf USING workflow;
+    IF exists_wf IS NULL THEN
+        RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s
+            USING ERRCODE = 'undefined_object', HINT = 'Register it with cloacina.register_workflow().';
+    END IF;
+    context := coalesce(context, '{}'::jsonb);
+    IF jsonb_typeof(context) <> 'object' THEN
+        RAISE EXCEPTION 'context must be a JSON object (got %)', jsonb_typeof(context) USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    PERFORM cloacina._check_context(context, 'the schedule''s context');
+    IF catchup IS NULL OR catchup NOT IN ('skip', 'run_all') THEN
+        RAISE EXCEPTION 'catchup must be skip or run_all (got %)', coalesce(quote_literal(catchup), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    BEGIN
+        PERFORM now() AT TIME ZONE timezone;
+    EXCEPTION WHEN invalid_parameter_value OR null_value_not_allowed THEN
+        RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(timezone), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an IANA name such as Europe/Paris, or UTC.';
+    END;
+    IF overlap IS NULL OR overlap NOT IN ('allow', 'skip') THEN
+        RAISE EXCEPTION 'overlap must be allow or skip (got %)', coalesce(quote_literal(overlap), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'skip: a slot does not fire while the schedule''s previous run is unfinished.';
+    END IF;
+    IF timezone IS NULL THEN
+        RAISE EXCEPTION 'unknown time zone NULL' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    spec := cloacina._cron_parse(cron);
+    first_slot := cloacina._cron_next(spec, timezone, now());
+    IF first_slot IS NULL THEN
+        RAISE EXCEPTION 'cron expression "%" never fires', cron USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    EXECUTE format($q$
+        INSERT INTO %I.schedules AS sc (name, workflow, cron, spec, timezone, context, catchup, overlap, next_run_at)
+        VALUES ($1, $2, $3, $8, $4, $5, $6, $9, $7)
+        ON CONFLICT (name) DO UPDATE
+            SET workflow = excluded.workflow, cron = excluded.cron, spec = excluded.spec,
+                timezone = excluded.timezone, context = excluded.context, catchup = excluded.catchup,
+                overlap = excluded.overlap,
+                next_run_at = CASE WHEN sc.paused THEN 'infinity' ELSE excluded.next_run_at END,
+                updated_at = now()
+        RETURNING id$q$, s)
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap;
+    PERFORM cloacina._due(s, first_slot);
+    RETURN sid;
+END
+$$;
+
+-- Pauses (next_run_at infinity: nothing fires, the worker's tick does not look at it) or
+-- resumes (the next slot after now: what was missed while paused does not fire) a schedule.
+-- Returns false if it already was in that state.
+CREATE FUNCTION cloacina._set_schedule_paused(s text, name text, pause boolean) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sc record;
+    next_slot timestamptz;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'pausing a schedule');
+    EXECUTE format('SELECT id, paused, spec, timezone FROM %I.schedules WHERE name = $1 FOR UPDATE', s)
+        INTO sc USING name;
+    IF sc.id IS NULL THEN
+        RAISE EXCEPTION 'schedule % does not exist in tenant "%"', coalesce(quote_literal(name), 'NULL'), s
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF sc.paused = pause THEN
+        RETURN false;
+    END IF;
+    next_slot := CASE WHEN pause THEN 'infinity' ELSE cloacina._cron_next(sc.spec, sc.timezone, now()) END;
+    EXECUTE format('UPDATE %I.schedules SET paused = $2, next_run_at = $3, updated_at = now() WHERE id = $1', s)
+        USING sc.id, pause, coalesce(next_slot, 'infinity');
+    IF NOT pause AND next_slot IS NOT NULL THEN
+        PERFORM cloacina._due(s, next_slot);
+    END IF;
+    RETURN true;
+END
+$$;
+
+-- Fires the due slots of one tenant's schedules: each fire records (schedule, slot), starts the
+-- run and advances next_run_at in the caller's transaction; the unique key makes a slot fire at
+-- most once. Slots missed while the scheduler was not running ("startup") or by more than five
+-- seconds are catch-up slots: "skip" drops them (the next future slot fires), "run_all" fires
+-- each of them once, at most max_catchup per schedule. With overlap "skip", a slot whose
+-- schedule's previous run is unfinished does not fire. A suspended tenant fires nothing. Each
+-- fire and skip is logged at cloacina.event_log_level.
+CREATE OR REPLACE FUNCTION cloacina._fire_schedules(s text, startup boolean, max_catchup int DEFAULT 100) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    grace constant interval := interval '5 seconds';
+    sc record;
+    slot timestamptz;
+    fired int := 0;
+    n int;
+    eid bigint;
+    inserted boolean;
+    st text;
+    busy_run bigint;
+BEGIN
+    EXECUTE format('SELECT state FROM %I.tenant_settings', s) INTO st;
+    IF st <> 'active' THEN
+        RETURN 0;
+    END IF;
+    FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at FOR UPDATE SKIP LOCKED', s) LOOP
+        slot := sc.next_run_at;
+        n := 0;
+        WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
+            busy_run := NULL;
+            IF to_jsonb(sc) ->> 'overlap' = 'skip' THEN  -- (no such column before layout 2)
+                EXECUTE format($q$SELECT e.id FROM (SELECT execution_id FROM %1$I.schedule_fires
+                                                     WHERE schedule_id = $1 ORDER BY slot DESC LIMIT 1) f
+                                    JOIN %1$I.executions e ON e.id = f.execution_id
+                                   WHERE e.status IN ('running', 'paused')$q$, s)
+                    INTO busy_run USING sc.id;
+            END IF;
+            IF busy_run IS NOT NULL THEN
+                PERFORM cloacina._log_event(s, format('schedule %s skipped slot %s: its run %s is unfinished',
+                                                      quote_literal(sc.name), slot, busy_run));
+            ELSIF sc.catchup = 'run_all' OR NOT (startup OR now() - slot > grace) THEN
+                EXECUTE format('INSERT INTO %I.schedule_fires (schedule_id, slot, execution_id) VALUES ($1, $2, 0) '
+                               'ON CONFLICT DO NOTHING RETURNING true', s) INTO inserted USING sc.id, slot;
+                IF inserted THEN
+                    eid := cloacina._execute(s, sc.workflow,
+                        sc.context || jsonb_build_object('scheduled_at', slot, 'schedule', sc.name), '{}');
+                    EXECUTE format('UPDATE %I.schedule_fires SET execution_id = $3 WHERE schedule_id = $1 AND slot = $2', s)
+                        USING sc.id, slot, eid;
+                    PERFORM cloacina._log_event(s, format('schedule %s fired slot %s: run %s of workflow %s',
+                                                          quote_literal(sc.name), slot, eid, quote_literal(sc.workflow)));
+                    fired := fired + 1;
+                    n := n + 1;
+                END IF;
+            END IF;
+            slot := cloacina._cron_next(sc.spec, sc.timezone, slot);
+        END LOOP;
+        IF slot IS NOT NULL AND slot <= now() THEN
+            -- run_all hit its cap: the rest of the backlog is dropped, continue from now
+            slot := cloacina._cron_next(sc.spec, sc.timezone, now());
+        END IF;
+        EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
+            USING sc.id, coalesce(slot, 'infinity');
+    END LOOP;
+    RETURN fired;
+END
+$$;
+
+CREATE FUNCTION cloacina.schedule(name text, workflow text, cron text, timezone text DEFAULT 'UTC',
+                                  context jsonb DEFAULT '{}', catchup text DEFAULT 'skip',
+                                  overlap text DEFAULT 'allow') RETURNS bigint
+LANGUAGE sql AS $$
+    SELECT cloacina._schedule(pg_catalog.current_schema(), name, workflow, cron, timezone, context, catchup, overlap)
+$$;
+COMMENT ON FUNCTION cloacina.schedule(text, text, text, text, jsonb, text, text) IS
+    'Creates or replaces (by name) a cron schedule that starts a workflow; 5 or 6 fields or an @ macro, IANA time zone, catchup skip or run_all, overlap allow or skip';
+
+CREATE FUNCTION cloacina.pause_schedule(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._set_schedule_paused(pg_catalog.current_schema(), name, true) $$;
+COMMENT ON FUNCTION cloacina.pause_schedule(text) IS
+    'Pauses a schedule: no slot fires until resume_schedule; false if it was paused already';
+
+CREATE FUNCTION cloacina.resume_schedule(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._set_schedule_paused(pg_catalog.current_schema(), name, false) $$;
+COMMENT ON FUNCTION cloacina.resume_schedule(text) IS
+    'Resumes a paused schedule from its next slot after now (missed slots do not fire); false if it was not paused';
+
+-- The schedules of tenant s with their next fire and the outcome of their last run.
+CREATE FUNCTION cloacina._list_schedules(s text)
+RETURNS TABLE(name text, workflow text, cron text, timezone text, catchup text, overlap text,
+              paused boolean, next_run_at timestamptz, last_slot timestamptz, last_execution_id bigint,
+              last_status text, last_finished_at timestamptz, context jsonb,
+              created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'listing schedules');
+    RETURN QUERY EXECUTE format($q$
+        SELECT sc.name, sc.workflow, sc.cron, sc.timezone, sc.catchup, sc.overlap, sc.paused,
+               CASE WHEN sc.paused OR sc.next_run_at = 'infinity' THEN NULL ELSE sc.next_run_at END,
+               f.slot, f.execution_id, e.status, e.finished_at, sc.context, sc.created_at, sc.updated_at
+          FROM %1$I.schedules sc
+          LEFT JOIN LATERAL (SELECT slot, execution_id FROM %1$I.schedule_fires
+                              WHERE schedule_id = sc.id ORDER BY slot DESC LIMIT 1) f ON true
+          LEFT JOIN %1$I.executions e ON e.id = f.execution_id
+         ORDER BY sc.name$q$, s);
+END
+$$;
+
+CREATE VIEW cloacina.schedules WITH (security_invoker = true) AS
+    SELECT * FROM cloacina._list_schedules(pg_catalog.current_schema());
+
+COMMENT ON VIEW cloacina.schedules IS
+    'The current tenant''s schedules: next fire time (NULL while paused) and the last run''s outcome';
+GRANT SELECT ON cloacina.schedules TO PUBLIC;
+
+-- Removes a workflow's definition. Its unfinished runs go on (each run holds its own copy of its
+-- tasks), and so does retry() of its ended runs; the schedules that start it must go first.
+CREATE FUNCTION cloacina._unregister_workflow(s text, workflow text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    schedules text[];
+    removed text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT name FROM %I.workflows WHERE name = $1 FOR UPDATE', s) INTO removed USING workflow;
+    IF removed IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT array_agg(name ORDER BY name) FROM %I.schedules WHERE workflow = $1', s)
+        INTO schedules USING workflow;
+    IF schedules IS NOT NULL THEN
+        RAISE EXCEPTION 'workflow "%" is started by % schedule(s): %', workflow, cardinality(schedules),
+                        array_to_string(schedules, ', ')
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Remove them first with cloacina.unschedule(name).';
+    END IF;
+    EXECUTE format('DELETE FROM %I.workflows WHERE name = $1', s) USING workflow;
+    RETURN true;
+END
+$$;
+
+CREATE FUNCTION cloacina.unregister_workflow(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._unregister_workflow(pg_catalog.current_schema(), name) $$;
+COMMENT ON FUNCTION cloacina.unregister_workflow(text) IS
+    'Removes a workflow''s definition (its runs go on); refused while schedules start it; false if there was none';
+
+-- Runs an ended run again from where it failed: its failed, skipped and cancelled tasks start
+-- over (attempts counted anew, one "retried" event each), its completed tasks keep their
+-- outputs, and the run is running again (with a fresh run timeout, if it had one). A task is
+-- decided as in a new run: roots by their condition, the others by _propagate as their
+-- dependencies end, here by replaying the end of every completed task. Returns how many tasks
+-- start over.
+CREATE FUNCTION cloacina._retry(s text, eid bigint) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st text;
+    again int;
+    kept text[];
+    skipped_roots text[];
+    any_ready boolean;
+    any_sql boolean;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    st := cloacina._lock_run(s, eid);
+    IF st IN ('running', 'paused') THEN
+        RAISE EXCEPTION 'execution % is still %', eid, st
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an ended run (failed or cancelled) can be retried.';
+    ELSIF st = 'completed' THEN
+        RAISE EXCEPTION 'execution % completed; there is nothing to retry', eid
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Every task that did not complete starts over, waiting for its dependencies that start over too.
+    EXECUTE format($q$
+        WITH again AS (
+            SELECT id, task, status FROM %1$I.tasks
+             WHERE execution_id = $1 AND status IN ('failed', 'skipped', 'cancelled') ORDER BY id FOR UPDATE),
+        reset AS (
+            UPDATE %1$I.tasks t
+               SET status = 'waiting', attempt = 0, error = NULL, output = NULL, input = NULL,
+                   pending_deps = cardinality(t.dependencies), ready_at = NULL, lease = NULL,
+                   lease_until = NULL, worker = NULL, started_at = NULL, finished_at = NULL
+              FROM again a WHERE t.id = a.id
+            RETURNING t.id, t.task, a.status AS from_status),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, 0, from_status, 'waiting', 'run retried' FROM reset ORDER BY id)
+        SELECT count(*)::int FROM reset$q$, s) INTO again USING eid;
+    EXECUTE format('SELECT coalesce(array_agg(task ORDER BY id), ''{}'') FROM %I.tasks
+                     WHERE execution_id = $1 AND status = ''completed''', s) INTO kept USING eid;
+    -- pending_tasks counts every task _propagate will see end: the kept ones replayed, and those
+    -- that start over.
+    EXECUTE format($q$UPDATE %I.executions
+                         SET status = 'running', error = NULL, final_context = NULL, finished_at = NULL,
+                             pending_tasks = $2 + $3,
+                             deadline = CASE WHEN deadline IS NULL THEN NULL ELSE now() + (deadline - run_at) END
+                       WHERE id = $1$q$, s)
+        USING eid, again, cardinality(kept);
+    PERFORM cloacina._event(s, eid, NULL, NULL, st, 'running', 'run retried');
+    -- Roots that start over: ready, or skipped by their condition, as in a new run.
+    EXECUTE format($q$
+        WITH roots AS (
+            UPDATE %1$I.tasks t
+               SET status = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
+                                 THEN 'ready' ELSE 'skipped' END,
+                   input = e.input_context, ready_at = now(),
+                   finished_at = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
+                                      THEN NULL ELSE now() END
+              FROM %1$I.executions e
+             WHERE t.execution_id = $1 AND e.id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0
+            RETURNING t.id, t.task, t.kind, t.status),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, 0, 'waiting', status, CASE WHEN status = 'skipped' THEN 'condition not met' END
+              FROM roots ORDER BY id)
+        SELECT coalesce(array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'), '{}'),
+               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
+               coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
+          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid;
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    IF any_sql THEN
+        PERFORM cloacina._due(s, now(), true);
+    END IF;
+    -- The dependents of every ended task are decided, as when those tasks ended.
+    PERFORM cloacina._propagate(s, eid, kept || skipped_roots);
+    RETURN again;
+END
+$$;
+
+CREATE FUNCTION cloacina.retry(execution_id bigint) RETURNS int
+LANGUAGE sql AS $$ SELECT cloacina._retry(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.retry(bigint) IS
+    'Runs a failed or cancelled run again from where it failed: its failed, skipped and cancelled tasks start over, completed outputs are kept; returns how many tasks start over';
+
+-- The figures of tenant s, one row per workflow (every registered one, and any other that has
+-- runs) and a total row whose workflow is NULL. Queue figures are live; run counts and task
+-- durations cover the runs that ended within window_length (durations: the completed tasks of
+-- those runs, from claim to completion). Every source is one of the tenant's partial indexes.
+CREATE FUNCTION cloacina._stats(s text, window_length interval)
+RETURNS TABLE(workflow text, ready_tasks bigint, oldest_ready_seconds double precision,
+              running_tasks bigint, active_runs bigint, completed_runs bigint, failed_runs bigint,
+              cancelled_runs bigint, task_p50_ms double precision, task_p95_ms double precision,
+              task_p99_ms double precision)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    IF window_length IS NULL OR window_length <= interval '0' THEN
+        RAISE EXCEPTION 'window_length must be a positive interval (got %)', coalesce(window_length::text, 'NULL')
+            USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT x.workflow,
+               count(*) FILTER (WHERE x.k = 'ready'),
+               extract(epoch FROM now() - min(x.at) FILTER (WHERE x.k = 'ready'))::double precision,
+               count(*) FILTER (WHERE x.k = 'running'),
+               count(*) FILTER (WHERE x.k = 'active'),
+               count(*) FILTER (WHERE x.k = 'completed'),
+               count(*) FILTER (WHERE x.k = 'failed'),
+               count(*) FILTER (WHERE x.k = 'cancelled'),
+               percentile_cont(0.5) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration'),
+               percentile_cont(0.95) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration'),
+               percentile_cont(0.99) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration')
+          FROM (SELECT name AS workflow, 'registered' AS k, NULL::timestamptz AS at, NULL::float8 AS ms
+                  FROM %1$I.workflows
+                UNION ALL
+                SELECT workflow, 'ready', ready_at, NULL FROM %1$I.tasks
+                 WHERE status = 'ready' AND ready_at <= now()
+                UNION ALL
+                SELECT workflow, 'running', NULL, NULL FROM %1$I.tasks WHERE status = 'running'
+                UNION ALL
+                SELECT workflow, 'active', NULL, NULL FROM %1$I.executions WHERE status IN ('running', 'paused')
+                UNION ALL
+                SELECT workflow, status, NULL, NULL FROM %1$I.executions
+                 WHERE finished_at IS NOT NULL AND finished_at >= now() - $1
+                UNION ALL
+                SELECT t.workflow, 'duration', NULL, extract(epoch FROM t.finished_at - t.started_at) * 1000
+                  FROM %1$I.executions e JOIN %1$I.tasks t ON t.execution_id = e.id
+                 WHERE e.finished_at IS NOT NULL AND e.finished_at >= now() - $1
+                   AND t.status = 'completed' AND t.started_at IS NOT NULL) x
+         GROUP BY ROLLUP (x.workflow)
+         ORDER BY x.workflow NULLS FIRST$q$, s) USING window_length;
+END
+$$;
+
+-- The tenants the caller may see: all of them for an admin, its own for a tenant role.
+CREATE FUNCTION cloacina._visible_tenants() RETURNS SETOF text
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT n.nspname::text FROM pg_namespace n
+     WHERE has_schema_privilege(n.oid, 'USAGE') AND cloacina._is_registered(n.nspname)
+     ORDER BY 1
+$$;
+
+CREATE FUNCTION cloacina.tenant_stats(window_length interval DEFAULT '1 hour')
+RETURNS TABLE(schema_name text, ready_tasks bigint, oldest_ready_seconds double precision,
+              running_tasks bigint, active_runs bigint, completed_runs bigint, failed_runs bigint,
+              cancelled_runs bigint, task_p50_ms double precision, task_p95_ms double precision,
+              task_p99_ms double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT v.s, st.ready_tasks, st.oldest_ready_seconds, st.running_tasks, st.active_runs,
+           st.completed_runs, st.failed_runs, st.cancelled_runs, st.task_p50_ms, st.task_p95_ms,
+           st.task_p99_ms
+      FROM cloacina._visible_tenants() v(s), LATERAL cloacina._stats(v.s, window_length) st
+     WHERE st.workflow IS NULL
+$$;
+COMMENT ON FUNCTION cloacina.tenant_stats(interval) IS
+    'One row per tenant the caller may see (an admin: all; a tenant: its own): ready depth, oldest ready age, running tasks, active runs, runs ended and task duration percentiles over the window';
+
+CREATE FUNCTION cloacina.workflow_stats(window_length interval DEFAULT '1 hour')
+RETURNS TABLE(schema_name text, workflow text, ready_tasks bigint, oldest_ready_seconds double precision,
+              running_tasks bigint, active_runs bigint, completed_runs bigint, failed_runs bigint,
+              cancelled_runs bigint, task_p50_ms double precision, task_p95_ms double precision,
+              task_p99_ms double precision)
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT v.s, st.*
+      FROM cloacina._visible_tenants() v(s), LATERAL cloacina._stats(v.s, window_length) st
+     WHERE st.workflow IS NOT NULL
+$$;
+COMMENT ON FUNCTION cloacina.workflow_stats(interval) IS
+    'tenant_stats() per workflow: one row per workflow of every tenant the caller may see';
+
+-- Graphviz DOT. Task and workflow names are identifiers (letters, digits, "_", "-"), so they
+-- need no escaping inside quotes.
+CREATE FUNCTION cloacina._dot_graph(title text, nodes text[], edges text[]) RETURNS text
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT format(E'digraph "%s" {\n  rankdir=LR;\n  node [shape=box, style="rounded,filled", fillcolor=white, fontname="Helvetica"];\n%s%s}\n',
+                  title,
+                  coalesce((SELECT string_agg('  ' || n || E';\n', '' ORDER BY o) FROM unnest(nodes) WITH ORDINALITY u(n, o)), ''),
+                  coalesce((SELECT string_agg('  ' || e || E';\n', '' ORDER BY o) FROM unnest(edges) WITH ORDINALITY u(e, o)), ''))
+$$;
+
+-- A workflow's DAG: a node per task (SQL tasks as cylinders), an edge per dependency labelled
+-- with the dependent's trigger rule where it is not all_success.
+CREATE FUNCTION cloacina._workflow_dot(s text, workflow text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    def jsonb;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT definition FROM %I.workflows WHERE name = $1', s) INTO def USING workflow;
+    IF def IS NULL THEN
+        RAISE EXCEPTION 'workflow "%" is not registered in tenant "%"', workflow, s USING ERRCODE = 'undefined_object';
+    END IF;
+    RETURN cloacina._dot_graph(workflow,
+        ARRAY(SELECT format('"%s"%s', t ->> 'id', CASE WHEN t ->> 'kind' = 'sql' THEN ' [shape=cylinder]' ELSE '' END)
+                FROM jsonb_array_elements(def -> 'tasks') WITH ORDINALITY a(t, o) ORDER BY o),
+        ARRAY(SELECT format('"%s" -> "%s"%s', d, t ->> 'id',
+                            CASE WHEN t ->> 'trigger_rule' <> 'all_success' THEN format(' [label="%s"]', t ->> 'trigger_rule') ELSE '' END)
+                FROM jsonb_array_elements(def -> 'tasks') WITH ORDINALITY a(t, o),
+                     jsonb_array_elements_text(t -> 'dependencies') WITH ORDINALITY b(d, p)
+               ORDER BY o, p));
+END
+$$;
+
+-- One run's DAG, each task filled by its state and labelled with its attempt.
+CREATE FUNCTION cloacina._run_dot(s text, eid bigint) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    colour constant jsonb := '{"waiting": "white", "ready": "lightgoldenrod1", "running": "lightskyblue",
+                               "completed": "palegreen", "failed": "salmon", "skipped": "gray90",
+                               "cancelled": "gray70"}';
+    title text;
+    nodes text[];
+    edges text[];
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT format(''%%s run %%s (%%s)'', workflow, id, status) FROM %I.executions WHERE id = $1', s)
+        INTO title USING eid;
+    IF title IS NULL THEN
+        RAISE EXCEPTION 'execution % does not exist', coalesce(eid::text, 'NULL') USING ERRCODE = 'undefined_object';
+    END IF;
+    EXECUTE format($q$
+        SELECT array_agg(format('"%%s" [label="%%s\n%%s%%s", fillcolor=%%s%%s]', task, task, status,
+                                CASE WHEN attempt > 1 THEN format(' (attempt %%s)', attempt) ELSE '' END,
+                                $2 ->> status,
+                                CASE WHEN kind = 'sql' THEN ', shape=cylinder' ELSE '' END) ORDER BY position),
+               (SELECT array_agg(format('"%%s" -> "%%s"', d, t2.task) ORDER BY t2.position, p)
+                  FROM %1$I.tasks t2, unnest(t2.dependencies) WITH ORDINALITY u(d, p) WHERE t2.execution_id = $1)
+          FROM %1$I.tasks WHERE execution_id = $1$q$, s)
+        INTO nodes, edges USING eid, colour;
+    RETURN cloacina._dot_graph(title, nodes, coalesce(edges, '{}'));
+END
+$$;
+
+CREATE FUNCTION cloacina.workflow_dot(workflow text) RETURNS text
+LANGUAGE sql AS $$ SELECT cloacina._workflow_dot(pg_catalog.current_schema(), workflow) $$;
+COMMENT ON FUNCTION cloacina.workflow_dot(text) IS
+    'A registered workflow''s DAG as Graphviz DOT (render with dot -Tsvg)';
+
+CREATE FUNCTION cloacina.run_dot(execution_id bigint) RETURNS text
+LANGUAGE sql AS $$ SELECT cloacina._run_dot(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.run_dot(bigint) IS
+    'One run''s DAG as Graphviz DOT, each task coloured by its state';

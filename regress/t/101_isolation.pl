@@ -177,7 +177,14 @@ for my $x (@tenants) {
             resume            => "SELECT cloacina.resume($run)",
             notify_channel    => 'SELECT cloacina.notify_channel()',
             schedule          => q{SELECT cloacina.schedule('nightly', 'secret_work', '* * * * *')},
-            unschedule        => q{SELECT cloacina.unschedule('nightly')});
+            unschedule        => q{SELECT cloacina.unschedule('nightly')},
+            pause_schedule    => q{SELECT cloacina.pause_schedule('nightly')},
+            resume_schedule   => q{SELECT cloacina.resume_schedule('nightly')},
+            schedules         => 'SELECT * FROM cloacina.schedules',
+            retry             => "SELECT cloacina.retry($run)",
+            unregister_workflow => q{SELECT cloacina.unregister_workflow('secret_work')},
+            workflow_dot      => q{SELECT cloacina.workflow_dot('secret_work')},
+            run_dot           => "SELECT cloacina.run_dot($run)");
         for my $f (sort keys %api) {
             deny($x, $y, "$f (search_path = victim)", $y, $api{$f});
         }
@@ -212,7 +219,15 @@ for my $x (@tenants) {
             _prune                => "SELECT cloacina._prune('$y', '0 seconds')",
             _tenant_tick          => "SELECT * FROM cloacina._tenant_tick('$y', false, '0 seconds')",
             _fire_schedules       => "SELECT cloacina._fire_schedules('$y', true)",
-            _schedule             => "SELECT cloacina._schedule('$y', 'nightly', 'secret_work', '* * * * *', 'UTC', '{}', 'skip')",
+            _schedule             => "SELECT cloacina._schedule('$y', 'nightly', 'secret_work', '* * * * *', 'UTC', '{}', 'skip', 'allow')",
+            _set_schedule_paused  => "SELECT cloacina._set_schedule_paused('$y', 'nightly', true)",
+            _list_schedules       => "SELECT * FROM cloacina._list_schedules('$y')",
+            _retry                => "SELECT cloacina._retry('$y', $run)",
+            _unregister_workflow  => "SELECT cloacina._unregister_workflow('$y', 'secret_work')",
+            _stats                => "SELECT * FROM cloacina._stats('$y', '1 hour')",
+            _workflow_dot         => "SELECT cloacina._workflow_dot('$y', 'secret_work')",
+            _run_dot              => "SELECT cloacina._run_dot('$y', $run)",
+            _log_event            => "SELECT cloacina._log_event('$y', 'forged')",
             _unschedule           => "SELECT cloacina._unschedule('$y', 'nightly')",
             _tenant_counts        => "SELECT * FROM cloacina._tenant_counts('$y')",
             _sync_tenant_settings => "SELECT cloacina._sync_tenant_settings('$y')",
@@ -252,6 +267,11 @@ for my $x (@tenants) {
         # not change the victim's data (checked at the end).
         check($x, $y, '_due(victim)', $x, "SELECT cloacina._due('$y', now()) IS NULL AND false");
         push @engine_functions, qw(_due);
+        # The figures cover the tenants the caller may see: never the victim.
+        check($x, $y, 'tenant_stats', $x, "SELECT count(*) > 0 FROM cloacina.tenant_stats() WHERE schema_name = '$y'");
+        check($x, $y, 'workflow_stats', $x, "SELECT count(*) > 0 FROM cloacina.workflow_stats() WHERE schema_name = '$y'");
+        check($x, $y, '_visible_tenants', $x, "SELECT count(*) > 0 FROM cloacina._visible_tenants() v WHERE v = '$y'");
+        push @engine_functions, qw(tenant_stats workflow_stats _visible_tenants);
         # The registry and the admin view.
         deny($x, $y, 'registry select', $x, 'SELECT * FROM cloacina.tenant');
         deny($x, $y, 'registry update', $x, qq{UPDATE cloacina.tenant SET state = 'suspended' WHERE schema_name = '$y'});
@@ -339,9 +359,10 @@ for my $x (@tenants) {
 my @harmless = qw(context_merge context_merge_agg _check_name _json_int _json_keys_allowed _json_choice
     _normalize_workflow _condition_holds _retry_delay _url_escape _cron_field _cron_parse _cron_next _preloaded
     _check_context _workflow_graph version _tenant_layout _refuse_drop_with_tenants
-    _is_registered);
+    _is_registered _cron_macro _dot_graph _require_layout);
 my %api_names = map { $_ => 1 } qw(register_workflow execute execute_batch execution_status wait task_results
-    claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel cancel_runs pause resume notify_channel schedule unschedule);
+    claim heartbeat heartbeat_batch complete fail complete_batch fail_batch cancel cancel_runs pause resume notify_channel schedule unschedule
+    pause_schedule resume_schedule retry unregister_workflow workflow_dot run_dot);
 my %covered = map { $_ => 1 } (@harmless, @engine_functions, keys %api_names);
 my @unprobed = grep { !$covered{$_} } split /\n/, $node->safe_psql('postgres',
     q{SELECT DISTINCT proname FROM pg_proc WHERE pronamespace = 'cloacina'::regnamespace ORDER BY 1});

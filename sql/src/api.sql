@@ -11,6 +11,11 @@ LANGUAGE sql AS $$ SELECT cloacina._register_workflow(pg_catalog.current_schema(
 COMMENT ON FUNCTION cloacina.register_workflow(jsonb) IS
     'Validates and stores (upsert by name) a workflow definition in the current tenant; returns its version hash';
 
+CREATE FUNCTION cloacina.unregister_workflow(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._unregister_workflow(pg_catalog.current_schema(), name) $$;
+COMMENT ON FUNCTION cloacina.unregister_workflow(text) IS
+    'Removes a workflow''s definition (its runs go on); refused while schedules start it; false if there was none';
+
 CREATE FUNCTION cloacina._list_workflows(s text)
 RETURNS TABLE(name text, version text, description text, task_count int, definition jsonb,
               created_at timestamptz, updated_at timestamptz)
@@ -108,6 +113,11 @@ CREATE FUNCTION cloacina.cancel_runs(workflow text DEFAULT NULL,
 LANGUAGE sql AS $$ SELECT cloacina._cancel_matching(pg_catalog.current_schema(), workflow, statuses) $$;
 COMMENT ON FUNCTION cloacina.cancel_runs(text, text[]) IS
     'Cancels unfinished runs in bulk, in one transaction: all of them, or one workflow''s, or those running or paused; returns how many';
+
+CREATE FUNCTION cloacina.retry(execution_id bigint) RETURNS int
+LANGUAGE sql AS $$ SELECT cloacina._retry(pg_catalog.current_schema(), execution_id) $$;
+COMMENT ON FUNCTION cloacina.retry(bigint) IS
+    'Runs a failed or cancelled run again from where it failed: its failed, skipped and cancelled tasks start over, completed outputs are kept; returns how many tasks start over';
 
 CREATE FUNCTION cloacina.pause(execution_id bigint) RETURNS boolean
 LANGUAGE sql AS $$ SELECT cloacina._pause(pg_catalog.current_schema(), execution_id) $$;

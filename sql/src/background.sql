@@ -52,6 +52,7 @@ BEGIN
     LOOP
         IF cloacina._cancel(s, r.id, format('run timed out after %s ms', round(r.ms))) THEN
             expired := expired + 1;
+            PERFORM cloacina._log_event(s, format('run %s failed: it timed out after %s ms', r.id, round(r.ms)));
         END IF;
     END LOOP;
     RETURN expired;

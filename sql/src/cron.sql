@@ -61,8 +61,27 @@ BEGIN
 END
 $$;
 
+-- The expression an @ macro stands for (pg_cron's and Vixie cron's set, less @reboot).
+CREATE FUNCTION cloacina._cron_macro(macro text) RETURNS text
+LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    CASE lower(macro)
+    WHEN '@yearly', '@annually' THEN RETURN '0 0 1 1 *';
+    WHEN '@monthly' THEN RETURN '0 0 1 * *';
+    WHEN '@weekly' THEN RETURN '0 0 * * 0';
+    WHEN '@daily', '@midnight' THEN RETURN '0 0 * * *';
+    WHEN '@hourly' THEN RETURN '0 * * * *';
+    ELSE
+        RAISE EXCEPTION 'unknown cron macro "%"', macro
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'Use @yearly, @annually, @monthly, @weekly, @daily, @midnight or @hourly.';
+    END CASE;
+END
+$$;
+
 -- Parses a 5-field (minute hour day month weekday) or 6-field (second first) expression of at
--- most max_length characters (a real one needs a few dozen; parsing costs grow with the length).
+-- most max_length characters (a real one needs a few dozen; parsing costs grow with the length),
+-- or an @ macro.
 CREATE FUNCTION cloacina._cron_parse(expr text) RETURNS jsonb
 LANGUAGE plpgsql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -72,6 +91,9 @@ BEGIN
     IF length(expr) > max_length THEN
         RAISE EXCEPTION 'cron expression is too long (% characters, the limit is %)', length(expr), max_length
             USING ERRCODE = 'program_limit_exceeded';
+    END IF;
+    IF btrim(expr) LIKE '@%' THEN
+        expr := cloacina._cron_macro(btrim(expr));
     END IF;
     f := regexp_split_to_array(btrim(coalesce(expr, '')), '\s+');
     IF cardinality(f) = 5 THEN
@@ -152,8 +174,10 @@ BEGIN
 END
 $$;
 
+-- Creates or replaces a schedule by name. A replaced schedule keeps its pause: a paused one
+-- stays paused (next_run_at infinity) with its new definition.
 CREATE FUNCTION cloacina._schedule(s text, name text, workflow text, cron text, timezone text,
-                                   context jsonb, catchup text) RETURNS bigint
+                                   context jsonb, catchup text, overlap text) RETURNS bigint
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     spec jsonb;
@@ -162,6 +186,7 @@ DECLARE
     sid bigint;
 BEGIN
     PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'scheduling');
     IF name IS NULL OR name !~ '^[A-Za-z][A-Za-z0-9_.-]{0,62}$' THEN
         RAISE EXCEPTION 'invalid schedule name %', coalesce(quote_literal(name), 'NULL')
             USING ERRCODE = 'invalid_parameter_value',
@@ -187,6 +212,11 @@ BEGIN
         RAISE EXCEPTION 'unknown time zone %', coalesce(quote_literal(timezone), 'NULL')
             USING ERRCODE = 'invalid_parameter_value', HINT = 'Use an IANA name such as Europe/Paris, or UTC.';
     END;
+    IF overlap IS NULL OR overlap NOT IN ('allow', 'skip') THEN
+        RAISE EXCEPTION 'overlap must be allow or skip (got %)', coalesce(quote_literal(overlap), 'NULL')
+            USING ERRCODE = 'invalid_parameter_value',
+                  HINT = 'skip: a slot does not fire while the schedule''s previous run is unfinished.';
+    END IF;
     IF timezone IS NULL THEN
         RAISE EXCEPTION 'unknown time zone NULL' USING ERRCODE = 'invalid_parameter_value';
     END IF;
@@ -196,14 +226,16 @@ BEGIN
         RAISE EXCEPTION 'cron expression "%" never fires', cron USING ERRCODE = 'invalid_parameter_value';
     END IF;
     EXECUTE format($q$
-        INSERT INTO %I.schedules AS sc (name, workflow, cron, spec, timezone, context, catchup, next_run_at)
-        VALUES ($1, $2, $3, $8, $4, $5, $6, $7)
+        INSERT INTO %I.schedules AS sc (name, workflow, cron, spec, timezone, context, catchup, overlap, next_run_at)
+        VALUES ($1, $2, $3, $8, $4, $5, $6, $9, $7)
         ON CONFLICT (name) DO UPDATE
             SET workflow = excluded.workflow, cron = excluded.cron, spec = excluded.spec,
                 timezone = excluded.timezone, context = excluded.context, catchup = excluded.catchup,
-                next_run_at = excluded.next_run_at, updated_at = now()
+                overlap = excluded.overlap,
+                next_run_at = CASE WHEN sc.paused THEN 'infinity' ELSE excluded.next_run_at END,
+                updated_at = now()
         RETURNING id$q$, s)
-        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec;
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap;
     PERFORM cloacina._due(s, first_slot);
     RETURN sid;
 END
@@ -220,11 +252,43 @@ BEGIN
 END
 $$;
 
+-- Pauses (next_run_at infinity: nothing fires, the worker's tick does not look at it) or
+-- resumes (the next slot after now: what was missed while paused does not fire) a schedule.
+-- Returns false if it already was in that state.
+CREATE FUNCTION cloacina._set_schedule_paused(s text, name text, pause boolean) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sc record;
+    next_slot timestamptz;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'pausing a schedule');
+    EXECUTE format('SELECT id, paused, spec, timezone FROM %I.schedules WHERE name = $1 FOR UPDATE', s)
+        INTO sc USING name;
+    IF sc.id IS NULL THEN
+        RAISE EXCEPTION 'schedule % does not exist in tenant "%"', coalesce(quote_literal(name), 'NULL'), s
+            USING ERRCODE = 'undefined_object';
+    END IF;
+    IF sc.paused = pause THEN
+        RETURN false;
+    END IF;
+    next_slot := CASE WHEN pause THEN 'infinity' ELSE cloacina._cron_next(sc.spec, sc.timezone, now()) END;
+    EXECUTE format('UPDATE %I.schedules SET paused = $2, next_run_at = $3, updated_at = now() WHERE id = $1', s)
+        USING sc.id, pause, coalesce(next_slot, 'infinity');
+    IF NOT pause AND next_slot IS NOT NULL THEN
+        PERFORM cloacina._due(s, next_slot);
+    END IF;
+    RETURN true;
+END
+$$;
+
 -- Fires the due slots of one tenant's schedules: each fire records (schedule, slot), starts the
 -- run and advances next_run_at in the caller's transaction; the unique key makes a slot fire at
 -- most once. Slots missed while the scheduler was not running ("startup") or by more than five
 -- seconds are catch-up slots: "skip" drops them (the next future slot fires), "run_all" fires
--- each of them once, at most max_catchup per schedule. A suspended tenant fires nothing.
+-- each of them once, at most max_catchup per schedule. With overlap "skip", a slot whose
+-- schedule's previous run is unfinished does not fire. A suspended tenant fires nothing. Each
+-- fire and skip is logged at cloacina.event_log_level.
 CREATE FUNCTION cloacina._fire_schedules(s text, startup boolean, max_catchup int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
@@ -236,6 +300,7 @@ DECLARE
     eid bigint;
     inserted boolean;
     st text;
+    busy_run bigint;
 BEGIN
     EXECUTE format('SELECT state FROM %I.tenant_settings', s) INTO st;
     IF st <> 'active' THEN
@@ -245,7 +310,18 @@ BEGIN
         slot := sc.next_run_at;
         n := 0;
         WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
-            IF sc.catchup = 'run_all' OR NOT (startup OR now() - slot > grace) THEN
+            busy_run := NULL;
+            IF to_jsonb(sc) ->> 'overlap' = 'skip' THEN  -- (no such column before layout 2)
+                EXECUTE format($q$SELECT e.id FROM (SELECT execution_id FROM %1$I.schedule_fires
+                                                     WHERE schedule_id = $1 ORDER BY slot DESC LIMIT 1) f
+                                    JOIN %1$I.executions e ON e.id = f.execution_id
+                                   WHERE e.status IN ('running', 'paused')$q$, s)
+                    INTO busy_run USING sc.id;
+            END IF;
+            IF busy_run IS NOT NULL THEN
+                PERFORM cloacina._log_event(s, format('schedule %s skipped slot %s: its run %s is unfinished',
+                                                      quote_literal(sc.name), slot, busy_run));
+            ELSIF sc.catchup = 'run_all' OR NOT (startup OR now() - slot > grace) THEN
                 EXECUTE format('INSERT INTO %I.schedule_fires (schedule_id, slot, execution_id) VALUES ($1, $2, 0) '
                                'ON CONFLICT DO NOTHING RETURNING true', s) INTO inserted USING sc.id, slot;
                 IF inserted THEN
@@ -253,6 +329,8 @@ BEGIN
                         sc.context || jsonb_build_object('scheduled_at', slot, 'schedule', sc.name), '{}');
                     EXECUTE format('UPDATE %I.schedule_fires SET execution_id = $3 WHERE schedule_id = $1 AND slot = $2', s)
                         USING sc.id, slot, eid;
+                    PERFORM cloacina._log_event(s, format('schedule %s fired slot %s: run %s of workflow %s',
+                                                          quote_literal(sc.name), slot, eid, quote_literal(sc.workflow)));
                     fired := fired + 1;
                     n := n + 1;
                 END IF;
@@ -271,12 +349,51 @@ END
 $$;
 
 CREATE FUNCTION cloacina.schedule(name text, workflow text, cron text, timezone text DEFAULT 'UTC',
-                                  context jsonb DEFAULT '{}', catchup text DEFAULT 'skip') RETURNS bigint
+                                  context jsonb DEFAULT '{}', catchup text DEFAULT 'skip',
+                                  overlap text DEFAULT 'allow') RETURNS bigint
 LANGUAGE sql AS $$
-    SELECT cloacina._schedule(pg_catalog.current_schema(), name, workflow, cron, timezone, context, catchup)
+    SELECT cloacina._schedule(pg_catalog.current_schema(), name, workflow, cron, timezone, context, catchup, overlap)
 $$;
-COMMENT ON FUNCTION cloacina.schedule(text, text, text, text, jsonb, text) IS
-    'Creates or replaces (by name) a cron schedule that starts a workflow; 5 or 6 fields, IANA time zone, catchup skip or run_all';
+COMMENT ON FUNCTION cloacina.schedule(text, text, text, text, jsonb, text, text) IS
+    'Creates or replaces (by name) a cron schedule that starts a workflow; 5 or 6 fields or an @ macro, IANA time zone, catchup skip or run_all, overlap allow or skip';
+
+CREATE FUNCTION cloacina.pause_schedule(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._set_schedule_paused(pg_catalog.current_schema(), name, true) $$;
+COMMENT ON FUNCTION cloacina.pause_schedule(text) IS
+    'Pauses a schedule: no slot fires until resume_schedule; false if it was paused already';
+
+CREATE FUNCTION cloacina.resume_schedule(name text) RETURNS boolean
+LANGUAGE sql AS $$ SELECT cloacina._set_schedule_paused(pg_catalog.current_schema(), name, false) $$;
+COMMENT ON FUNCTION cloacina.resume_schedule(text) IS
+    'Resumes a paused schedule from its next slot after now (missed slots do not fire); false if it was not paused';
+
+-- The schedules of tenant s with their next fire and the outcome of their last run.
+CREATE FUNCTION cloacina._list_schedules(s text)
+RETURNS TABLE(name text, workflow text, cron text, timezone text, catchup text, overlap text,
+              paused boolean, next_run_at timestamptz, last_slot timestamptz, last_execution_id bigint,
+              last_status text, last_finished_at timestamptz, context jsonb,
+              created_at timestamptz, updated_at timestamptz)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    PERFORM cloacina._require_layout(s, 2, 'listing schedules');
+    RETURN QUERY EXECUTE format($q$
+        SELECT sc.name, sc.workflow, sc.cron, sc.timezone, sc.catchup, sc.overlap, sc.paused,
+               CASE WHEN sc.paused OR sc.next_run_at = 'infinity' THEN NULL ELSE sc.next_run_at END,
+               f.slot, f.execution_id, e.status, e.finished_at, sc.context, sc.created_at, sc.updated_at
+          FROM %1$I.schedules sc
+          LEFT JOIN LATERAL (SELECT slot, execution_id FROM %1$I.schedule_fires
+                              WHERE schedule_id = sc.id ORDER BY slot DESC LIMIT 1) f ON true
+          LEFT JOIN %1$I.executions e ON e.id = f.execution_id
+         ORDER BY sc.name$q$, s);
+END
+$$;
+
+CREATE VIEW cloacina.schedules WITH (security_invoker = true) AS
+    SELECT * FROM cloacina._list_schedules(pg_catalog.current_schema());
+COMMENT ON VIEW cloacina.schedules IS
+    'The current tenant''s schedules: next fire time (NULL while paused) and the last run''s outcome';
+GRANT SELECT ON cloacina.schedules TO PUBLIC;
 
 CREATE FUNCTION cloacina.unschedule(name text) RETURNS boolean
 LANGUAGE sql AS $$ SELECT cloacina._unschedule(pg_catalog.current_schema(), name) $$;

@@ -184,6 +184,7 @@ BEGIN
         CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
         handled := handled + 1;
         PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
+        PERFORM cloacina._log_event(s, format('task %s of run %s: %s', quote_literal(tname), r.execution_id, why));
         IF new_status = 'failed' THEN
             PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
         ELSE
@@ -330,6 +331,90 @@ BEGIN
         PERFORM cloacina._due(s, now());  -- any SQL tasks among them: the worker's tick finds them
     END IF;
     RETURN true;
+END
+$$;
+
+-- Runs an ended run again from where it failed: its failed, skipped and cancelled tasks start
+-- over (attempts counted anew, one "retried" event each), its completed tasks keep their
+-- outputs, and the run is running again (with a fresh run timeout, if it had one). A task is
+-- decided as in a new run: roots by their condition, the others by _propagate as their
+-- dependencies end, here by replaying the end of every completed task. Returns how many tasks
+-- start over.
+CREATE FUNCTION cloacina._retry(s text, eid bigint) RETURNS int
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    st text;
+    again int;
+    kept text[];
+    skipped_roots text[];
+    any_ready boolean;
+    any_sql boolean;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    st := cloacina._lock_run(s, eid);
+    IF st IN ('running', 'paused') THEN
+        RAISE EXCEPTION 'execution % is still %', eid, st
+            USING ERRCODE = 'object_not_in_prerequisite_state', HINT = 'Only an ended run (failed or cancelled) can be retried.';
+    ELSIF st = 'completed' THEN
+        RAISE EXCEPTION 'execution % completed; there is nothing to retry', eid
+            USING ERRCODE = 'object_not_in_prerequisite_state';
+    END IF;
+    -- Every task that did not complete starts over, waiting for its dependencies that start over too.
+    EXECUTE format($q$
+        WITH again AS (
+            SELECT id, task, status FROM %1$I.tasks
+             WHERE execution_id = $1 AND status IN ('failed', 'skipped', 'cancelled') ORDER BY id FOR UPDATE),
+        reset AS (
+            UPDATE %1$I.tasks t
+               SET status = 'waiting', attempt = 0, error = NULL, output = NULL, input = NULL,
+                   pending_deps = cardinality(t.dependencies), ready_at = NULL, lease = NULL,
+                   lease_until = NULL, worker = NULL, started_at = NULL, finished_at = NULL
+              FROM again a WHERE t.id = a.id
+            RETURNING t.id, t.task, a.status AS from_status),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, 0, from_status, 'waiting', 'run retried' FROM reset ORDER BY id)
+        SELECT count(*)::int FROM reset$q$, s) INTO again USING eid;
+    EXECUTE format('SELECT coalesce(array_agg(task ORDER BY id), ''{}'') FROM %I.tasks
+                     WHERE execution_id = $1 AND status = ''completed''', s) INTO kept USING eid;
+    -- pending_tasks counts every task _propagate will see end: the kept ones replayed, and those
+    -- that start over.
+    EXECUTE format($q$UPDATE %I.executions
+                         SET status = 'running', error = NULL, final_context = NULL, finished_at = NULL,
+                             pending_tasks = $2 + $3,
+                             deadline = CASE WHEN deadline IS NULL THEN NULL ELSE now() + (deadline - run_at) END
+                       WHERE id = $1$q$, s)
+        USING eid, again, cardinality(kept);
+    PERFORM cloacina._event(s, eid, NULL, NULL, st, 'running', 'run retried');
+    -- Roots that start over: ready, or skipped by their condition, as in a new run.
+    EXECUTE format($q$
+        WITH roots AS (
+            UPDATE %1$I.tasks t
+               SET status = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
+                                 THEN 'ready' ELSE 'skipped' END,
+                   input = e.input_context, ready_at = now(),
+                   finished_at = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
+                                      THEN NULL ELSE now() END
+              FROM %1$I.executions e
+             WHERE t.execution_id = $1 AND e.id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0
+            RETURNING t.id, t.task, t.kind, t.status),
+        logged AS (
+            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
+            SELECT $1, task, 0, 'waiting', status, CASE WHEN status = 'skipped' THEN 'condition not met' END
+              FROM roots ORDER BY id)
+        SELECT coalesce(array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'), '{}'),
+               coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
+               coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
+          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid;
+    IF any_ready THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    IF any_sql THEN
+        PERFORM cloacina._due(s, now(), true);
+    END IF;
+    -- The dependents of every ended task are decided, as when those tasks ended.
+    PERFORM cloacina._propagate(s, eid, kept || skipped_roots);
+    RETURN again;
 END
 $$;
 

@@ -24,8 +24,12 @@ CREATE FUNCTION cloacina._check_context(context jsonb, what text) RETURNS void
 CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
     RETURNS TABLE(status text, final_context jsonb, error text)
     AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE;
+-- A server log line about a tenant at cloacina.event_log_level (extension/event_log.c): the
+-- background workers' duties call it; tenants may not write the server log.
+CREATE FUNCTION cloacina._log_event(schema_name text, message text) RETURNS void
+    AS 'MODULE_PATHNAME', 'cloacina_log_event_fn' LANGUAGE C VOLATILE;
 REVOKE ALL ON FUNCTION cloacina._generate_password(), cloacina._random_token(int),
-    cloacina._scram_verifier(text) FROM PUBLIC;
+    cloacina._scram_verifier(text), cloacina._log_event(text, text) FROM PUBLIC;
 
 -- Refuses a tenant or role name that is not a plain lower-case identifier, or that is reserved.
 -- Names are also quoted everywhere they are used; this check keeps them predictable and

@@ -8,7 +8,8 @@
 -- CALL cloacina.migrate_tenants() does all that are left at once. The engine serves a tenant
 -- the same before and after its migration (each step says how).
 --
--- Layouts: 1 = the tables of 0.1.0; 2 = tenant_settings.layout_version (0.2.0).
+-- Layouts: 1 = the tables of 0.1.0; 2 = tenant_settings.layout_version, schedules.overlap and
+-- schedules.paused (0.2.0).
 
 -- The layout create_tenant makes and every tenant migrates to.
 CREATE FUNCTION cloacina._tenant_layout() RETURNS int
@@ -30,12 +31,32 @@ BEGIN
         -- the engine does not read the column: the tenant is served the same before and after
         EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
         EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
+        -- the engine reads them with their defaults the same as before (no overlap check, not paused)
+        EXECUTE format($m$ALTER TABLE %I.schedules ADD COLUMN overlap text NOT NULL DEFAULT 'allow',
+                                                 ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
         UPDATE cloacina.tenant t SET layout_version = cloacina._tenant_layout() WHERE t.schema_name = s;
     END IF;
     RETURN was;
+END
+$$;
+
+-- Raises a clear error when a feature needs a newer layout than tenant s has yet (between an
+-- update and the tenant's migration, which the background worker does within seconds).
+-- SECURITY DEFINER: tenants may not read the registry; this tells only a layout number.
+CREATE FUNCTION cloacina._require_layout(s text, needed int, what text) RETURNS void
+LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    has int;
+BEGIN
+    SELECT t.layout_version INTO has FROM cloacina.tenant t WHERE t.schema_name = s;
+    IF has < needed THEN
+        RAISE EXCEPTION '% needs tenant "%" migrated to table layout %; it has layout %', what, s, needed, has
+            USING ERRCODE = 'object_not_in_prerequisite_state',
+                  HINT = 'The background worker migrates tenants after an update within seconds; an admin can run CALL cloacina.migrate_tenants().';
+    END IF;
 END
 $$;
 

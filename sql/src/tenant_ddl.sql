@@ -117,7 +117,9 @@ BEGIN
             catchup     text NOT NULL,
             next_run_at timestamptz NOT NULL,
             created_at  timestamptz NOT NULL DEFAULT now(),
-            updated_at  timestamptz NOT NULL DEFAULT now());
+            updated_at  timestamptz NOT NULL DEFAULT now(),
+            overlap     text NOT NULL DEFAULT 'allow',   -- or skip: not while its last run is unfinished
+            paused      boolean NOT NULL DEFAULT false); -- while paused, next_run_at is infinity
         CREATE INDEX ON %1$I.schedules (next_run_at);
         -- One row per fired slot: the unique key is what makes a slot fire at most once, also
         -- across crashes and restarts.

@@ -269,3 +269,29 @@ BEGIN
     RETURN version;
 END
 $$;
+
+-- Removes a workflow's definition. Its unfinished runs go on (each run holds its own copy of its
+-- tasks), and so does retry() of its ended runs; the schedules that start it must go first.
+CREATE FUNCTION cloacina._unregister_workflow(s text, workflow text) RETURNS boolean
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    schedules text[];
+    removed text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    EXECUTE format('SELECT name FROM %I.workflows WHERE name = $1 FOR UPDATE', s) INTO removed USING workflow;
+    IF removed IS NULL THEN
+        RETURN false;
+    END IF;
+    EXECUTE format('SELECT array_agg(name ORDER BY name) FROM %I.schedules WHERE workflow = $1', s)
+        INTO schedules USING workflow;
+    IF schedules IS NOT NULL THEN
+        RAISE EXCEPTION 'workflow "%" is started by % schedule(s): %', workflow, cardinality(schedules),
+                        array_to_string(schedules, ', ')
+            USING ERRCODE = 'dependent_objects_still_exist',
+                  HINT = 'Remove them first with cloacina.unschedule(name).';
+    END IF;
+    EXECUTE format('DELETE FROM %I.workflows WHERE name = $1', s) USING workflow;
+    RETURN true;
+END
+$$;

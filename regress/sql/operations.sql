@@ -1,0 +1,180 @@
+-- Operating it: retry of an ended run from its failure point, unregister_workflow, a completed
+-- task without the error of an earlier attempt, schedules (macros, pause and resume, overlap,
+-- the schedules view), the figures of tenant_stats()/workflow_stats() and the DOT pictures.
+-- (Schedules firing with overlap "skip" and the server log lines: regress/t/107_operations.pl.)
+CREATE FUNCTION pg_temp.try(q text) RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+    EXECUTE q;
+    RETURN 'ok';
+EXCEPTION WHEN OTHERS THEN
+    RETURN SQLSTATE || ': ' || SQLERRM;
+END $$;
+-- Claims every ready task named t of the current tenant and completes it with "output" plus
+-- the input it saw (or fails it, not retryable, when output is NULL).
+CREATE FUNCTION pg_temp.work(t text, output jsonb) RETURNS int LANGUAGE plpgsql AS $$
+DECLARE
+    c record;
+    n int := 0;
+BEGIN
+    FOR c IN SELECT * FROM cloacina.claim('op-worker', ARRAY[t], 100) LOOP
+        IF output IS NULL THEN
+            PERFORM cloacina.fail(c.task_id, c.fence, 'boom in ' || c.task, false);
+        ELSE
+            PERFORM cloacina.complete(c.task_id, c.fence, output || jsonb_build_object(c.task || '_saw', c.context));
+        END IF;
+        n := n + 1;
+    END LOOP;
+    RETURN n;
+END $$;
+
+SELECT schema_name FROM cloacina.create_tenant('tenant_ops', 'ops_user');
+SELECT schema_name FROM cloacina.create_tenant('tenant_ops_other');
+SET search_path = tenant_ops;
+
+-- A chain one -> two -> three, and "cleanup" (one_failed) after two.
+SELECT cloacina.register_workflow('{"name": "chain", "tasks": [
+    {"id": "one"},
+    {"id": "two", "dependencies": ["one"]},
+    {"id": "three", "dependencies": ["two"]},
+    {"id": "cleanup", "dependencies": ["two"], "trigger_rule": "one_failed"}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('chain', '{"n": 1}') AS run \gset
+SELECT pg_temp.work('chain.one', '{"one": "first"}') AS one_done;
+SELECT pg_temp.work('chain.two', NULL) AS two_failed;
+SELECT pg_temp.work('chain.cleanup', '{"cleaned": true}') AS cleanup_done;
+SELECT status, error FROM cloacina.execution_status(:run);
+SELECT task, status, attempt, error FROM cloacina.task_results(:run);
+SELECT cloacina.run_dot(:run);
+
+-- Retry: two and three start over with attempts counted anew; one and cleanup keep their outputs.
+SELECT cloacina.retry(:run) AS tasks_again;
+SELECT status, error, final_context FROM cloacina.execution_status(:run);
+SELECT task, status, attempt, error FROM cloacina.task_results(:run);
+SELECT pg_temp.try(format('SELECT cloacina.retry(%s)', :run)) AS retry_while_running;
+SELECT pg_temp.work('chain.one', '{"one": "again?"}') AS one_claimed_again;
+SELECT pg_temp.work('chain.two', '{"two": "second time"}') AS two_done;
+SELECT pg_temp.work('chain.three', '{"three": "done"}') AS three_done;
+SELECT status, final_context ->> 'one' AS one, final_context ->> 'two' AS two,
+       final_context -> 'two_saw' ->> 'one' AS two_saw_one, final_context ->> 'cleaned' AS cleaned
+  FROM cloacina.execution_status(:run);
+SELECT task, status, attempt FROM cloacina.task_results(:run);
+-- one "retried" event per task that started over, and one for the run
+SELECT task, attempt, from_status, to_status, detail FROM tenant_ops.execution_events
+ WHERE execution_id = :run AND id > (SELECT min(id) FROM tenant_ops.execution_events
+                                      WHERE execution_id = :run AND detail = 'run retried')
+                                - 1
+ ORDER BY id;
+SELECT cloacina.run_dot(:run);
+SELECT pg_temp.try(format('SELECT cloacina.retry(%s)', :run)) AS retry_completed;
+SELECT pg_temp.try('SELECT cloacina.retry(999999)') AS retry_missing;
+
+-- A cancelled run retried from the start; a root skipped by its condition stays skipped.
+SELECT cloacina.register_workflow('{"name": "gated", "tasks": [
+    {"id": "go"},
+    {"id": "never", "when": {"key": "flag", "op": "exists"}},
+    {"id": "after", "dependencies": ["go"]}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('gated') AS gated \gset
+SELECT cloacina.cancel(:gated);
+SELECT cloacina.retry(:gated) AS tasks_again;
+SELECT task, status, attempt FROM cloacina.task_results(:gated);
+SELECT pg_temp.work('gated.go', '{}') + pg_temp.work('gated.after', '{}') AS done;
+SELECT status FROM cloacina.execution_status(:gated);
+
+-- A run timeout starts afresh on retry.
+SELECT cloacina.execute('gated', '{}', '{"timeout_ms": 60000}') AS timed \gset
+SELECT cloacina.cancel(:timed);
+UPDATE tenant_ops.executions SET deadline = now() - interval '1 second', run_at = now() - interval '61 seconds' WHERE id = :timed;
+SELECT cloacina.retry(:timed) AS tasks_again;
+SELECT deadline > now() + interval '50 seconds' AS fresh_deadline FROM tenant_ops.executions WHERE id = :timed;
+SELECT cloacina.cancel(:timed);
+
+-- A task that succeeds on its second attempt carries no error; the events keep the first one.
+SELECT cloacina.register_workflow('{"name": "flaky", "tasks": [{"id": "f", "retry": {"attempts": 2, "delay_ms": 0}}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('flaky') AS flaky \gset
+SELECT cloacina.fail(task_id, fence, 'first attempt broke') FROM cloacina.claim('w', ARRAY['flaky.f']);
+SELECT cloacina.complete(task_id, fence, '{"ok": true}') FROM cloacina.claim('w', ARRAY['flaky.f']);
+SELECT task, status, attempt, error FROM cloacina.task_results(:flaky);
+SELECT attempt, to_status, detail LIKE '%first attempt broke%' AS has_error FROM tenant_ops.execution_events
+ WHERE execution_id = :flaky AND task = 'f' AND to_status IN ('ready', 'completed') AND from_status = 'running' ORDER BY id;
+
+-- unregister_workflow: refused while a schedule starts it; runs go on without the definition.
+SELECT cloacina.execute('chain') AS orphan \gset
+SELECT cloacina.schedule('chain-nightly', 'chain', '@daily') > 0 AS scheduled;
+SELECT pg_temp.try($$SELECT cloacina.unregister_workflow('chain')$$) AS with_schedule;
+SELECT cloacina.unschedule('chain-nightly');
+SELECT cloacina.unregister_workflow('chain') AS removed, cloacina.unregister_workflow('chain') AS removed_again;
+SELECT name FROM cloacina.workflows ORDER BY 1;
+SELECT pg_temp.work('chain.one', '{}') + pg_temp.work('chain.two', '{}') + pg_temp.work('chain.three', '{}') AS orphan_tasks_done;
+SELECT status FROM cloacina.execution_status(:orphan);
+SELECT pg_temp.try($$SELECT cloacina.execute('chain')$$) AS execute_unregistered;
+
+-- Schedules: @ macros, overlap, pause and resume, the schedules view.
+SELECT m, cloacina._cron_parse(m) = cloacina._cron_parse(e) AS same_as
+  FROM (VALUES ('@hourly', '0 * * * *'), ('@daily', '0 0 * * *'), ('@midnight', '0 0 * * *'),
+               ('@weekly', '0 0 * * 0'), ('@monthly', '0 0 1 * *'), ('@yearly', '0 0 1 1 *'),
+               ('@annually', '0 0 1 1 *'), (' @HOURLY ', '0 * * * *')) v(m, e);
+SELECT pg_temp.try($$SELECT cloacina._cron_parse('@reboot')$$) AS reboot;
+SELECT pg_temp.try($$SELECT cloacina._cron_parse('@every 5m')$$) AS every;
+SELECT cloacina.schedule('hourly', 'gated', '@hourly', 'UTC', '{}', 'skip', 'skip') > 0 AS scheduled;
+SELECT cloacina.schedule('yearly', 'gated', '0 0 1 1 *') > 0 AS scheduled;
+SELECT pg_temp.try($$SELECT cloacina.schedule('bad', 'gated', '@daily', 'UTC', '{}', 'skip', 'queue')$$) AS bad_overlap;
+SELECT name, cron, overlap, paused, next_run_at = date_trunc('hour', now()) + interval '1 hour' AS next_is_top_of_hour,
+       last_slot, last_status
+  FROM cloacina.schedules ORDER BY name;
+SELECT cloacina.pause_schedule('hourly') AS paused, cloacina.pause_schedule('hourly') AS paused_again;
+SELECT name, paused, next_run_at FROM cloacina.schedules WHERE name = 'hourly';
+SELECT next_run_at FROM tenant_ops.schedules WHERE name = 'hourly';
+-- replacing a paused schedule keeps it paused
+SELECT cloacina.schedule('hourly', 'gated', '@daily', 'UTC', '{}', 'skip', 'allow') > 0 AS replaced;
+SELECT name, cron, overlap, paused, next_run_at FROM cloacina.schedules WHERE name = 'hourly';
+SELECT cloacina.resume_schedule('hourly') AS resumed, cloacina.resume_schedule('hourly') AS resumed_again;
+SELECT name, paused, next_run_at = date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 day' AS next_is_midnight
+  FROM cloacina.schedules WHERE name = 'hourly';
+SELECT pg_temp.try($$SELECT cloacina.pause_schedule('missing')$$) AS pause_missing;
+SELECT cloacina.unschedule('hourly'), cloacina.unschedule('yearly');
+
+-- Figures: one task of "gated" ready for a minute and one running; the runs that ended in the
+-- window (two of chain, one of flaky, one of gated completed; one of gated cancelled).
+SELECT cloacina.execute('gated') AS g1 \gset
+SELECT cloacina.execute('gated') AS g2 \gset
+-- the claim takes the oldest (g1's); g2's has waited a minute
+UPDATE tenant_ops.tasks SET ready_at = now() - CASE execution_id WHEN :g1 THEN interval '120 seconds' ELSE interval '60 seconds' END
+ WHERE execution_id IN (:g1, :g2) AND task = 'go';
+SELECT count(*) AS claimed FROM cloacina.claim('w', ARRAY['gated.go'], 1);
+SELECT workflow, ready_tasks, round(oldest_ready_seconds) >= 60 AS oldest_a_minute, running_tasks, active_runs,
+       completed_runs, failed_runs, cancelled_runs, task_p50_ms >= 0 AS has_p50, task_p99_ms >= task_p50_ms AS p99_ge_p50
+  FROM cloacina.workflow_stats() ORDER BY workflow;
+SELECT schema_name, ready_tasks, running_tasks, active_runs, completed_runs, failed_runs, cancelled_runs
+  FROM cloacina.tenant_stats();
+SELECT pg_temp.try($$SELECT * FROM cloacina.tenant_stats('0 seconds')$$) AS zero_window;
+-- a tenant role sees its own line only; the admin sees every tenant
+RESET search_path;
+SET ROLE ops_user;
+SELECT schema_name, ready_tasks FROM cloacina.tenant_stats();
+SELECT count(*) AS other_tenants_rows FROM cloacina.workflow_stats() WHERE schema_name <> 'tenant_ops';
+RESET ROLE;
+CREATE ROLE ops_admin LOGIN IN ROLE cloacina_admin;
+SET ROLE ops_admin;
+SELECT schema_name, ready_tasks, active_runs FROM cloacina.tenant_stats() WHERE schema_name LIKE 'tenant_ops%' ORDER BY 1;
+RESET ROLE;
+DROP ROLE ops_admin;
+
+-- Pictures: a workflow's DAG, with trigger rules on the edges and SQL tasks as cylinders.
+SET search_path = tenant_ops;
+SELECT cloacina.register_workflow('{"name": "report", "tasks": [
+    {"id": "extract", "kind": "sql", "sql": "SELECT 1"},
+    {"id": "render", "dependencies": ["extract"]},
+    {"id": "alert", "dependencies": ["extract", "render"], "trigger_rule": "one_failed"}]}') IS NOT NULL AS registered;
+SELECT cloacina.workflow_dot('report');
+SELECT pg_temp.try($$SELECT cloacina.workflow_dot('nope')$$) AS dot_missing;
+SELECT pg_temp.try($$SELECT cloacina.run_dot(999999)$$) AS run_dot_missing;
+
+-- A tenant still at an older table layout gets a clear error from the schedule functions.
+RESET search_path;
+UPDATE cloacina.tenant SET layout_version = 1 WHERE schema_name = 'tenant_ops';
+SET search_path = tenant_ops;
+SELECT pg_temp.try($$SELECT * FROM cloacina.schedules$$) AS old_layout;
+RESET search_path;
+UPDATE cloacina.tenant SET layout_version = cloacina._tenant_layout() WHERE schema_name = 'tenant_ops';
+
+SELECT cloacina.remove_tenant('tenant_ops', cancel_unfinished => true);
+SELECT cloacina.remove_tenant('tenant_ops_other');
