@@ -142,10 +142,17 @@ UPDATE tenant_ops.tasks SET ready_at = now() - CASE execution_id WHEN :g1 THEN i
 SELECT count(*) AS claimed FROM cloacina.claim('w', ARRAY['gated.go'], 1);
 SELECT workflow, ready_tasks, round(oldest_ready_seconds) >= 60 AS oldest_a_minute, running_tasks, active_runs,
        completed_runs, failed_runs, cancelled_runs, task_p50_ms >= 0 AS has_p50, task_p99_ms >= task_p50_ms AS p99_ge_p50
-  FROM cloacina.workflow_stats() ORDER BY workflow;
+  FROM cloacina.workflow_stats() WHERE schema_name = 'tenant_ops' ORDER BY workflow;
 SELECT schema_name, ready_tasks, running_tasks, active_runs, completed_runs, failed_runs, cancelled_runs
-  FROM cloacina.tenant_stats();
+  FROM cloacina.tenant_stats() WHERE schema_name LIKE 'tenant_ops%';
 SELECT pg_temp.try($$SELECT * FROM cloacina.tenant_stats('0 seconds')$$) AS zero_window;
+-- Reading the figures keeps no lock on tenant tables (thousands of tenants fit one query).
+BEGIN;
+SELECT count(*) AS tenants FROM cloacina.tenant_stats() WHERE schema_name LIKE 'tenant_ops%';
+SELECT count(*) AS tenants FROM cloacina.tenants WHERE schema_name LIKE 'tenant_ops%';
+SELECT count(*) AS tenant_locks_held FROM pg_locks l JOIN pg_class c ON c.oid = l.relation
+ WHERE l.pid = pg_backend_pid() AND c.relnamespace::regnamespace::text LIKE 'tenant_ops%';
+COMMIT;
 -- a tenant role sees its own line only; the admin sees every tenant
 RESET search_path;
 SET ROLE ops_user;

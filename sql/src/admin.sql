@@ -258,15 +258,21 @@ $$;
 CREATE EVENT TRIGGER cloacina_refuse_drop_with_tenants ON ddl_command_start
     WHEN TAG IN ('DROP EXTENSION') EXECUTE FUNCTION cloacina._refuse_drop_with_tenants();
 
--- Live counts of one tenant, for the tenants view (runs with the caller's privileges).
+-- Live counts of one tenant, for the tenants view (runs with the caller's privileges). Read in
+-- a subtransaction rolled back on purpose, which releases its locks (see cloacina._stats).
 CREATE FUNCTION cloacina._tenant_counts(s text,
     OUT active_runs bigint, OUT ready_tasks bigint, OUT running_tasks bigint)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
-    EXECUTE format($q$SELECT (SELECT count(*) FROM %1$I.executions WHERE status IN ('running', 'paused')),
-                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'ready'),
-                             (SELECT count(*) FROM %1$I.tasks WHERE status = 'running')$q$, s)
-        INTO active_runs, ready_tasks, running_tasks;
+    BEGIN
+        EXECUTE format($q$SELECT (SELECT count(*) FROM %1$I.executions WHERE status IN ('running', 'paused')),
+                                 (SELECT count(*) FROM %1$I.tasks WHERE status = 'ready'),
+                                 (SELECT count(*) FROM %1$I.tasks WHERE status = 'running')$q$, s)
+            INTO active_runs, ready_tasks, running_tasks;
+        RAISE EXCEPTION USING ERRCODE = 'CLRLK';
+    EXCEPTION WHEN SQLSTATE 'CLRLK' THEN
+        NULL;
+    END;
 END
 $$;
 

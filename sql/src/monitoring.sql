@@ -9,49 +9,63 @@
 -- runs) and a total row whose workflow is NULL. Queue figures are live; run counts and task
 -- durations cover the runs that ended within window_length (durations: the completed tasks of
 -- those runs, from claim to completion). Every source is one of the tenant's partial indexes.
+-- The figures are read in a subtransaction that is rolled back on purpose: that releases the
+-- locks the read took (a dozen relations per tenant), so one query over thousands of tenants
+-- does not run out of the shared lock table.
 CREATE FUNCTION cloacina._stats(s text, window_length interval)
 RETURNS TABLE(workflow text, ready_tasks bigint, oldest_ready_seconds double precision,
               running_tasks bigint, active_runs bigint, completed_runs bigint, failed_runs bigint,
               cancelled_runs bigint, task_p50_ms double precision, task_p95_ms double precision,
               task_p99_ms double precision)
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    figures jsonb;
 BEGIN
     PERFORM cloacina._require_tenant(s);
     IF window_length IS NULL OR window_length <= interval '0' THEN
         RAISE EXCEPTION 'window_length must be a positive interval (got %)', coalesce(window_length::text, 'NULL')
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
-    RETURN QUERY EXECUTE format($q$
-        SELECT x.workflow,
-               count(*) FILTER (WHERE x.k = 'ready'),
-               extract(epoch FROM now() - min(x.at) FILTER (WHERE x.k = 'ready'))::double precision,
-               count(*) FILTER (WHERE x.k = 'running'),
-               count(*) FILTER (WHERE x.k = 'active'),
-               count(*) FILTER (WHERE x.k = 'completed'),
-               count(*) FILTER (WHERE x.k = 'failed'),
-               count(*) FILTER (WHERE x.k = 'cancelled'),
-               percentile_cont(0.5) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration'),
-               percentile_cont(0.95) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration'),
-               percentile_cont(0.99) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration')
-          FROM (SELECT name AS workflow, 'registered' AS k, NULL::timestamptz AS at, NULL::float8 AS ms
-                  FROM %1$I.workflows
-                UNION ALL
-                SELECT workflow, 'ready', ready_at, NULL FROM %1$I.tasks
-                 WHERE status = 'ready' AND ready_at <= now()
-                UNION ALL
-                SELECT workflow, 'running', NULL, NULL FROM %1$I.tasks WHERE status = 'running'
-                UNION ALL
-                SELECT workflow, 'active', NULL, NULL FROM %1$I.executions WHERE status IN ('running', 'paused')
-                UNION ALL
-                SELECT workflow, status, NULL, NULL FROM %1$I.executions
-                 WHERE finished_at IS NOT NULL AND finished_at >= now() - $1
-                UNION ALL
-                SELECT t.workflow, 'duration', NULL, extract(epoch FROM t.finished_at - t.started_at) * 1000
-                  FROM %1$I.executions e JOIN %1$I.tasks t ON t.execution_id = e.id
-                 WHERE e.finished_at IS NOT NULL AND e.finished_at >= now() - $1
-                   AND t.status = 'completed' AND t.started_at IS NOT NULL) x
-         GROUP BY ROLLUP (x.workflow)
-         ORDER BY x.workflow NULLS FIRST$q$, s) USING window_length;
+    BEGIN
+        EXECUTE format($q$
+            SELECT jsonb_agg(to_jsonb(f) ORDER BY f.workflow NULLS FIRST) FROM (
+            SELECT x.workflow,
+                   count(*) FILTER (WHERE x.k = 'ready') AS ready_tasks,
+                   extract(epoch FROM now() - min(x.at) FILTER (WHERE x.k = 'ready'))::double precision AS oldest_ready_seconds,
+                   count(*) FILTER (WHERE x.k = 'running') AS running_tasks,
+                   count(*) FILTER (WHERE x.k = 'active') AS active_runs,
+                   count(*) FILTER (WHERE x.k = 'completed') AS completed_runs,
+                   count(*) FILTER (WHERE x.k = 'failed') AS failed_runs,
+                   count(*) FILTER (WHERE x.k = 'cancelled') AS cancelled_runs,
+                   percentile_cont(0.5) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration') AS task_p50_ms,
+                   percentile_cont(0.95) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration') AS task_p95_ms,
+                   percentile_cont(0.99) WITHIN GROUP (ORDER BY x.ms) FILTER (WHERE x.k = 'duration') AS task_p99_ms
+              FROM (SELECT name AS workflow, 'registered' AS k, NULL::timestamptz AS at, NULL::float8 AS ms
+                      FROM %1$I.workflows
+                    UNION ALL
+                    SELECT workflow, 'ready', ready_at, NULL FROM %1$I.tasks
+                     WHERE status = 'ready' AND ready_at <= now()
+                    UNION ALL
+                    SELECT workflow, 'running', NULL, NULL FROM %1$I.tasks WHERE status = 'running'
+                    UNION ALL
+                    SELECT workflow, 'active', NULL, NULL FROM %1$I.executions WHERE status IN ('running', 'paused')
+                    UNION ALL
+                    SELECT workflow, status, NULL, NULL FROM %1$I.executions
+                     WHERE finished_at IS NOT NULL AND finished_at >= now() - $1
+                    UNION ALL
+                    SELECT t.workflow, 'duration', NULL, extract(epoch FROM t.finished_at - t.started_at) * 1000
+                      FROM %1$I.executions e JOIN %1$I.tasks t ON t.execution_id = e.id
+                     WHERE e.finished_at IS NOT NULL AND e.finished_at >= now() - $1
+                       AND t.status = 'completed' AND t.started_at IS NOT NULL) x
+             GROUP BY ROLLUP (x.workflow)) f$q$, s) INTO figures USING window_length;
+        RAISE EXCEPTION USING ERRCODE = 'CLRLK';  -- roll back: release the locks, keep "figures"
+    EXCEPTION WHEN SQLSTATE 'CLRLK' THEN
+        NULL;
+    END;
+    RETURN QUERY SELECT * FROM jsonb_to_recordset(figures) AS f(
+        workflow text, ready_tasks bigint, oldest_ready_seconds double precision, running_tasks bigint,
+        active_runs bigint, completed_runs bigint, failed_runs bigint, cancelled_runs bigint,
+        task_p50_ms double precision, task_p95_ms double precision, task_p99_ms double precision);
 END
 $$;
 
