@@ -347,7 +347,14 @@ sorted_by_id(int n, Datum *ids, bool *id_nulls, Datum *fences, bool *fence_nulls
 	int			lbs[1] = {1};
 
 	for (int i = 0; i < n; i++)
-		items[i] = (Submitted) {ids[i], fences[i], outputs[i], id_nulls[i], fence_nulls[i], output_nulls[i]};
+	{
+		items[i].id = ids[i];
+		items[i].fence = fences[i];
+		items[i].output = outputs[i];
+		items[i].id_null = id_nulls[i];
+		items[i].fence_null = fence_nulls[i];
+		items[i].output_null = output_nulls[i];
+	}
 	qsort(items, n, sizeof(Submitted), compare_submitted);
 	for (int c = 0; c < 3; c++)
 	{

@@ -307,9 +307,10 @@ execute_one(FunctionCallInfo fcinfo, const char *schema, int first)
 {
 	ArrayType  *contexts = DatumGetArrayTypeP(cloacina_argument_as_array(fcinfo, first + 1, JSONBOID));
 	ArrayType  *ids = start_runs(schema, ARG_TEXT(first), contexts, ARG_JSONB(first + 2), false);
+	int			first_element = 1;
 	bool		isnull;
 
-	return DatumGetInt64(array_get_element(PointerGetDatum(ids), 1, (int[]) {1}, -1, 8, FLOAT8PASSBYVAL,
+	return DatumGetInt64(array_get_element(PointerGetDatum(ids), 1, &first_element, -1, 8, FLOAT8PASSBYVAL,
 										   TYPALIGN_DOUBLE, &isnull));
 }
 

@@ -40,8 +40,27 @@ BEGIN
         EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
         EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
         -- the engine reads them with their defaults the same as before (no overlap check, not paused)
-        EXECUTE format($m$ALTER TABLE %I.schedules ADD COLUMN overlap text NOT NULL DEFAULT 'allow',
-                                                 ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
+        EXECUTE format($m$ALTER TABLE %I.schedules
+                              ADD COLUMN overlap text NOT NULL DEFAULT 'allow'
+                                  CONSTRAINT schedules_overlap_check CHECK (overlap IN ('allow', 'skip')),
+                              ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
+        -- The states and kinds the engine writes, enforced: a tenant writes its own tables too.
+        -- Each check scans its table once, under the lock the migration holds anyway.
+        EXECUTE format($m$
+            ALTER TABLE %1$I.tenant_settings
+                ADD CONSTRAINT tenant_settings_state_check CHECK (state IN ('active', 'suspended'));
+            ALTER TABLE %1$I.executions
+                ADD CONSTRAINT executions_status_check
+                    CHECK (status IN ('running', 'paused', 'completed', 'failed', 'cancelled'));
+            ALTER TABLE %1$I.tasks
+                ADD CONSTRAINT tasks_kind_check CHECK (kind IN ('handler', 'sql')),
+                ADD CONSTRAINT tasks_trigger_rule_check
+                    CHECK (trigger_rule IN ('all_success', 'all_done', 'one_success', 'one_failed', 'always')),
+                ADD CONSTRAINT tasks_backoff_check CHECK (backoff IN ('fixed', 'linear', 'exponential')),
+                ADD CONSTRAINT tasks_status_check
+                    CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled'));
+            ALTER TABLE %1$I.schedules
+                ADD CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all'))$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
@@ -103,7 +122,8 @@ BEGIN
     EXECUTE format($ddl$
         CREATE TABLE %1$I.tenant_settings (
             singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-            state          text NOT NULL DEFAULT 'active',
+            state          text NOT NULL DEFAULT 'active'
+                           CONSTRAINT tenant_settings_state_check CHECK (state IN ('active', 'suspended')),
             max_running    int,
             weight         int NOT NULL DEFAULT 1,
             notify_channel text NOT NULL,
@@ -123,7 +143,8 @@ BEGIN
             id               bigserial PRIMARY KEY,
             workflow         text NOT NULL,
             workflow_version text NOT NULL,
-            status           text NOT NULL,
+            status           text NOT NULL CONSTRAINT executions_status_check
+                             CHECK (status IN ('running', 'paused', 'completed', 'failed', 'cancelled')),
             input_context    jsonb NOT NULL,
             final_context    jsonb,
             error            text,
@@ -148,21 +169,23 @@ BEGIN
             task          text NOT NULL,
             position      int NOT NULL,
             topo_index    int NOT NULL,
-            kind          text NOT NULL,
+            kind          text NOT NULL CONSTRAINT tasks_kind_check CHECK (kind IN ('handler', 'sql')),
             sql           text,
             dependencies  text[] NOT NULL,
             dependents    text[] NOT NULL,
             pending_deps  int NOT NULL,
-            trigger_rule  text NOT NULL,
+            trigger_rule  text NOT NULL CONSTRAINT tasks_trigger_rule_check
+                          CHECK (trigger_rule IN ('all_success', 'all_done', 'one_success', 'one_failed', 'always')),
             condition     jsonb,
             max_attempts  int NOT NULL,
-            backoff       text NOT NULL,
+            backoff       text NOT NULL CONSTRAINT tasks_backoff_check CHECK (backoff IN ('fixed', 'linear', 'exponential')),
             delay_ms      bigint NOT NULL,
             max_delay_ms  bigint NOT NULL,
             jitter        boolean NOT NULL,
             timeout_ms    bigint,
             priority      int NOT NULL,
-            status        text NOT NULL,
+            status        text NOT NULL CONSTRAINT tasks_status_check
+                          CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled')),
             attempt       int NOT NULL DEFAULT 0,
             fence         bigint NOT NULL DEFAULT 0,
             ready_at      timestamptz,
@@ -204,11 +227,12 @@ BEGIN
             spec        jsonb NOT NULL,  -- cron parsed once, at schedule()
             timezone    text NOT NULL,
             context     jsonb NOT NULL,
-            catchup     text NOT NULL,
+            catchup     text NOT NULL CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all')),
             next_run_at timestamptz NOT NULL,
             created_at  timestamptz NOT NULL DEFAULT now(),
             updated_at  timestamptz NOT NULL DEFAULT now(),
-            overlap     text NOT NULL DEFAULT 'allow',   -- or skip: not while its last run is unfinished
+            -- skip: not while its last run is unfinished
+            overlap     text NOT NULL DEFAULT 'allow' CONSTRAINT schedules_overlap_check CHECK (overlap IN ('allow', 'skip')),
             paused      boolean NOT NULL DEFAULT false); -- while paused, next_run_at is infinity
         CREATE INDEX ON %1$I.schedules (next_run_at);
         -- One row per fired slot: the unique key is what makes a slot fire at most once, also

@@ -175,6 +175,13 @@ SELECT cloacina.workflow_dot('report');
 SELECT pg_temp.try($$SELECT cloacina.workflow_dot('nope')$$) AS dot_missing;
 SELECT pg_temp.try($$SELECT cloacina.run_dot(999999)$$) AS run_dot_missing;
 
+-- States and kinds are constrained: a tenant writing its own tables cannot invent one.
+SET ROLE ops_user;
+SELECT pg_temp.try($$UPDATE tenant_ops.tasks SET status = 'bogus'$$) AS bogus_task_status;
+SELECT pg_temp.try($$UPDATE tenant_ops.executions SET status = 'done'$$) AS bogus_run_status;
+SELECT pg_temp.try($$UPDATE tenant_ops.tasks SET kind = 'python'$$) AS bogus_kind;
+RESET ROLE;
+
 -- A tenant still at an older table layout gets a clear error from the schedule functions.
 RESET search_path;
 UPDATE cloacina.tenant SET layout_version = 1 WHERE schema_name = 'tenant_ops';

@@ -9,7 +9,7 @@
 -- the same before and after its migration (each step says how).
 --
 -- Layouts: 1 = the tables of 0.1.0; 2 = tenant_settings.layout_version, schedules.overlap and
--- schedules.paused (0.2.0).
+-- schedules.paused, CHECK constraints on every state and kind column (0.2.0).
 
 -- The layout create_tenant makes and every tenant migrates to.
 CREATE FUNCTION cloacina._tenant_layout() RETURNS int
@@ -32,8 +32,27 @@ BEGIN
         EXECUTE format('ALTER TABLE %I.tenant_settings ADD COLUMN layout_version int NOT NULL DEFAULT 2', s);
         EXECUTE format('ALTER TABLE %I.tenant_settings ALTER COLUMN layout_version DROP DEFAULT', s);
         -- the engine reads them with their defaults the same as before (no overlap check, not paused)
-        EXECUTE format($m$ALTER TABLE %I.schedules ADD COLUMN overlap text NOT NULL DEFAULT 'allow',
-                                                 ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
+        EXECUTE format($m$ALTER TABLE %I.schedules
+                              ADD COLUMN overlap text NOT NULL DEFAULT 'allow'
+                                  CONSTRAINT schedules_overlap_check CHECK (overlap IN ('allow', 'skip')),
+                              ADD COLUMN paused boolean NOT NULL DEFAULT false$m$, s);
+        -- The states and kinds the engine writes, enforced: a tenant writes its own tables too.
+        -- Each check scans its table once, under the lock the migration holds anyway.
+        EXECUTE format($m$
+            ALTER TABLE %1$I.tenant_settings
+                ADD CONSTRAINT tenant_settings_state_check CHECK (state IN ('active', 'suspended'));
+            ALTER TABLE %1$I.executions
+                ADD CONSTRAINT executions_status_check
+                    CHECK (status IN ('running', 'paused', 'completed', 'failed', 'cancelled'));
+            ALTER TABLE %1$I.tasks
+                ADD CONSTRAINT tasks_kind_check CHECK (kind IN ('handler', 'sql')),
+                ADD CONSTRAINT tasks_trigger_rule_check
+                    CHECK (trigger_rule IN ('all_success', 'all_done', 'one_success', 'one_failed', 'always')),
+                ADD CONSTRAINT tasks_backoff_check CHECK (backoff IN ('fixed', 'linear', 'exponential')),
+                ADD CONSTRAINT tasks_status_check
+                    CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled'));
+            ALTER TABLE %1$I.schedules
+                ADD CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all'))$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();

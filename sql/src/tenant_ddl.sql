@@ -13,7 +13,8 @@ BEGIN
     EXECUTE format($ddl$
         CREATE TABLE %1$I.tenant_settings (
             singleton      boolean PRIMARY KEY DEFAULT true CHECK (singleton),
-            state          text NOT NULL DEFAULT 'active',
+            state          text NOT NULL DEFAULT 'active'
+                           CONSTRAINT tenant_settings_state_check CHECK (state IN ('active', 'suspended')),
             max_running    int,
             weight         int NOT NULL DEFAULT 1,
             notify_channel text NOT NULL,
@@ -33,7 +34,8 @@ BEGIN
             id               bigserial PRIMARY KEY,
             workflow         text NOT NULL,
             workflow_version text NOT NULL,
-            status           text NOT NULL,
+            status           text NOT NULL CONSTRAINT executions_status_check
+                             CHECK (status IN ('running', 'paused', 'completed', 'failed', 'cancelled')),
             input_context    jsonb NOT NULL,
             final_context    jsonb,
             error            text,
@@ -58,21 +60,23 @@ BEGIN
             task          text NOT NULL,
             position      int NOT NULL,
             topo_index    int NOT NULL,
-            kind          text NOT NULL,
+            kind          text NOT NULL CONSTRAINT tasks_kind_check CHECK (kind IN ('handler', 'sql')),
             sql           text,
             dependencies  text[] NOT NULL,
             dependents    text[] NOT NULL,
             pending_deps  int NOT NULL,
-            trigger_rule  text NOT NULL,
+            trigger_rule  text NOT NULL CONSTRAINT tasks_trigger_rule_check
+                          CHECK (trigger_rule IN ('all_success', 'all_done', 'one_success', 'one_failed', 'always')),
             condition     jsonb,
             max_attempts  int NOT NULL,
-            backoff       text NOT NULL,
+            backoff       text NOT NULL CONSTRAINT tasks_backoff_check CHECK (backoff IN ('fixed', 'linear', 'exponential')),
             delay_ms      bigint NOT NULL,
             max_delay_ms  bigint NOT NULL,
             jitter        boolean NOT NULL,
             timeout_ms    bigint,
             priority      int NOT NULL,
-            status        text NOT NULL,
+            status        text NOT NULL CONSTRAINT tasks_status_check
+                          CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled')),
             attempt       int NOT NULL DEFAULT 0,
             fence         bigint NOT NULL DEFAULT 0,
             ready_at      timestamptz,
@@ -114,11 +118,12 @@ BEGIN
             spec        jsonb NOT NULL,  -- cron parsed once, at schedule()
             timezone    text NOT NULL,
             context     jsonb NOT NULL,
-            catchup     text NOT NULL,
+            catchup     text NOT NULL CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all')),
             next_run_at timestamptz NOT NULL,
             created_at  timestamptz NOT NULL DEFAULT now(),
             updated_at  timestamptz NOT NULL DEFAULT now(),
-            overlap     text NOT NULL DEFAULT 'allow',   -- or skip: not while its last run is unfinished
+            -- skip: not while its last run is unfinished
+            overlap     text NOT NULL DEFAULT 'allow' CONSTRAINT schedules_overlap_check CHECK (overlap IN ('allow', 'skip')),
             paused      boolean NOT NULL DEFAULT false); -- while paused, next_run_at is infinity
         CREATE INDEX ON %1$I.schedules (next_run_at);
         -- One row per fired slot: the unique key is what makes a slot fire at most once, also
