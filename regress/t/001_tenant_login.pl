@@ -4,18 +4,11 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('login');
-$node->init;
-$node->append_conf('postgresql.conf', "listen_addresses = '127.0.0.1'\nshared_preload_libraries = 'cloacina'");
-# initdb -A trust trusts TCP too: replace pg_hba.conf so that only the socket is trusted
-open(my $hba, '>', $node->data_dir . '/pg_hba.conf') or die $!;
-print $hba "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
-close $hba;
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
+my $node = cloacina_node('login', tcp_password => 1);
 
 my $uri = $node->safe_psql('postgres', q{
     SET cloacina.connection_host = '127.0.0.1';

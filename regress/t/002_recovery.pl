@@ -8,21 +8,16 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $node = PostgreSQL::Test::Cluster->new('recovery');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('recovery', conf => qq{
 cloacina.sql_workers = 2
 restart_after_crash = on
 });
-$node->start;
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION cloacina;
     SELECT cloacina.create_tenant('rec', 'rec_user');
     SET search_path = rec;
     CREATE TABLE rec.effects (run bigint, step text);

@@ -4,18 +4,12 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('cron');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
-});
-$node->start;
+my $node = cloacina_node('cron');
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION cloacina;
     SELECT cloacina.create_tenant('crontab');
     SET search_path = crontab;
     SELECT cloacina.register_workflow('{"name": "tick", "tasks": [{"id": "noop"}]}');

@@ -3,18 +3,12 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('reload');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
-});
-$node->start;
+my $node = cloacina_node('reload');
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION cloacina;
     SELECT cloacina.create_tenant('kept');
     SET search_path = kept;
     SELECT cloacina.register_workflow('{"name": "one", "tasks": [{"id": "t"}]}');

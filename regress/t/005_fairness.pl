@@ -3,18 +3,13 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('fair');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('fair', conf => qq{
 cloacina.sql_workers = 2
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
 for my $t (qw(flood_a trickle_b trickle_c)) {
     $node->safe_psql('postgres', qq{
         SELECT cloacina.create_tenant('$t', '${t}_user');

@@ -3,19 +3,14 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use POSIX ();
 
-my $node = PostgreSQL::Test::Cluster->new('idle');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('idle', conf => qq{
 max_locks_per_transaction = 256
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
 for my $batch (0 .. 19) {
     $node->safe_psql('postgres', qq{
         SELECT count(*) FROM generate_series($batch * 50 + 1, $batch * 50 + 50) i,

@@ -18,29 +18,23 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $cpp = $ENV{CLOACINA_CPP_BUILD}
-  or BAIL_OUT('CLOACINA_CPP_BUILD is not set: it must name the CMake build directory of the SDK (scripts/test exports it)');
+my $cpp = cpp_build_dir();
 my $probe_program = "$cpp/tests/reliability_isolation_probe";
 -x $probe_program or BAIL_OUT("$probe_program is missing: build the SDK first");
 
-my $node = PostgreSQL::Test::Cluster->new('isolation');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina, pg_stat_statements'
-cloacina.database = 'postgres'
+my $node = cloacina_node('isolation', preload => ['pg_stat_statements'], conf => qq{
 cloacina.sql_workers = 1
 pg_stat_statements.track = all
 });
-$node->start;
 
 my @tenants = qw(iso_a iso_b iso_c);
 my %user = map { $_ => "${_}_user" } @tenants;
 my %url;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina; CREATE EXTENSION pg_stat_statements;');
 for my $t (@tenants) {
     $url{$t} = $node->safe_psql('postgres', "SELECT connection_string FROM cloacina.create_tenant('$t', '$user{$t}')");
 }

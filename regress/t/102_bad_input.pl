@@ -7,24 +7,14 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 use Encode qw(encode);
 
-my $node = PostgreSQL::Test::Cluster->new('bad_input');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-listen_addresses = '127.0.0.1'
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
-});
-open(my $hba, '>', $node->data_dir . '/pg_hba.conf') or die $!;
-print $hba "local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n";
-close $hba;
-$node->start;
+my $node = cloacina_node('bad_input', tcp_password => 1);
 $node->safe_psql('postgres', q{
-CREATE EXTENSION cloacina;
 CREATE ROLE taken_role;
 CREATE SCHEMA taken_schema;
 -- runs a statement; returns 'ok' or SQLSTATE, message, detail and hint (the statement is kept

@@ -14,12 +14,12 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Time::HiRes qw(time);
 
-my $cpp = $ENV{CLOACINA_CPP_BUILD}
-  or BAIL_OUT('CLOACINA_CPP_BUILD is not set: it must name the CMake build directory of the SDK (scripts/test exports it)');
+my $cpp = cpp_build_dir();
 my $worker_program = "$cpp/tests/reliability_fault_worker";
 -x $worker_program or BAIL_OUT("$worker_program is missing: build the SDK first");
 
@@ -27,18 +27,12 @@ my $runs_per_kind = 1000;
 my ($work_ms_min, $work_ms_max) = (100, 300);    # keeps the load going for about a minute
 my $drain_deadline = 240;                          # seconds for the whole load to drain
 
-my $node = PostgreSQL::Test::Cluster->new('faults');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('faults', conf => qq{
 cloacina.naptime = '1s'
 restart_after_crash = on
 max_connections = 60
 log_min_messages = warning
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
 my $url = $node->safe_psql('postgres', q{SELECT connection_string FROM cloacina.create_tenant('chaos', 'chaos_user')});
 
 # Monitoring queries tolerate the restart window: undef when the server does not answer.

@@ -27,6 +27,7 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use IPC::Run;
@@ -34,8 +35,7 @@ use List::Util qw(max);
 use POSIX qw(ceil);
 use Time::HiRes qw(time sleep);
 
-my $cpp = $ENV{CLOACINA_CPP_BUILD}
-  or BAIL_OUT('CLOACINA_CPP_BUILD is not set: it must name the CMake build directory of the SDK (scripts/test exports it)');
+my $cpp = cpp_build_dir();
 my $sdk_probe = "$cpp/tests/availability_probe";
 -x $sdk_probe or BAIL_OUT("$sdk_probe is missing: build the SDK first");
 
@@ -57,12 +57,8 @@ my $address_space_cap = 2 * 1024**3;
 system('prlimit', "--pid=$$", "--as=$address_space_cap") == 0
   or BAIL_OUT('prlimit could not cap the address space of the test (util-linux is needed)');
 
-my $node = PostgreSQL::Test::Cluster->new('availability');
-$node->init;
 # log_statement = none: the suite sends statements of hundreds of KB, which would be logged whole.
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('availability', conf => qq{
 cloacina.naptime = '1s'
 cloacina.sql_workers = 2
 log_min_messages = warning
@@ -70,8 +66,6 @@ max_connections = 60
 restart_after_crash = on
 log_statement = none
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
 
 # ---------------------------------------------------------------------------------------------
 # psql sessions that stay open: one backend each (its pid known), a deadline per statement, and

@@ -5,21 +5,16 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('sql_crash');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('sql_crash', conf => qq{
 cloacina.naptime = '1s'
 restart_after_crash = on
 log_min_messages = warning
 });
-$node->start;
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION cloacina;
     SELECT cloacina.create_tenant('crashy', 'crashy_user');
     SET search_path = crashy;
     SELECT cloacina.register_workflow('{"name": "doomed", "tasks": [{"id": "hog", "kind": "sql",

@@ -5,18 +5,13 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 
-my $node = PostgreSQL::Test::Cluster->new('restore');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('restore', conf => qq{
 cloacina.naptime = '1s'
 });
-$node->start;
-$node->safe_psql('postgres', 'CREATE EXTENSION cloacina');
 $node->safe_psql('postgres', q{SELECT cloacina.create_tenant('keep', 'keep_user')});
 my $run = $node->safe_psql('postgres', q{
     SET search_path = keep;

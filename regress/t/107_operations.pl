@@ -6,23 +6,18 @@
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
+use CloacinaNode;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use File::Temp qw(tempfile);
 use HTTP::Tiny;
 use IPC::Run;
 
-my $node = PostgreSQL::Test::Cluster->new('operations');
-$node->init;
-$node->append_conf('postgresql.conf', qq{
-shared_preload_libraries = 'cloacina'
-cloacina.database = 'postgres'
+my $node = cloacina_node('operations', conf => qq{
 cloacina.naptime = '200ms'
 cloacina.event_log_level = 'log'
 });
-$node->start;
 $node->safe_psql('postgres', q{
-    CREATE EXTENSION cloacina;
     SELECT cloacina.create_tenant('ops', 'ops_user');
     SET search_path = ops;
     SELECT cloacina.register_workflow('{"name": "slow", "tasks": [
