@@ -183,18 +183,20 @@ void Connection::raise(pg_result* raw, std::string_view sql) {
     Result result(raw);  // frees raw on every path
     std::string message;
     std::string sqlstate;
+    ServerDiagnostics diagnostics;
     if (raw != nullptr) {
         if (const char* m = PQresultErrorField(raw, PG_DIAG_MESSAGE_PRIMARY)) message = m;
         if (const char* s = PQresultErrorField(raw, PG_DIAG_SQLSTATE)) sqlstate = s;
-        if (const char* d = PQresultErrorField(raw, PG_DIAG_MESSAGE_DETAIL)) message += std::string(" (") + d + ")";
+        if (const char* d = PQresultErrorField(raw, PG_DIAG_MESSAGE_DETAIL)) diagnostics.detail = d;
+        if (const char* h = PQresultErrorField(raw, PG_DIAG_MESSAGE_HINT)) diagnostics.hint = h;
     }
     if (message.empty() && conn_) message = PQerrorMessage(conn_.get());
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
     if (sqlstate.empty() || !is_open()) {
         throw BrokenConnection(message.empty() ? "connection lost" : message,
-                               sqlstate.empty() ? "08006" : sqlstate, std::string(sql));
+                               sqlstate.empty() ? "08006" : sqlstate, std::string(sql), diagnostics);
     }
-    detail::throw_sql_error(message, sqlstate, std::string(sql));
+    detail::throw_sql_error(message, sqlstate, std::string(sql), diagnostics);
 }
 
 namespace {
