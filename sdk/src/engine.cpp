@@ -214,6 +214,23 @@ std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
     return n;
 }
 
+WorkerEngine::TaskIdentity WorkerEngine::identity_of(const ClaimedTask& task) {
+    return TaskIdentity{task.workflow, task.task, task.execution_id, task.task_id, task.attempt};
+}
+
+void WorkerEngine::log_task(LogLevel level, const TaskIdentity& task, std::string message) const {
+    if (!log_enabled(level)) return;
+    LogRecord record;
+    record.level = level;
+    record.message = std::move(message);
+    record.workflow = task.workflow;
+    record.task = task.task;
+    record.execution_id = task.execution_id;
+    record.task_id = task.task_id;
+    record.attempt = task.attempt;
+    core_->log(std::move(record));
+}
+
 WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
     ClaimedTask t;
     t.task_id = r.int64(row, 0);
@@ -253,6 +270,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
             InFlight f;
             f.fence = t.fence;
             f.name = t.workflow + "." + t.task;
+            f.identity = identity_of(t);
             if (auto h = handlers_.find(f.name); h != handlers_.end() && h->second.timeout) {
                 f.deadline = Clock::now() + *h->second.timeout;
                 deadlines_changed_ = true;  // the heartbeater may sleep past it
@@ -406,6 +424,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     done.fence = task.fence;
     done.name = name;
     done.has_dependents = has_dependents;
+    done.identity = identity_of(task);
     const auto fail = [&](std::string error, bool retryable) {
         done.success = false;
         done.error = std::move(error);
@@ -414,8 +433,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     try {
         if (!handler) throw TaskError("no handler for task " + name + " in worker " + core_->worker_name());
         Context context = Context::from_json(task.context);
-        core_->log(LogLevel::Debug, "running " + name + " (execution " + std::to_string(task.execution_id) +
-                                        ", attempt " + std::to_string(task.attempt) + ")");
+        log_task(LogLevel::Debug, done.identity, "running " + name);
         handler(context, token);
         done.output = context.changes();
         if (token.reason() == CancelReason::Timeout)
@@ -434,7 +452,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
         fail("task handler threw a non-standard exception", true);
     }
     if (!done.success)
-        core_->log(LogLevel::Info, name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
+        log_task(LogLevel::Info, done.identity, name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
     {
         // The handler slot is free now; the entry stays (and keeps being heartbeated) until the
         // completer has submitted the result.
@@ -604,7 +622,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
             const auto now = Clock::now();
             for (auto& [id, f] : inflight_)
                 if (!f.finished && f.deadline && now >= *f.deadline && f.cancellation.cancel(CancelReason::Timeout))
-                    core_->log(LogLevel::Info, f.name + " passed its timeout; cancelling its handler");
+                    log_task(LogLevel::Info, f.identity, f.name + " passed its timeout; cancelling its handler");
             if (!heartbeat_now_ && now < next_beat) continue;
             heartbeat_now_ = false;
             next_beat = now + interval_length;
@@ -626,8 +644,8 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
                 if (it == inflight_.end() || answer == "ok") continue;
                 const CancelReason why = answer == "cancelled" ? CancelReason::RunCancelled : CancelReason::LeaseLost;
                 if (it->second.cancellation.cancel(why))
-                    core_->log(LogLevel::Info, it->second.name + ": heartbeat answered '" + std::string(answer) +
-                                                   "'; cancelling its handler");
+                    log_task(LogLevel::Info, it->second.identity,
+                             it->second.name + ": heartbeat answered '" + std::string(answer) + "'; cancelling its handler");
             }
         } catch (const BrokenConnection& e) {
             core_->log(LogLevel::Warn, std::string("heartbeater lost its connection: ") + e.what());
@@ -675,7 +693,7 @@ ShutdownReport WorkerEngine::shutdown() {
                 releases.push_back(Completion{id, f.fence, false, {},
                                               "worker " + core_->worker_name() +
                                                   " shut down before the handler finished",
-                                              true, f.name});
+                                              true, f.name, false, f.identity});
             }
             report.abandoned = releases.size();
             for (auto& r : releases) completions_.push_back(r);

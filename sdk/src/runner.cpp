@@ -204,9 +204,19 @@ void RunnerCore::require_supported_server(Connection& c) {
 }
 
 void RunnerCore::log(LogLevel level, std::string_view message) const {
-    if (level < log_level()) return;
-    if (config.logger) config.logger(level, message);
-    else cloacina::log(level, message);
+    if (!log_enabled(level)) return;
+    LogRecord record;
+    record.level = level;
+    record.message = std::string(message);
+    log(std::move(record));
+}
+
+void RunnerCore::log(LogRecord record) const {
+    if (!log_enabled(record.level)) return;
+    record.tenant = schema_;
+    record.worker = worker_name_;
+    if (config.logger) config.logger(record);
+    else cloacina::log(record);
 }
 
 ConnectionOptions RunnerCore::role_options(std::string_view role) const {

@@ -32,6 +32,9 @@ public:
     [[nodiscard]] const std::string& schema() const noexcept { return schema_; }
     [[nodiscard]] const std::string& worker_name() const noexcept { return worker_name_; }
     void log(LogLevel level, std::string_view message) const;
+    /// Sends `record`, with this runner's tenant and worker name filled in, to the runner's logger
+    /// (or the process-wide hook).
+    void log(LogRecord record) const;
 
     /// Options for a dedicated connection of one thread role (claimer, heartbeater, ...).
     [[nodiscard]] ConnectionOptions role_options(std::string_view role) const;
@@ -92,9 +95,18 @@ private:
         std::int64_t fence = 0;
         boost::json::value context;
     };
+    /// What a log record about one attempt of a task says about it.
+    struct TaskIdentity {
+        std::string workflow;
+        std::string task;
+        std::int64_t execution_id = 0;
+        std::int64_t task_id = 0;
+        int attempt = 0;
+    };
     struct InFlight {
         std::int64_t fence = 0;
         std::string name;
+        TaskIdentity identity;
         CancellationSource cancellation;
         std::optional<std::chrono::steady_clock::time_point> deadline;
         bool started = false;
@@ -110,6 +122,7 @@ private:
         bool retryable = true;
         std::string name;
         bool has_dependents = false;
+        TaskIdentity identity;
     };
 
     void claimer_loop(Connection connection);
@@ -126,6 +139,8 @@ private:
     /// reserves under the lock it decides with).
     std::size_t reserve_slots(std::size_t wanted);
     static ClaimedTask claimed_task(const Result& r, int row);
+    static TaskIdentity identity_of(const ClaimedTask& task);
+    void log_task(LogLevel level, const TaskIdentity& task, std::string message) const;
     std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
     /// Queues claimed tasks for the handlers and gives back the claim's reservation.
     void accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved);
