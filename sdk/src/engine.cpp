@@ -675,6 +675,8 @@ ShutdownReport WorkerEngine::shutdown() {
     wake_claimer();
     sleep_cv_.notify_all();
     if (claimer_.joinable()) claimer_.join();
+    core_->log(LogLevel::Info, "runner " + core_->worker_name() + " stopped claiming; draining for at most " +
+                                   std::to_string(core_->config.shutdown_timeout.count()) + " ms");
 
     // 2. Drain: handlers finish what was claimed, until the deadline.
     std::vector<Completion> releases;
@@ -683,7 +685,9 @@ ShutdownReport WorkerEngine::shutdown() {
         const std::size_t in_flight_at_start = unfinished_;
         stop_handlers_.store(true);
         queue_cv_.notify_all();
-        const bool drained = drained_cv_.wait_until(lock, deadline, [&] { return unfinished_ == 0; });
+        const bool drained =
+            drained_cv_.wait_until(lock, deadline, [&] { return unfinished_ == 0 || drain_cut_short_; }) &&
+            unfinished_ == 0;
         if (!drained) {
             // 3. Past the deadline: cancel what still runs and give its task back for a retry.
             for (auto& [id, f] : inflight_) {
@@ -697,7 +701,8 @@ ShutdownReport WorkerEngine::shutdown() {
             }
             report.abandoned = releases.size();
             for (auto& r : releases) completions_.push_back(r);
-            core_->log(LogLevel::Warn, "shutdown deadline passed with " + std::to_string(releases.size()) +
+            core_->log(LogLevel::Warn, std::string(drain_cut_short_ ? "shutdown drain cut short" : "shutdown deadline passed") +
+                                           " with " + std::to_string(releases.size()) +
                                            " handler(s) still running; their tasks are released for retry");
         }
         report.drained = in_flight_at_start - std::min(in_flight_at_start, report.abandoned);
@@ -725,6 +730,14 @@ ShutdownReport WorkerEngine::shutdown() {
                                    " drained, " + std::to_string(report.abandoned) + " released)");
     shutdown_report_ = report;
     return report;
+}
+
+void WorkerEngine::cut_drain_short() {
+    {
+        std::lock_guard lock(mutex_);
+        drain_cut_short_ = true;
+    }
+    drained_cv_.notify_all();
 }
 
 RunnerStats WorkerEngine::stats() const {

@@ -3,18 +3,22 @@
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
+#include "cloacina/signal.hpp"
 #include "cloacina/version.hpp"
 
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <iomanip>
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace cloacina {
@@ -489,6 +493,40 @@ ShutdownReport DefaultRunner::shutdown() {
     if (!core_) return {};
     ShutdownReport report;
     if (engine_) report = engine_->shutdown();
+    return report;
+}
+
+ShutdownReport DefaultRunner::run_until_signal(std::vector<int> signals) {
+    if (!core_) return {};
+    SignalCatcher catcher(std::move(signals));
+    core_->log(LogLevel::Info, "runner " + core_->worker_name() + " runs until a signal asks it to stop");
+    int first = 0;
+    while (first == 0) first = catcher.wait();
+    core_->log(LogLevel::Info, "signal " + std::to_string(first) + " received: shutting down (a second signal "
+                                   "cuts the drain short)");
+    // The drain blocks this thread: another one watches for the second signal.
+    std::atomic<bool> drained{false};
+    std::thread watcher([&] {
+        while (!drained.load()) {
+            const int again = catcher.wait();
+            if (again == 0 || drained.load()) continue;
+            core_->log(LogLevel::Warn, "signal " + std::to_string(again) + " received again: cutting the drain short");
+            if (engine_) engine_->cut_drain_short();
+        }
+    });
+    ShutdownReport report;
+    try {
+        report = shutdown();
+    } catch (...) {
+        drained.store(true);
+        catcher.interrupt();
+        watcher.join();
+        throw;
+    }
+    drained.store(true);
+    catcher.interrupt();
+    watcher.join();
+    report.signal = first;
     return report;
 }
 

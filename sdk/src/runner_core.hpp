@@ -78,6 +78,8 @@ public:
     /// Opens the role connections (throws when the server is unreachable) and starts the threads.
     void start();
     ShutdownReport shutdown();
+    /// Ends a shutdown's drain now, as if its deadline had passed (a second signal).
+    void cut_drain_short();
     RunnerStats stats() const;
 
 private:
@@ -169,6 +171,7 @@ private:
     bool deadlines_changed_ = false;
     std::condition_variable sleep_cv_;             // interruptible backoff sleeps
 
+    bool drain_cut_short_ = false;  ///< cut_drain_short() was called
     bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
     std::size_t running_ = 0;
     std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)

@@ -6,7 +6,9 @@
 // missing). At start it registers the workflows of its registry in the tenant and starts its worker
 // engine: batch claims of the `workflow.task` names it has handlers for, a pool of
 // max_concurrent_tasks handler threads, heartbeats on a timer, LISTEN wake-ups with a polling
-// backstop, reconnection with backoff, and a drain on shutdown().
+// backstop, reconnection with backoff, and a drain on shutdown() (or on a signal:
+// run_until_signal()). Behind a transaction-pooling proxy (PgBouncer) set `pooled`, and give a
+// direct `listen_url` for wake-ups, or let the claimer poll.
 #pragma once
 
 #include "cloacina/context.hpp"
@@ -14,6 +16,7 @@
 #include "cloacina/workflow.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
@@ -156,6 +159,7 @@ struct ScheduleOptions {
 struct ShutdownReport {
     std::size_t drained = 0;    ///< handlers that finished within the deadline
     std::size_t abandoned = 0;  ///< handlers still running at the deadline (tasks released for retry)
+    int signal = 0;             ///< the signal that ended run_until_signal() (0: none)
 };
 
 /// Live counters of the worker engine.
@@ -217,6 +221,12 @@ public:
     /// Stops claiming, lets running handlers finish until shutdown_timeout, then cancels the rest and
     /// releases their tasks for retry. Idempotent.
     ShutdownReport shutdown();
+    /// A worker process's main loop: runs until one of `signals` arrives, then shuts down as
+    /// shutdown() does (the drain deadline is shutdown_timeout). A second signal during the drain
+    /// cuts it short: the handlers still running are cancelled and their tasks released for retry.
+    /// The signals' previous dispositions come back before it returns. One at a time per process
+    /// (cloacina::SignalCatcher); for several runners, catch once and shut each down.
+    ShutdownReport run_until_signal(std::vector<int> signals = {SIGINT, SIGTERM});
 
     [[nodiscard]] RunnerStats stats() const;
     [[nodiscard]] const std::string& worker_name() const noexcept;
