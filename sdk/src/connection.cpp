@@ -170,6 +170,14 @@ int Connection::backend_pid() const noexcept { return conn_ ? PQbackendPID(conn_
 
 int Connection::socket() const noexcept { return conn_ ? PQsocket(conn_.get()) : -1; }
 
+namespace {
+std::string text_or_empty(const char* value) { return value ? value : ""; }
+}  // namespace
+
+std::string Connection::host() const { return conn_ ? text_or_empty(PQhost(conn_.get())) : ""; }
+std::string Connection::port() const { return conn_ ? text_or_empty(PQport(conn_.get())) : ""; }
+std::string Connection::dbname() const { return conn_ ? text_or_empty(PQdb(conn_.get())) : ""; }
+
 std::string Connection::quote_identifier(std::string_view identifier) const {
     if (!conn_) throw BrokenConnection("connection is closed", "08003");
     char* quoted = PQescapeIdentifier(conn_.get(), identifier.data(), identifier.size());

@@ -410,7 +410,11 @@ DefaultRunner DefaultRunner::with_schema(std::string_view url, std::string_view 
     {
         Connection admin(ConnectionOptions{std::string(url), {}, std::nullopt, "cloacina-sdk admin"});
         try {
-            (void)admin.exec("SELECT schema_name FROM cloacina.create_tenant($1::text)", {Param(schema)});
+            // Ask first: create_tenant's refusal of an existing tenant would put an ERROR in the
+            // server log at every start. The registry is the authority (SECURITY DEFINER, one
+            // boolean); a concurrent start may still create it in between, hence the catch below.
+            if (!admin.exec("SELECT cloacina._is_registered($1::text)", {Param(schema)}).boolean(0, 0))
+                (void)admin.exec("SELECT schema_name FROM cloacina.create_tenant($1::text)", {Param(schema)});
         } catch (const AlreadyExistsError& e) {
             // 42P06: the tenant exists (or a concurrent start just created it) — what we want.
             if (e.sqlstate() != "42P06" && e.sqlstate() != "23505") throw;

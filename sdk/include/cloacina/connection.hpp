@@ -115,6 +115,11 @@ public:
     [[nodiscard]] int backend_pid() const noexcept;
     /// The socket to poll for input (LISTEN), -1 when closed.
     [[nodiscard]] int socket() const noexcept;
+    /// Where this connection went (libpq's PQhost, PQport, PQdb): a host name, an address, or a
+    /// Unix-socket directory; empty when closed.
+    [[nodiscard]] std::string host() const;
+    [[nodiscard]] std::string port() const;
+    [[nodiscard]] std::string dbname() const;
     /// Reads pending input and returns the payloads of notifications received so far.
     /// Throws BrokenConnection when the connection dropped.
     std::vector<std::string> consume_notifications();
