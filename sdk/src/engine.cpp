@@ -1,9 +1,12 @@
 // engine.cpp — the worker engine of a DefaultRunner.
 //
 // Thread roles, each with its own connection (a PGconn is not thread-safe):
-//   claimer     LISTENs on the tenant's channel and claims batches of the tasks it has handlers
-//               for, never more than the free handler slots; idle waits back off from
-//               poll_interval_min to poll_interval and end early on a 'ready' notification.
+//   claimer     claims batches of the tasks it has handlers for, never more than the free handler
+//               slots; idle waits back off from poll_interval_min to poll_interval and end early on
+//               a 'ready' notification (WakeupListener: LISTEN on its own connection, on a direct
+//               listen_url, or none behind a transaction pooler).
+// No statement leaves state in the server session (no named prepared statement, no session SET),
+// so every role works through PgBouncer in transaction mode.
 //   handlers    max_concurrent_tasks threads running handlers, each with a cancellation token.
 //   heartbeater renews the leases of claimed tasks in one round trip per beat, turns 'lost' and
 //               'cancelled' answers and passed task timeouts into token cancellations.
@@ -15,6 +18,7 @@
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
+#include "listener.hpp"
 
 #include <boost/json/serialize.hpp>
 
@@ -112,7 +116,8 @@ void WorkerEngine::start() {
     Connection claimer(core_->role_options("claimer " + core_->worker_name()));
     Connection heartbeater(core_->role_options("heartbeat " + core_->worker_name()));
     Connection completer(core_->role_options("completer " + core_->worker_name()));
-    listen(claimer);
+    auto listener = std::make_unique<WakeupListener>(*core_);
+    listener->start(claimer);
 
     auto self = shared_from_this();
     for (std::size_t i = 0; i < core_->config.max_concurrent_tasks; ++i) {
@@ -120,7 +125,9 @@ void WorkerEngine::start() {
         handler_exited_.push_back(exited);
         handler_threads_.emplace_back([self, exited] { self->handler_loop(exited); });
     }
-    claimer_ = std::thread([self, c = std::move(claimer)]() mutable { self->claimer_loop(std::move(c)); });
+    claimer_ = std::thread([self, c = std::move(claimer), l = std::move(listener)]() mutable {
+        self->claimer_loop(std::move(c), *l);
+    });
     heartbeater_ = std::thread([self, c = std::move(heartbeater)]() mutable { self->heartbeat_loop(std::move(c)); });
     completer_ = std::thread([self, c = std::move(completer)]() mutable { self->completer_loop(std::move(c)); });
     started_ = true;
@@ -142,12 +149,6 @@ void WorkerEngine::poke_heartbeater() {
     heartbeat_cv_.notify_all();
 }
 
-void WorkerEngine::listen(Connection& connection) {
-    Result r = connection.exec("SELECT cloacina.notify_channel()");
-    if (r.rows() == 1 && !r.is_null(0, 0))
-        (void)connection.exec("LISTEN " + connection.quote_identifier(r.text(0, 0)));
-}
-
 void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint) {
     for (const auto& payload : payloads) {
         if (payload == "finished" || payload.rfind("finished", 0) == 0) poke_heartbeater();
@@ -155,17 +156,19 @@ void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads
     }
 }
 
-void WorkerEngine::wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint) {
-    pollfd fds[2] = {{wake_pipe_[0], POLLIN, 0}, {connection.socket(), POLLIN, 0}};
-    const int n = poll(fds, connection.socket() >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
+void WorkerEngine::wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
+                                   bool& ready_hint) {
+    const int listening = listener.socket(connection);
+    pollfd fds[2] = {{wake_pipe_[0], POLLIN, 0}, {listening, POLLIN, 0}};
+    const int n = poll(fds, listening >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
     if (n > 0 && (fds[0].revents & POLLIN)) {
         char buffer[64];
         while (read(wake_pipe_[0], buffer, sizeof buffer) > 0) {
         }
         ready_hint = true;
     }
-    if (n > 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)))
-        handle_notifications(connection.consume_notifications(), ready_hint);
+    if (n > 0 && listening >= 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)))
+        handle_notifications(listener.consume(connection), ready_hint);
 }
 
 bool WorkerEngine::reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
@@ -249,8 +252,8 @@ std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connectio
         std::lock_guard lock(mutex_);
         ++stats_.claim_round_trips;
     }
-    Result r = connection.exec_prepared(
-        "cloacina_claim", kClaimSql,
+    Result r = connection.exec(
+        kClaimSql,
         {Param(core_->worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
          Param(interval(core_->config.lease))});
     std::vector<ClaimedTask> tasks;
@@ -287,7 +290,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
     if (wake_claimer_now) wake_claimer();
 }
 
-void WorkerEngine::claimer_loop(Connection connection) {
+void WorkerEngine::claimer_loop(Connection connection, WakeupListener& listener) {
     const auto& cfg = core_->config;
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
@@ -314,7 +317,7 @@ void WorkerEngine::claimer_loop(Connection connection) {
             bool ready_hint = false;
             if (full_enough) {
                 // Sleep until a slot frees (the pipe) or a notification.
-                wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
+                wait_for_wakeup(connection, listener, cfg.poll_interval, ready_hint);
                 continue;
             }
             std::vector<ClaimedTask> tasks;
@@ -325,7 +328,7 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 throw;
             }
             accept_claimed(tasks, limit);
-            handle_notifications(connection.consume_notifications(), ready_hint);
+            handle_notifications(listener.consume(connection), ready_hint);
             const bool short_claim = tasks.size() < limit;
             if (!tasks.empty()) {
                 idle_wait = cfg.poll_interval_min;
@@ -341,14 +344,14 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 continue;
             }
             // Nothing to claim: wait for a hint, backing off towards poll_interval (the backstop).
-            wait_for_wakeup(connection, idle_wait, ready_hint);
+            wait_for_wakeup(connection, listener, idle_wait, ready_hint);
             idle_wait = ready_hint ? cfg.poll_interval_min
                                    : std::min<std::chrono::milliseconds>(idle_wait * 2, cfg.poll_interval);
         } catch (const BrokenConnection& e) {
             core_->log(LogLevel::Warn, std::string("claimer lost its connection: ") + e.what());
             if (!reconnect(connection, "claimer", stop_claiming_)) break;
             try {
-                listen(connection);
+                listener.relisten(connection);
             } catch (const Error& le) {
                 core_->log(LogLevel::Warn, std::string("claimer cannot LISTEN: ") + le.what());
             }
@@ -503,11 +506,11 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         std::vector<ClaimedTask> claimed;
         try {
             Result r = limit == 0
-                           ? connection.exec_prepared("cloacina_complete_batch", kCompleteBatchSql,
+                           ? connection.exec(kCompleteBatchSql,
                                                       {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
                                                        Param(array_literal(outputs))})
-                           : connection.exec_prepared(
-                                 "cloacina_complete_and_claim", kCompleteAndClaimSql,
+                           : connection.exec(
+                                 kCompleteAndClaimSql,
                                  {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
                                   Param(array_literal(outputs)), Param(core_->worker_name()),
                                   Param(array_literal(names)), Param(static_cast<int>(limit)),
@@ -526,7 +529,7 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         accept_claimed(claimed, limit);
     }
     if (!bad_ids.empty()) {
-        Result r = connection.exec_prepared("cloacina_fail_batch", kFailBatchSql,
+        Result r = connection.exec(kFailBatchSql,
                                             {Param(array_literal(bad_ids)), Param(array_literal(bad_fences)),
                                              Param(array_literal(errors)), Param(bool_array(retryable))});
         for (int i = 0; i < r.rows(); ++i)
@@ -634,7 +637,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
         }
         if (ids.empty()) continue;
         try {
-            Result r = connection.exec_prepared("cloacina_heartbeat", kHeartbeatSql,
+            Result r = connection.exec(kHeartbeatSql,
                                                 {Param(array_literal(ids)), Param(array_literal(fences))});
             std::lock_guard lock(mutex_);
             for (int i = 0; i < r.rows(); ++i) {

@@ -105,6 +105,19 @@ void DefaultRunnerConfig::validate() const {
 
 namespace detail {
 
+bool pooled_from_environment() {
+    const char* value = std::getenv("CLOACINA_POOLED");
+    if (value == nullptr) return false;
+    std::string v(value);
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return v == "1" || v == "true" || v == "yes" || v == "on";
+}
+
+std::string listen_url_from_environment() {
+    const char* value = std::getenv("CLOACINA_LISTEN_URL");
+    return value == nullptr ? std::string() : std::string(value);
+}
+
 std::string interval(std::chrono::milliseconds duration) {
     return std::to_string(duration.count()) + " milliseconds";
 }
@@ -240,8 +253,7 @@ std::int64_t RunnerCore::execute(std::string_view workflow, const Context& conte
     // start a second run.
     const std::string options_text = options_json(opts, true);
     const std::int64_t id = with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_execute",
-                                   "SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
+        Result r = c.exec("SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
                                    {Param(workflow), Param(boost::json::value(context.data())), Param(options_text)});
         return r.int64(0, 0);
     });
@@ -291,7 +303,7 @@ WorkflowResult RunnerCore::assemble(std::int64_t id, const Result& rows) {
 
 std::optional<WorkflowResult> RunnerCore::wait_once(std::int64_t id, std::chrono::milliseconds timeout) {
     return with_retry(pool, [&](Connection& c) -> std::optional<WorkflowResult> {
-        Result r = c.exec_prepared("cloacina_wait", kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
+        Result r = c.exec(kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         if (!is_terminal(parse_workflow_status(r.text(0, 0)))) return std::nullopt;
         return assemble(id, r);
@@ -311,7 +323,7 @@ std::optional<WorkflowResult> RunnerCore::wait_for(std::int64_t id, std::chrono:
 
 WorkflowResult RunnerCore::result(std::int64_t id) {
     return with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_result", kResultSql, {Param(static_cast<long long>(id))});
+        Result r = c.exec(kResultSql, {Param(static_cast<long long>(id))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         return assemble(id, r);
     });
@@ -319,7 +331,7 @@ WorkflowResult RunnerCore::result(std::int64_t id) {
 
 WorkflowStatus RunnerCore::status(std::int64_t id) {
     return with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_status", kStatusSql, {Param(static_cast<long long>(id))});
+        Result r = c.exec(kStatusSql, {Param(static_cast<long long>(id))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         return parse_workflow_status(r.text(0, 0));
     });

@@ -15,6 +15,8 @@
 
 namespace cloacina::detail {
 
+class WakeupListener;
+
 /// "<host>:<pid>:<n>", unique within the process.
 std::string default_worker_name();
 
@@ -127,7 +129,7 @@ private:
         TaskIdentity identity;
     };
 
-    void claimer_loop(Connection connection);
+    void claimer_loop(Connection connection, WakeupListener& listener);
     void heartbeat_loop(Connection connection);
     void completer_loop(Connection connection);
     void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
@@ -146,8 +148,8 @@ private:
     std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
     /// Queues claimed tasks for the handlers and gives back the claim's reservation.
     void accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved);
-    void listen(Connection& connection);
-    void wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint);
+    void wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
+                         bool& ready_hint);
     void handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint);
     /// Reconnects with exponential backoff until it works (true) or the role is told to stop (false).
     /// `max_attempts` 0 means no limit.
