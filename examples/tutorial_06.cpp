@@ -10,9 +10,7 @@
 #include <cloacina/cloacina.hpp>
 
 #include <cstdlib>
-#include <iostream>
 #include <map>
-#include <sstream>
 #include <string>
 #include <vector>
 
@@ -23,17 +21,10 @@ using cloacina::DefaultRunner;
 using cloacina::TenantConfig;
 using cloacina::WorkflowStatus;
 
-// The seed's tracing macros: info!, warn!, error!.
-template <class... Args>
-void log_line(const char* level, const Args&... args) {
-    std::ostringstream line;
-    line << level << "  ";
-    (line << ... << args);
-    std::cout << line.str() << std::endl;
-}
-template <class... Args> void info(const Args&... args) { log_line("INFO ", args...); }
-template <class... Args> void warn(const Args&... args) { log_line("WARN ", args...); }
-template <class... Args> void error(const Args&... args) { log_line("ERROR", args...); }
+// The seed's tracing macros (info!, warn!, error!): the SDK's, through its log hook.
+using cloacina::error;
+using cloacina::info;
+using cloacina::warn;
 
 // Set when a run does not complete, so that main() can exit non-zero.
 static bool g_all_runs_completed = true;
@@ -246,11 +237,9 @@ void advanced_admin_demo(const std::string& admin_database_url) {
 // ===== main =======================================================================================
 
 int main() {
-    // Initialize logging: the SDK's own messages at INFO and above go through the same printer
+    // Initialize logging: the default handler prints records at INFO and above (the SDK's own,
+    // with their tenant, run and task) to stderr
     cloacina::set_log_level(cloacina::LogLevel::Info);
-    cloacina::set_log_handler([](cloacina::LogLevel level, std::string_view message) {
-        if (level >= cloacina::LogLevel::Warn) warn("cloacina: ", message);
-    });
 
     info("Starting Tutorial 06: Multi-Tenancy");
 

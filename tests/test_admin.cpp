@@ -3,6 +3,8 @@
 #define BOOST_TEST_MODULE admin
 #include "support.hpp"
 
+#include <sstream>
+
 using namespace cloacina;
 using namespace test_support;
 
@@ -141,4 +143,55 @@ BOOST_AUTO_TEST_CASE(server_versions_the_sdk_works_with) {
     // The server these suites run against is one of them (every runner checks it when it starts).
     Connection connection(database_url());
     BOOST_TEST(server_version_supported(connection.exec("SELECT cloacina.version()").text(0, 0)));
+}
+
+BOOST_AUTO_TEST_CASE(connection_string_goes_where_the_admin_went) {
+    // Through PgBouncer, the server sees PgBouncer's way in; the tenant must use the admin's.
+    const std::string url = database_url();
+    DatabaseAdmin admin(Database(url, "", 1));
+    const std::string schema = unique_name("via");
+    const std::string user = schema + "_user";
+    TenantGuard guard{schema, user};
+    const TenantCredentials credentials = admin.create_tenant(TenantConfig{schema, user, ""});
+    Connection reference(url);
+    Connection tenant(credentials.connection_string);
+    BOOST_TEST(tenant.host() == reference.host());
+    BOOST_TEST(tenant.port() == reference.port());
+    BOOST_TEST(tenant.dbname() == reference.dbname());
+    BOOST_TEST(tenant.exec("SELECT current_user").text(0, 0) == user);
+}
+
+BOOST_AUTO_TEST_CASE(with_schema_on_an_existing_tenant_writes_no_error_to_the_server_log) {
+    const std::string url = database_url();
+    const std::string schema = unique_name("quiet");
+    TenantGuard guard{schema, ""};
+    Connection observer(url);
+    const Result log = observer.exec("SELECT pg_current_logfile()");
+    BOOST_REQUIRE_MESSAGE(!log.is_null(0, 0), "the server runs without logging_collector: its log cannot be read");
+    const std::string file(log.text(0, 0));
+    const auto log_size = [&] {
+        return observer.exec("SELECT size FROM pg_stat_file($1)", {Param(file)}).int64(0, 0);
+    };
+    (void)DefaultRunner::with_schema(url, schema, fast_config(std::make_shared<Registry>()).build());  // creates it
+    const std::int64_t before = log_size();
+    {
+        DefaultRunner again = DefaultRunner::with_schema(url, schema, fast_config(std::make_shared<Registry>()).build());
+        again.shutdown();
+    }
+    // The log is written by the logging collector: wait until a marker logged after the runner is in it.
+    const std::string marker = "cloacina-test-marker-" + schema;
+    std::string appended;
+    const bool seen = wait_until([&] {
+        (void)observer.exec("DO $$ BEGIN RAISE LOG '" + marker + "'; END $$");
+        const std::int64_t after = log_size();
+        appended = std::string(observer.exec("SELECT pg_read_file($1, $2, $3)",
+                                             {Param(file), Param(static_cast<long long>(before)),
+                                              Param(static_cast<long long>(after - before))})
+                                   .text(0, 0));
+        return appended.find(marker) != std::string::npos;
+    });
+    BOOST_REQUIRE_MESSAGE(seen, "the marker never reached the server log");
+    std::istringstream lines(appended);
+    for (std::string line; std::getline(lines, line);)
+        BOOST_TEST(!(line.find("ERROR") != std::string::npos && line.find(schema) != std::string::npos), line);
 }

@@ -284,9 +284,9 @@ BOOST_FIXTURE_TEST_CASE(logging_hook_receives_runner_messages, Fixture) {
     auto mutex = std::make_shared<std::mutex>();
     DefaultRunner logged = DefaultRunner::with_schema(
         url, tenant.schema,
-        fast_config(make_registry()).worker_name(unique_name("logged")).logger([=](LogLevel level, std::string_view m) {
+        fast_config(make_registry()).worker_name(unique_name("logged")).logger([=](const LogRecord& record) {
             std::lock_guard lock(*mutex);
-            lines->push_back(std::string(to_string(level)) + " " + std::string(m));
+            lines->push_back(std::string(to_string(record.level)) + " " + record.message);
         }).build());
     const std::string name = logged.worker_name();
     logged.shutdown();

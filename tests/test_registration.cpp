@@ -244,3 +244,25 @@ BOOST_AUTO_TEST_CASE(tenant_functions_outside_a_tenant_schema_fail_clearly) {
     // And a runner on such a connection refuses to start.
     BOOST_CHECK_THROW(DefaultRunner(database_url(), fast_config(std::make_shared<Registry>()).build()), Error);
 }
+
+BOOST_AUTO_TEST_CASE(server_errors_carry_detail_and_hint) {
+    // A tenant function outside a tenant schema: the server says what to do in its HINT.
+    Connection c(test_support::database_url());
+    try {
+        (void)c.exec("SELECT cloacina.execute('anything')");
+        BOOST_FAIL("a tenant function ran outside a tenant schema");
+    } catch (const NotFoundError& e) {
+        BOOST_TEST(e.sqlstate() == "3F000");
+        BOOST_TEST(!e.hint().empty());
+        BOOST_TEST(std::string(e.what()).find("\nHINT:  " + e.hint()) != std::string::npos, e.what());
+        BOOST_TEST(std::string(e.what()).rfind(e.message(), 0) == 0);
+    }
+    // DETAIL, from PostgreSQL itself.
+    try {
+        (void)c.exec("SELECT 'x'::jsonb");
+        BOOST_FAIL("invalid JSON accepted");
+    } catch (const ValidationError& e) {
+        BOOST_TEST(!e.detail().empty());
+        BOOST_TEST(std::string(e.what()).find("\nDETAIL:  " + e.detail()) != std::string::npos, e.what());
+    }
+}

@@ -151,9 +151,9 @@ void Connection::open() {
     }
     // Server notices (and the FATAL a terminated backend sends) go to the log hook, not stderr.
     PQsetNoticeProcessor(conn_.get(), &Connection::on_notice, nullptr);
-    if (options_.search_path) {
-        exec("SET search_path = " + quote_identifier(*options_.search_path));
-    }
+    // No SET here: a session setting would leak to other clients behind a transaction-pooling
+    // proxy (and be lost to this one). exec() sets the search_path in each statement's transaction.
+    if (options_.search_path) quoted_search_path_ = quote_identifier(*options_.search_path);
 }
 
 void Connection::reconnect() { open(); }
@@ -170,6 +170,14 @@ int Connection::backend_pid() const noexcept { return conn_ ? PQbackendPID(conn_
 
 int Connection::socket() const noexcept { return conn_ ? PQsocket(conn_.get()) : -1; }
 
+namespace {
+std::string text_or_empty(const char* value) { return value ? value : ""; }
+}  // namespace
+
+std::string Connection::host() const { return conn_ ? text_or_empty(PQhost(conn_.get())) : ""; }
+std::string Connection::port() const { return conn_ ? text_or_empty(PQport(conn_.get())) : ""; }
+std::string Connection::dbname() const { return conn_ ? text_or_empty(PQdb(conn_.get())) : ""; }
+
 std::string Connection::quote_identifier(std::string_view identifier) const {
     if (!conn_) throw BrokenConnection("connection is closed", "08003");
     char* quoted = PQescapeIdentifier(conn_.get(), identifier.data(), identifier.size());
@@ -183,18 +191,20 @@ void Connection::raise(pg_result* raw, std::string_view sql) {
     Result result(raw);  // frees raw on every path
     std::string message;
     std::string sqlstate;
+    ServerDiagnostics diagnostics;
     if (raw != nullptr) {
         if (const char* m = PQresultErrorField(raw, PG_DIAG_MESSAGE_PRIMARY)) message = m;
         if (const char* s = PQresultErrorField(raw, PG_DIAG_SQLSTATE)) sqlstate = s;
-        if (const char* d = PQresultErrorField(raw, PG_DIAG_MESSAGE_DETAIL)) message += std::string(" (") + d + ")";
+        if (const char* d = PQresultErrorField(raw, PG_DIAG_MESSAGE_DETAIL)) diagnostics.detail = d;
+        if (const char* h = PQresultErrorField(raw, PG_DIAG_MESSAGE_HINT)) diagnostics.hint = h;
     }
     if (message.empty() && conn_) message = PQerrorMessage(conn_.get());
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
     if (sqlstate.empty() || !is_open()) {
         throw BrokenConnection(message.empty() ? "connection lost" : message,
-                               sqlstate.empty() ? "08006" : sqlstate, std::string(sql));
+                               sqlstate.empty() ? "08006" : sqlstate, std::string(sql), diagnostics);
     }
-    detail::throw_sql_error(message, sqlstate, std::string(sql));
+    detail::throw_sql_error(message, sqlstate, std::string(sql), diagnostics);
 }
 
 namespace {
@@ -214,14 +224,65 @@ Result Connection::exec(std::string_view sql, const std::vector<Param>& params) 
     if (!conn_) throw BrokenConnection("connection is closed", "08003", std::string(sql));
     const std::string statement(sql);
     const auto raw = raw_params(params);
+    if (options_.search_path) return exec_in_schema(statement, raw);
     pg_result* result = PQexecParams(conn_.get(), statement.c_str(), static_cast<int>(raw.size()), nullptr,
                                      raw.data(), nullptr, nullptr, 0);
     if (result == nullptr || !ok(result)) raise(result, sql);
     return Result(result);
 }
 
+Result Connection::exec_in_schema(const std::string& statement, const std::vector<const char*>& raw) {
+    // set_config(..., true) lasts until the end of the transaction, and the statements between two
+    // Syncs of the extended protocol form one implicit transaction: in pipeline mode both go out in
+    // one round trip, and no setting outlives the statement.
+    PGconn* conn = conn_.get();
+    const char* schema[] = {quoted_search_path_.c_str()};
+    const bool sent = PQenterPipelineMode(conn) == 1 &&
+                      PQsendQueryParams(conn, "SELECT pg_catalog.set_config('search_path', $1, true)", 1, nullptr,
+                                        schema, nullptr, nullptr, 0) == 1 &&
+                      PQsendQueryParams(conn, statement.c_str(), static_cast<int>(raw.size()), nullptr, raw.data(),
+                                        nullptr, nullptr, 0) == 1 &&
+                      PQpipelineSync(conn) == 1;
+    pg_result* failure = nullptr;  // the first error (a later statement only says "aborted")
+    pg_result* answer = nullptr;
+    bool clean = sent;
+    for (int query = 0; clean && query < 2; ++query) {
+        pg_result* r = PQgetResult(conn);
+        if (r == nullptr) {
+            clean = false;
+            break;
+        }
+        if (query == 1 && ok(r)) answer = r;
+        else if (!ok(r) && failure == nullptr && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) failure = r;
+        else PQclear(r);
+        while (pg_result* rest = PQgetResult(conn)) PQclear(rest);  // up to this query's end (NULL)
+    }
+    if (clean) {
+        pg_result* sync = PQgetResult(conn);
+        clean = sync != nullptr && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+        clean = clean && PQexitPipelineMode(conn) == 1;
+    }
+    if (!clean) {
+        // The conversation lost its footing (a broken connection, most likely): start afresh.
+        PQclear(answer);
+        std::string message = PQerrorMessage(conn);
+        conn_.reset();
+        if (failure != nullptr) raise(failure, statement);
+        while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
+        throw BrokenConnection(message.empty() ? "connection lost" : message, "08006", statement);
+    }
+    if (failure != nullptr || answer == nullptr) {
+        PQclear(answer);
+        raise(failure, statement);
+    }
+    return Result(answer);
+}
+
 Result Connection::exec_prepared(const std::string& name, std::string_view sql, const std::vector<Param>& params) {
     if (!conn_) throw BrokenConnection("connection is closed", "08003", std::string(sql));
+    // A session-level statement would be parsed outside the transaction that sets the schema.
+    if (options_.search_path) return exec(sql, params);
     if (!prepared_.contains(name)) {
         const std::string statement(sql);
         pg_result* prepared = PQprepare(conn_.get(), name.c_str(), statement.c_str(), 0, nullptr);

@@ -1,9 +1,12 @@
 // engine.cpp — the worker engine of a DefaultRunner.
 //
 // Thread roles, each with its own connection (a PGconn is not thread-safe):
-//   claimer     LISTENs on the tenant's channel and claims batches of the tasks it has handlers
-//               for, never more than the free handler slots; idle waits back off from
-//               poll_interval_min to poll_interval and end early on a 'ready' notification.
+//   claimer     claims batches of the tasks it has handlers for, never more than the free handler
+//               slots; idle waits back off from poll_interval_min to poll_interval and end early on
+//               a 'ready' notification (WakeupListener: LISTEN on its own connection, on a direct
+//               listen_url, or none behind a transaction pooler).
+// No statement leaves state in the server session (no named prepared statement, no session SET),
+// so every role works through PgBouncer in transaction mode.
 //   handlers    max_concurrent_tasks threads running handlers, each with a cancellation token.
 //   heartbeater renews the leases of claimed tasks in one round trip per beat, turns 'lost' and
 //               'cancelled' answers and passed task timeouts into token cancellations.
@@ -15,6 +18,7 @@
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
+#include "listener.hpp"
 
 #include <boost/json/serialize.hpp>
 
@@ -112,7 +116,8 @@ void WorkerEngine::start() {
     Connection claimer(core_->role_options("claimer " + core_->worker_name()));
     Connection heartbeater(core_->role_options("heartbeat " + core_->worker_name()));
     Connection completer(core_->role_options("completer " + core_->worker_name()));
-    listen(claimer);
+    auto listener = std::make_unique<WakeupListener>(*core_);
+    listener->start(claimer);
 
     auto self = shared_from_this();
     for (std::size_t i = 0; i < core_->config.max_concurrent_tasks; ++i) {
@@ -120,7 +125,9 @@ void WorkerEngine::start() {
         handler_exited_.push_back(exited);
         handler_threads_.emplace_back([self, exited] { self->handler_loop(exited); });
     }
-    claimer_ = std::thread([self, c = std::move(claimer)]() mutable { self->claimer_loop(std::move(c)); });
+    claimer_ = std::thread([self, c = std::move(claimer), l = std::move(listener)]() mutable {
+        self->claimer_loop(std::move(c), *l);
+    });
     heartbeater_ = std::thread([self, c = std::move(heartbeater)]() mutable { self->heartbeat_loop(std::move(c)); });
     completer_ = std::thread([self, c = std::move(completer)]() mutable { self->completer_loop(std::move(c)); });
     started_ = true;
@@ -142,12 +149,6 @@ void WorkerEngine::poke_heartbeater() {
     heartbeat_cv_.notify_all();
 }
 
-void WorkerEngine::listen(Connection& connection) {
-    Result r = connection.exec("SELECT cloacina.notify_channel()");
-    if (r.rows() == 1 && !r.is_null(0, 0))
-        (void)connection.exec("LISTEN " + connection.quote_identifier(r.text(0, 0)));
-}
-
 void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint) {
     for (const auto& payload : payloads) {
         if (payload == "finished" || payload.rfind("finished", 0) == 0) poke_heartbeater();
@@ -155,17 +156,19 @@ void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads
     }
 }
 
-void WorkerEngine::wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint) {
-    pollfd fds[2] = {{wake_pipe_[0], POLLIN, 0}, {connection.socket(), POLLIN, 0}};
-    const int n = poll(fds, connection.socket() >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
+void WorkerEngine::wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
+                                   bool& ready_hint) {
+    const int listening = listener.socket(connection);
+    pollfd fds[2] = {{wake_pipe_[0], POLLIN, 0}, {listening, POLLIN, 0}};
+    const int n = poll(fds, listening >= 0 ? 2 : 1, static_cast<int>(timeout.count()));
     if (n > 0 && (fds[0].revents & POLLIN)) {
         char buffer[64];
         while (read(wake_pipe_[0], buffer, sizeof buffer) > 0) {
         }
         ready_hint = true;
     }
-    if (n > 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)))
-        handle_notifications(connection.consume_notifications(), ready_hint);
+    if (n > 0 && listening >= 0 && (fds[1].revents & (POLLIN | POLLERR | POLLHUP)))
+        handle_notifications(listener.consume(connection), ready_hint);
 }
 
 bool WorkerEngine::reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
@@ -214,6 +217,23 @@ std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
     return n;
 }
 
+WorkerEngine::TaskIdentity WorkerEngine::identity_of(const ClaimedTask& task) {
+    return TaskIdentity{task.workflow, task.task, task.execution_id, task.task_id, task.attempt};
+}
+
+void WorkerEngine::log_task(LogLevel level, const TaskIdentity& task, std::string message) const {
+    if (!log_enabled(level)) return;
+    LogRecord record;
+    record.level = level;
+    record.message = std::move(message);
+    record.workflow = task.workflow;
+    record.task = task.task;
+    record.execution_id = task.execution_id;
+    record.task_id = task.task_id;
+    record.attempt = task.attempt;
+    core_->log(std::move(record));
+}
+
 WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
     ClaimedTask t;
     t.task_id = r.int64(row, 0);
@@ -232,8 +252,8 @@ std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connectio
         std::lock_guard lock(mutex_);
         ++stats_.claim_round_trips;
     }
-    Result r = connection.exec_prepared(
-        "cloacina_claim", kClaimSql,
+    Result r = connection.exec(
+        kClaimSql,
         {Param(core_->worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
          Param(interval(core_->config.lease))});
     std::vector<ClaimedTask> tasks;
@@ -253,6 +273,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
             InFlight f;
             f.fence = t.fence;
             f.name = t.workflow + "." + t.task;
+            f.identity = identity_of(t);
             if (auto h = handlers_.find(f.name); h != handlers_.end() && h->second.timeout) {
                 f.deadline = Clock::now() + *h->second.timeout;
                 deadlines_changed_ = true;  // the heartbeater may sleep past it
@@ -269,7 +290,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
     if (wake_claimer_now) wake_claimer();
 }
 
-void WorkerEngine::claimer_loop(Connection connection) {
+void WorkerEngine::claimer_loop(Connection connection, WakeupListener& listener) {
     const auto& cfg = core_->config;
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
@@ -296,7 +317,7 @@ void WorkerEngine::claimer_loop(Connection connection) {
             bool ready_hint = false;
             if (full_enough) {
                 // Sleep until a slot frees (the pipe) or a notification.
-                wait_for_wakeup(connection, cfg.poll_interval, ready_hint);
+                wait_for_wakeup(connection, listener, cfg.poll_interval, ready_hint);
                 continue;
             }
             std::vector<ClaimedTask> tasks;
@@ -307,7 +328,7 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 throw;
             }
             accept_claimed(tasks, limit);
-            handle_notifications(connection.consume_notifications(), ready_hint);
+            handle_notifications(listener.consume(connection), ready_hint);
             const bool short_claim = tasks.size() < limit;
             if (!tasks.empty()) {
                 idle_wait = cfg.poll_interval_min;
@@ -323,14 +344,14 @@ void WorkerEngine::claimer_loop(Connection connection) {
                 continue;
             }
             // Nothing to claim: wait for a hint, backing off towards poll_interval (the backstop).
-            wait_for_wakeup(connection, idle_wait, ready_hint);
+            wait_for_wakeup(connection, listener, idle_wait, ready_hint);
             idle_wait = ready_hint ? cfg.poll_interval_min
                                    : std::min<std::chrono::milliseconds>(idle_wait * 2, cfg.poll_interval);
         } catch (const BrokenConnection& e) {
             core_->log(LogLevel::Warn, std::string("claimer lost its connection: ") + e.what());
             if (!reconnect(connection, "claimer", stop_claiming_)) break;
             try {
-                listen(connection);
+                listener.relisten(connection);
             } catch (const Error& le) {
                 core_->log(LogLevel::Warn, std::string("claimer cannot LISTEN: ") + le.what());
             }
@@ -406,6 +427,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     done.fence = task.fence;
     done.name = name;
     done.has_dependents = has_dependents;
+    done.identity = identity_of(task);
     const auto fail = [&](std::string error, bool retryable) {
         done.success = false;
         done.error = std::move(error);
@@ -414,8 +436,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
     try {
         if (!handler) throw TaskError("no handler for task " + name + " in worker " + core_->worker_name());
         Context context = Context::from_json(task.context);
-        core_->log(LogLevel::Debug, "running " + name + " (execution " + std::to_string(task.execution_id) +
-                                        ", attempt " + std::to_string(task.attempt) + ")");
+        log_task(LogLevel::Debug, done.identity, "running " + name);
         handler(context, token);
         done.output = context.changes();
         if (token.reason() == CancelReason::Timeout)
@@ -434,7 +455,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
         fail("task handler threw a non-standard exception", true);
     }
     if (!done.success)
-        core_->log(LogLevel::Info, name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
+        log_task(LogLevel::Info, done.identity, name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
     {
         // The handler slot is free now; the entry stays (and keeps being heartbeated) until the
         // completer has submitted the result.
@@ -485,11 +506,11 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         std::vector<ClaimedTask> claimed;
         try {
             Result r = limit == 0
-                           ? connection.exec_prepared("cloacina_complete_batch", kCompleteBatchSql,
+                           ? connection.exec(kCompleteBatchSql,
                                                       {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
                                                        Param(array_literal(outputs))})
-                           : connection.exec_prepared(
-                                 "cloacina_complete_and_claim", kCompleteAndClaimSql,
+                           : connection.exec(
+                                 kCompleteAndClaimSql,
                                  {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
                                   Param(array_literal(outputs)), Param(core_->worker_name()),
                                   Param(array_literal(names)), Param(static_cast<int>(limit)),
@@ -508,7 +529,7 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         accept_claimed(claimed, limit);
     }
     if (!bad_ids.empty()) {
-        Result r = connection.exec_prepared("cloacina_fail_batch", kFailBatchSql,
+        Result r = connection.exec(kFailBatchSql,
                                             {Param(array_literal(bad_ids)), Param(array_literal(bad_fences)),
                                              Param(array_literal(errors)), Param(bool_array(retryable))});
         for (int i = 0; i < r.rows(); ++i)
@@ -604,7 +625,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
             const auto now = Clock::now();
             for (auto& [id, f] : inflight_)
                 if (!f.finished && f.deadline && now >= *f.deadline && f.cancellation.cancel(CancelReason::Timeout))
-                    core_->log(LogLevel::Info, f.name + " passed its timeout; cancelling its handler");
+                    log_task(LogLevel::Info, f.identity, f.name + " passed its timeout; cancelling its handler");
             if (!heartbeat_now_ && now < next_beat) continue;
             heartbeat_now_ = false;
             next_beat = now + interval_length;
@@ -616,7 +637,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
         }
         if (ids.empty()) continue;
         try {
-            Result r = connection.exec_prepared("cloacina_heartbeat", kHeartbeatSql,
+            Result r = connection.exec(kHeartbeatSql,
                                                 {Param(array_literal(ids)), Param(array_literal(fences))});
             std::lock_guard lock(mutex_);
             for (int i = 0; i < r.rows(); ++i) {
@@ -626,8 +647,8 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
                 if (it == inflight_.end() || answer == "ok") continue;
                 const CancelReason why = answer == "cancelled" ? CancelReason::RunCancelled : CancelReason::LeaseLost;
                 if (it->second.cancellation.cancel(why))
-                    core_->log(LogLevel::Info, it->second.name + ": heartbeat answered '" + std::string(answer) +
-                                                   "'; cancelling its handler");
+                    log_task(LogLevel::Info, it->second.identity,
+                             it->second.name + ": heartbeat answered '" + std::string(answer) + "'; cancelling its handler");
             }
         } catch (const BrokenConnection& e) {
             core_->log(LogLevel::Warn, std::string("heartbeater lost its connection: ") + e.what());
@@ -657,6 +678,8 @@ ShutdownReport WorkerEngine::shutdown() {
     wake_claimer();
     sleep_cv_.notify_all();
     if (claimer_.joinable()) claimer_.join();
+    core_->log(LogLevel::Info, "runner " + core_->worker_name() + " stopped claiming; draining for at most " +
+                                   std::to_string(core_->config.shutdown_timeout.count()) + " ms");
 
     // 2. Drain: handlers finish what was claimed, until the deadline.
     std::vector<Completion> releases;
@@ -665,7 +688,9 @@ ShutdownReport WorkerEngine::shutdown() {
         const std::size_t in_flight_at_start = unfinished_;
         stop_handlers_.store(true);
         queue_cv_.notify_all();
-        const bool drained = drained_cv_.wait_until(lock, deadline, [&] { return unfinished_ == 0; });
+        const bool drained =
+            drained_cv_.wait_until(lock, deadline, [&] { return unfinished_ == 0 || drain_cut_short_; }) &&
+            unfinished_ == 0;
         if (!drained) {
             // 3. Past the deadline: cancel what still runs and give its task back for a retry.
             for (auto& [id, f] : inflight_) {
@@ -675,11 +700,12 @@ ShutdownReport WorkerEngine::shutdown() {
                 releases.push_back(Completion{id, f.fence, false, {},
                                               "worker " + core_->worker_name() +
                                                   " shut down before the handler finished",
-                                              true, f.name});
+                                              true, f.name, false, f.identity});
             }
             report.abandoned = releases.size();
             for (auto& r : releases) completions_.push_back(r);
-            core_->log(LogLevel::Warn, "shutdown deadline passed with " + std::to_string(releases.size()) +
+            core_->log(LogLevel::Warn, std::string(drain_cut_short_ ? "shutdown drain cut short" : "shutdown deadline passed") +
+                                           " with " + std::to_string(releases.size()) +
                                            " handler(s) still running; their tasks are released for retry");
         }
         report.drained = in_flight_at_start - std::min(in_flight_at_start, report.abandoned);
@@ -707,6 +733,14 @@ ShutdownReport WorkerEngine::shutdown() {
                                    " drained, " + std::to_string(report.abandoned) + " released)");
     shutdown_report_ = report;
     return report;
+}
+
+void WorkerEngine::cut_drain_short() {
+    {
+        std::lock_guard lock(mutex_);
+        drain_cut_short_ = true;
+    }
+    drained_cv_.notify_all();
 }
 
 RunnerStats WorkerEngine::stats() const {

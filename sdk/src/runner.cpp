@@ -3,18 +3,22 @@
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
+#include "cloacina/signal.hpp"
 #include "cloacina/version.hpp"
 
 #include <boost/json/serialize.hpp>
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cstdlib>
 #include <cstdio>
 #include <ctime>
 #include <iomanip>
 #include <ostream>
 #include <random>
 #include <sstream>
+#include <thread>
 #include <unistd.h>
 
 namespace cloacina {
@@ -100,6 +104,19 @@ void DefaultRunnerConfig::validate() const {
 }
 
 namespace detail {
+
+bool pooled_from_environment() {
+    const char* value = std::getenv("CLOACINA_POOLED");
+    if (value == nullptr) return false;
+    std::string v(value);
+    std::transform(v.begin(), v.end(), v.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+    return v == "1" || v == "true" || v == "yes" || v == "on";
+}
+
+std::string listen_url_from_environment() {
+    const char* value = std::getenv("CLOACINA_LISTEN_URL");
+    return value == nullptr ? std::string() : std::string(value);
+}
 
 std::string interval(std::chrono::milliseconds duration) {
     return std::to_string(duration.count()) + " milliseconds";
@@ -204,9 +221,19 @@ void RunnerCore::require_supported_server(Connection& c) {
 }
 
 void RunnerCore::log(LogLevel level, std::string_view message) const {
-    if (level < log_level()) return;
-    if (config.logger) config.logger(level, message);
-    else cloacina::log(level, message);
+    if (!log_enabled(level)) return;
+    LogRecord record;
+    record.level = level;
+    record.message = std::string(message);
+    log(std::move(record));
+}
+
+void RunnerCore::log(LogRecord record) const {
+    if (!log_enabled(record.level)) return;
+    record.tenant = schema_;
+    record.worker = worker_name_;
+    if (config.logger) config.logger(record);
+    else cloacina::log(record);
 }
 
 ConnectionOptions RunnerCore::role_options(std::string_view role) const {
@@ -226,8 +253,7 @@ std::int64_t RunnerCore::execute(std::string_view workflow, const Context& conte
     // start a second run.
     const std::string options_text = options_json(opts, true);
     const std::int64_t id = with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_execute",
-                                   "SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
+        Result r = c.exec("SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
                                    {Param(workflow), Param(boost::json::value(context.data())), Param(options_text)});
         return r.int64(0, 0);
     });
@@ -277,7 +303,7 @@ WorkflowResult RunnerCore::assemble(std::int64_t id, const Result& rows) {
 
 std::optional<WorkflowResult> RunnerCore::wait_once(std::int64_t id, std::chrono::milliseconds timeout) {
     return with_retry(pool, [&](Connection& c) -> std::optional<WorkflowResult> {
-        Result r = c.exec_prepared("cloacina_wait", kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
+        Result r = c.exec(kWaitSql, {Param(static_cast<long long>(id)), Param(interval(timeout))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         if (!is_terminal(parse_workflow_status(r.text(0, 0)))) return std::nullopt;
         return assemble(id, r);
@@ -297,7 +323,7 @@ std::optional<WorkflowResult> RunnerCore::wait_for(std::int64_t id, std::chrono:
 
 WorkflowResult RunnerCore::result(std::int64_t id) {
     return with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_result", kResultSql, {Param(static_cast<long long>(id))});
+        Result r = c.exec(kResultSql, {Param(static_cast<long long>(id))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         return assemble(id, r);
     });
@@ -305,7 +331,7 @@ WorkflowResult RunnerCore::result(std::int64_t id) {
 
 WorkflowStatus RunnerCore::status(std::int64_t id) {
     return with_retry(pool, [&](Connection& c) {
-        Result r = c.exec_prepared("cloacina_status", kStatusSql, {Param(static_cast<long long>(id))});
+        Result r = c.exec(kStatusSql, {Param(static_cast<long long>(id))});
         if (r.rows() == 0) throw NotFoundError("execution " + std::to_string(id) + " not found", "42704");
         return parse_workflow_status(r.text(0, 0));
     });
@@ -396,7 +422,11 @@ DefaultRunner DefaultRunner::with_schema(std::string_view url, std::string_view 
     {
         Connection admin(ConnectionOptions{std::string(url), {}, std::nullopt, "cloacina-sdk admin"});
         try {
-            (void)admin.exec("SELECT schema_name FROM cloacina.create_tenant($1::text)", {Param(schema)});
+            // Ask first: create_tenant's refusal of an existing tenant would put an ERROR in the
+            // server log at every start. The registry is the authority (SECURITY DEFINER, one
+            // boolean); a concurrent start may still create it in between, hence the catch below.
+            if (!admin.exec("SELECT cloacina._is_registered($1::text)", {Param(schema)}).boolean(0, 0))
+                (void)admin.exec("SELECT schema_name FROM cloacina.create_tenant($1::text)", {Param(schema)});
         } catch (const AlreadyExistsError& e) {
             // 42P06: the tenant exists (or a concurrent start just created it) — what we want.
             if (e.sqlstate() != "42P06" && e.sqlstate() != "23505") throw;
@@ -479,6 +509,40 @@ ShutdownReport DefaultRunner::shutdown() {
     if (!core_) return {};
     ShutdownReport report;
     if (engine_) report = engine_->shutdown();
+    return report;
+}
+
+ShutdownReport DefaultRunner::run_until_signal(std::vector<int> signals) {
+    if (!core_) return {};
+    SignalCatcher catcher(std::move(signals));
+    core_->log(LogLevel::Info, "runner " + core_->worker_name() + " runs until a signal asks it to stop");
+    int first = 0;
+    while (first == 0) first = catcher.wait();
+    core_->log(LogLevel::Info, "signal " + std::to_string(first) + " received: shutting down (a second signal "
+                                   "cuts the drain short)");
+    // The drain blocks this thread: another one watches for the second signal.
+    std::atomic<bool> drained{false};
+    std::thread watcher([&] {
+        while (!drained.load()) {
+            const int again = catcher.wait();
+            if (again == 0 || drained.load()) continue;
+            core_->log(LogLevel::Warn, "signal " + std::to_string(again) + " received again: cutting the drain short");
+            if (engine_) engine_->cut_drain_short();
+        }
+    });
+    ShutdownReport report;
+    try {
+        report = shutdown();
+    } catch (...) {
+        drained.store(true);
+        catcher.interrupt();
+        watcher.join();
+        throw;
+    }
+    drained.store(true);
+    catcher.interrupt();
+    watcher.join();
+    report.signal = first;
     return report;
 }
 

@@ -15,6 +15,8 @@
 
 namespace cloacina::detail {
 
+class WakeupListener;
+
 /// "<host>:<pid>:<n>", unique within the process.
 std::string default_worker_name();
 
@@ -32,6 +34,9 @@ public:
     [[nodiscard]] const std::string& schema() const noexcept { return schema_; }
     [[nodiscard]] const std::string& worker_name() const noexcept { return worker_name_; }
     void log(LogLevel level, std::string_view message) const;
+    /// Sends `record`, with this runner's tenant and worker name filled in, to the runner's logger
+    /// (or the process-wide hook).
+    void log(LogRecord record) const;
 
     /// Options for a dedicated connection of one thread role (claimer, heartbeater, ...).
     [[nodiscard]] ConnectionOptions role_options(std::string_view role) const;
@@ -75,6 +80,8 @@ public:
     /// Opens the role connections (throws when the server is unreachable) and starts the threads.
     void start();
     ShutdownReport shutdown();
+    /// Ends a shutdown's drain now, as if its deadline had passed (a second signal).
+    void cut_drain_short();
     RunnerStats stats() const;
 
 private:
@@ -92,9 +99,18 @@ private:
         std::int64_t fence = 0;
         boost::json::value context;
     };
+    /// What a log record about one attempt of a task says about it.
+    struct TaskIdentity {
+        std::string workflow;
+        std::string task;
+        std::int64_t execution_id = 0;
+        std::int64_t task_id = 0;
+        int attempt = 0;
+    };
     struct InFlight {
         std::int64_t fence = 0;
         std::string name;
+        TaskIdentity identity;
         CancellationSource cancellation;
         std::optional<std::chrono::steady_clock::time_point> deadline;
         bool started = false;
@@ -110,9 +126,10 @@ private:
         bool retryable = true;
         std::string name;
         bool has_dependents = false;
+        TaskIdentity identity;
     };
 
-    void claimer_loop(Connection connection);
+    void claimer_loop(Connection connection, WakeupListener& listener);
     void heartbeat_loop(Connection connection);
     void completer_loop(Connection connection);
     void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
@@ -126,11 +143,13 @@ private:
     /// reserves under the lock it decides with).
     std::size_t reserve_slots(std::size_t wanted);
     static ClaimedTask claimed_task(const Result& r, int row);
+    static TaskIdentity identity_of(const ClaimedTask& task);
+    void log_task(LogLevel level, const TaskIdentity& task, std::string message) const;
     std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
     /// Queues claimed tasks for the handlers and gives back the claim's reservation.
     void accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved);
-    void listen(Connection& connection);
-    void wait_for_wakeup(Connection& connection, std::chrono::milliseconds timeout, bool& ready_hint);
+    void wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
+                         bool& ready_hint);
     void handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint);
     /// Reconnects with exponential backoff until it works (true) or the role is told to stop (false).
     /// `max_attempts` 0 means no limit.
@@ -154,6 +173,7 @@ private:
     bool deadlines_changed_ = false;
     std::condition_variable sleep_cv_;             // interruptible backoff sleeps
 
+    bool drain_cut_short_ = false;  ///< cut_drain_short() was called
     bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
     std::size_t running_ = 0;
     std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)

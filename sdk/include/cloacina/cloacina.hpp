@@ -8,5 +8,6 @@
 #include "cloacina/error.hpp"
 #include "cloacina/log.hpp"
 #include "cloacina/runner.hpp"
+#include "cloacina/signal.hpp"
 #include "cloacina/version.hpp"
 #include "cloacina/workflow.hpp"

@@ -1,10 +1,12 @@
 // cloacina/connection.hpp — RAII access to one libpq connection, its results, and a small pool.
 //
 // A Connection is move-only and owns its PGconn. Every statement passes its parameters out of line
-// ($1, $2, ...) in text format; frequently used statements go through exec_prepared(), which prepares
-// them once per physical connection. A Connection may re-open itself (reconnect()), re-applying its
-// session settings (search_path, application_name). A PGconn is not thread-safe: one Connection
-// belongs to one thread at a time, which is why the runner gives each thread role its own.
+// ($1, $2, ...) in text format, as an unnamed statement, and leaves no state in the server session
+// behind it: a schema (ConnectionOptions::search_path) is set inside each statement's own
+// transaction. So a Connection works through a transaction-pooling proxy such as PgBouncer
+// (pool_mode = transaction). exec_prepared() keeps a named statement in the session: direct
+// connections only. A Connection may re-open itself (reconnect()). A PGconn is not thread-safe: one
+// Connection belongs to one thread at a time, which is why the runner gives each thread role its own.
 #pragma once
 
 #include "cloacina/error.hpp"
@@ -83,11 +85,13 @@ private:
     std::unique_ptr<pg_result, Deleter> result_;
 };
 
-/// Session settings applied each time a Connection (re)opens.
+/// How a Connection connects, and the schema its statements run in.
 struct ConnectionOptions {
     std::string conninfo;                    ///< libpq URI or key=value string
     std::string fallback_dbname;             ///< used only when conninfo names no database
-    std::optional<std::string> search_path;  ///< a single schema, quoted on use
+    /// A single schema (quoted on use), set for each statement in its own transaction
+    /// (set_config(..., true), in the same round trip); empty: the role's own search_path.
+    std::optional<std::string> search_path;
     std::string application_name = "cloacina-sdk";
 };
 
@@ -103,7 +107,9 @@ public:
 
     /// Runs one statement with out-of-line parameters; throws an Error subclass on failure.
     Result exec(std::string_view sql, const std::vector<Param>& params = {});
-    /// Like exec(), but prepares the statement once per physical connection under `name`.
+    /// Like exec(), but prepares the statement once per session under `name`: only for a direct
+    /// connection (a transaction-pooling proxy hands the session to other clients). With a
+    /// search_path it is exec().
     Result exec_prepared(const std::string& name, std::string_view sql,
                          const std::vector<Param>& params = {});
 
@@ -115,6 +121,11 @@ public:
     [[nodiscard]] int backend_pid() const noexcept;
     /// The socket to poll for input (LISTEN), -1 when closed.
     [[nodiscard]] int socket() const noexcept;
+    /// Where this connection went (libpq's PQhost, PQport, PQdb): a host name, an address, or a
+    /// Unix-socket directory; empty when closed.
+    [[nodiscard]] std::string host() const;
+    [[nodiscard]] std::string port() const;
+    [[nodiscard]] std::string dbname() const;
     /// Reads pending input and returns the payloads of notifications received so far.
     /// Throws BrokenConnection when the connection dropped.
     std::vector<std::string> consume_notifications();
@@ -124,6 +135,8 @@ public:
 
 private:
     void open();
+    /// exec() with the search_path set in the statement's transaction (one round trip).
+    Result exec_in_schema(const std::string& statement, const std::vector<const char*>& raw);
     static void on_notice(void* unused, const char* message);
     [[noreturn]] void raise(pg_result* result, std::string_view sql);
 
@@ -132,6 +145,7 @@ private:
     };
     ConnectionOptions options_;
     std::unique_ptr<pg_conn, Deleter> conn_;
+    std::string quoted_search_path_;
     std::unordered_set<std::string> prepared_;
 };
 

@@ -37,7 +37,9 @@ struct TenantConfig {
 };
 
 /// What was provisioned. `connection_string` is a libpq URI for the tenant's role (empty when no
-/// role was created); `password` is the only copy of a generated password.
+/// role was created) to the host, port and database the admin's connection reached, so a tenant
+/// created through PgBouncer connects through it too; `password` is the only copy of a generated
+/// password.
 struct TenantCredentials {
     std::string schema_name;
     std::string username;

@@ -2,7 +2,8 @@
 //
 // Every exception the SDK throws derives from cloacina::Error, which carries the SQLSTATE reported by
 // the server (or the SQLSTATE the SDK assigns to a client-side error of the same nature, e.g. 22023 for
-// an invalid workflow definition) and the statement that failed, when there was one.
+// an invalid workflow definition), the statement that failed, when there was one, and the server's
+// DETAIL and HINT fields.
 #pragma once
 
 #include <cstdint>
@@ -12,20 +13,36 @@
 
 namespace cloacina {
 
+/// The optional fields of a server error report besides its message (PostgreSQL's DETAIL and HINT).
+struct ServerDiagnostics {
+    std::string detail;  ///< DETAIL: more about what happened (empty when the server sent none)
+    std::string hint;    ///< HINT: what to do about it (empty when the server sent none)
+};
+
 /// Base of every exception thrown by the SDK.
 class Error : public std::runtime_error {
 public:
-    explicit Error(const std::string& message, std::string sqlstate = {}, std::string query = {})
-        : std::runtime_error(message), sqlstate_(std::move(sqlstate)), query_(std::move(query)) {}
+    /// what() is `message`, followed by the detail and the hint as PostgreSQL prints them
+    /// ("\nDETAIL:  ...", "\nHINT:  ...") when there are any.
+    explicit Error(const std::string& message, std::string sqlstate = {}, std::string query = {},
+                   ServerDiagnostics diagnostics = {});
 
     /// Five-character SQLSTATE, empty when the error did not come from (or map to) the database.
     [[nodiscard]] const std::string& sqlstate() const noexcept { return sqlstate_; }
     /// The statement that failed, empty for client-side errors.
     [[nodiscard]] const std::string& query() const noexcept { return query_; }
+    /// The primary message alone, without detail and hint.
+    [[nodiscard]] const std::string& message() const noexcept { return message_; }
+    /// The server's DETAIL, empty when it sent none (and for client-side errors).
+    [[nodiscard]] const std::string& detail() const noexcept { return diagnostics_.detail; }
+    /// The server's HINT, empty when it sent none (and for client-side errors).
+    [[nodiscard]] const std::string& hint() const noexcept { return diagnostics_.hint; }
 
 private:
+    std::string message_;
     std::string sqlstate_;
     std::string query_;
+    ServerDiagnostics diagnostics_;
 };
 
 /// The connection to the server is gone (or could not be made). Safe to retry only idempotent work.
@@ -122,7 +139,7 @@ public:
 namespace detail {
 /// Throws the Error subclass matching `sqlstate` (used by Connection, exposed for tests).
 [[noreturn]] void throw_sql_error(const std::string& message, const std::string& sqlstate,
-                                  const std::string& query);
+                                  const std::string& query, const ServerDiagnostics& diagnostics = {});
 }  // namespace detail
 
 }  // namespace cloacina

@@ -6,7 +6,9 @@
 // missing). At start it registers the workflows of its registry in the tenant and starts its worker
 // engine: batch claims of the `workflow.task` names it has handlers for, a pool of
 // max_concurrent_tasks handler threads, heartbeats on a timer, LISTEN wake-ups with a polling
-// backstop, reconnection with backoff, and a drain on shutdown().
+// backstop, reconnection with backoff, and a drain on shutdown() (or on a signal:
+// run_until_signal()). Behind a transaction-pooling proxy (PgBouncer) set `pooled`, and give a
+// direct `listen_url` for wake-ups, or let the claimer poll.
 #pragma once
 
 #include "cloacina/context.hpp"
@@ -14,6 +16,7 @@
 #include "cloacina/workflow.hpp"
 
 #include <chrono>
+#include <csignal>
 #include <cstdint>
 #include <iosfwd>
 #include <memory>
@@ -67,6 +70,14 @@ struct ExecuteOptions {
     std::optional<std::chrono::system_clock::time_point> run_at;
 };
 
+namespace detail {
+/// CLOACINA_POOLED (1, true, yes, on) and CLOACINA_LISTEN_URL: the defaults of
+/// DefaultRunnerConfig::pooled and ::listen_url, so that a deployed worker can be put behind a
+/// pooler without a rebuild.
+[[nodiscard]] bool pooled_from_environment();
+[[nodiscard]] std::string listen_url_from_environment();
+}  // namespace detail
+
 class DefaultRunnerConfig {
 public:
     class Builder;
@@ -83,6 +94,14 @@ public:
     std::chrono::milliseconds shutdown_timeout{30000};  ///< drain deadline of shutdown()
     std::chrono::milliseconds execution_timeout{600000};  ///< how long execute() waits for the end
     std::chrono::milliseconds reconnect_backoff_max{5000};
+    /// The URL goes through a transaction-pooling proxy (PgBouncer, pool_mode = transaction): the
+    /// runner keeps no session state there and LISTENs only on `listen_url`. Default: true when the
+    /// environment variable CLOACINA_POOLED is 1, true, yes or on.
+    bool pooled = detail::pooled_from_environment();
+    /// A direct (unpooled) URL that carries the LISTEN for wake-ups, on a connection of its own.
+    /// Empty: LISTEN on the claimer's connection, or, when `pooled`, none at all (the claimer
+    /// polls, backing off from poll_interval_min to poll_interval). Default: CLOACINA_LISTEN_URL.
+    std::string listen_url = detail::listen_url_from_environment();
     bool enable_worker = true;               ///< false: submit and wait only, run no handlers
     std::string worker_name;                 ///< default: <host>:<pid>:<n>
     std::vector<std::string> workflows;      ///< register/handle only these (default: all)
@@ -106,6 +125,8 @@ public:
     Builder& shutdown_timeout(std::chrono::milliseconds d) { config_.shutdown_timeout = d; return *this; }
     Builder& execution_timeout(std::chrono::milliseconds d) { config_.execution_timeout = d; return *this; }
     Builder& reconnect_backoff_max(std::chrono::milliseconds d) { config_.reconnect_backoff_max = d; return *this; }
+    Builder& pooled(bool on) { config_.pooled = on; return *this; }
+    Builder& listen_url(std::string url) { config_.listen_url = std::move(url); return *this; }
     Builder& enable_worker(bool on) { config_.enable_worker = on; return *this; }
     Builder& worker_name(std::string name) { config_.worker_name = std::move(name); return *this; }
     Builder& workflows(std::vector<std::string> names) { config_.workflows = std::move(names); return *this; }
@@ -156,6 +177,7 @@ struct ScheduleOptions {
 struct ShutdownReport {
     std::size_t drained = 0;    ///< handlers that finished within the deadline
     std::size_t abandoned = 0;  ///< handlers still running at the deadline (tasks released for retry)
+    int signal = 0;             ///< the signal that ended run_until_signal() (0: none)
 };
 
 /// Live counters of the worker engine.
@@ -217,6 +239,12 @@ public:
     /// Stops claiming, lets running handlers finish until shutdown_timeout, then cancels the rest and
     /// releases their tasks for retry. Idempotent.
     ShutdownReport shutdown();
+    /// A worker process's main loop: runs until one of `signals` arrives, then shuts down as
+    /// shutdown() does (the drain deadline is shutdown_timeout). A second signal during the drain
+    /// cuts it short: the handlers still running are cancelled and their tasks released for retry.
+    /// The signals' previous dispositions come back before it returns. One at a time per process
+    /// (cloacina::SignalCatcher); for several runners, catch once and shut each down.
+    ShutdownReport run_until_signal(std::vector<int> signals = {SIGINT, SIGTERM});
 
     [[nodiscard]] RunnerStats stats() const;
     [[nodiscard]] const std::string& worker_name() const noexcept;
