@@ -29,7 +29,10 @@ EXTRA_CLEAN  = build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
+# "make check" is ours (below), not PGXS's, which would refuse: PGXS is left out for it alone.
+ifneq ($(MAKECMDGOALS),check)
 include $(PGXS)
+endif
 
 # after the include, which sets them: the suites' database (see TEST_DB above)
 CONTRIB_TESTDB   = $(TEST_DB)
@@ -42,11 +45,21 @@ installcheck: build-dirs
 build-dirs:
 	@mkdir -p build/regress build/isolation
 
-.PHONY: test demo check-upgrade build-dirs sdk install-sdk bench bench-smoke
+.PHONY: test demo check-upgrade build-dirs sdk install-sdk bench bench-smoke format format-check
 # The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
 # PostgreSQL cluster of its own.
 test:
 	scripts/test
+# The fast suites (regress, isolation, the SDK's): what every change runs first.
+ifeq ($(MAKECMDGOALS),check)
+check:
+	scripts/test --fast
+endif
+# One formatter per language (scripts/format): clang-format for C++, pgindent for extension/.
+format:
+	scripts/format
+format-check:
+	scripts/format --check
 demo:
 	scripts/demo
 # The update from every released version to this one, with work in flight (scripts/check-upgrade).
