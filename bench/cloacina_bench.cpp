@@ -44,23 +44,20 @@ namespace {
 // The benchmark workflows: no-op handlers, so that only the engine is measured.
 void no_op(Context&) {}
 
-const WorkflowRegistration bench_one =
-    Workflow::builder("bench_one").task(Task("t").handler(no_op));
+const WorkflowRegistration bench_one = Workflow::builder("bench_one").task(Task("t").handler(no_op));
 
 // a -> (b, c, d) -> e: five tasks, a fan-out and a fan-in.
-const WorkflowRegistration bench_diamond =
-    Workflow::builder("bench_diamond")
-        .task(Task("a").handler(no_op))
-        .task(Task("b").depends_on("a").handler(no_op))
-        .task(Task("c").depends_on("a").handler(no_op))
-        .task(Task("d").depends_on("a").handler(no_op))
-        .task(Task("e").dependencies({"b", "c", "d"}).handler(no_op));
+const WorkflowRegistration bench_diamond = Workflow::builder("bench_diamond")
+                                               .task(Task("a").handler(no_op))
+                                               .task(Task("b").depends_on("a").handler(no_op))
+                                               .task(Task("c").depends_on("a").handler(no_op))
+                                               .task(Task("d").depends_on("a").handler(no_op))
+                                               .task(Task("e").dependencies({"b", "c", "d"}).handler(no_op));
 
-const WorkflowRegistration bench_chain3 =
-    Workflow::builder("bench_chain3")
-        .task(Task("a").handler(no_op))
-        .task(Task("b").depends_on("a").handler(no_op))
-        .task(Task("c").depends_on("b").handler(no_op));
+const WorkflowRegistration bench_chain3 = Workflow::builder("bench_chain3")
+                                              .task(Task("a").handler(no_op))
+                                              .task(Task("b").depends_on("a").handler(no_op))
+                                              .task(Task("c").depends_on("b").handler(no_op));
 
 std::size_t tasks_per_run(const std::string& workflow) {
     if (workflow == "bench_one") return 1;
@@ -109,9 +106,7 @@ DefaultRunnerConfig worker_config(std::size_t concurrency, std::size_t claim_bat
         .build();
 }
 
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
+double seconds_since(Clock::time_point start) { return std::chrono::duration<double>(Clock::now() - start).count(); }
 
 int burndown(const Args& args) {
     const std::string url = args.get("url"), schema = args.get("schema"), workflow = workflow_name(args);
@@ -141,10 +136,12 @@ int burndown(const Args& args) {
     std::vector<std::unique_ptr<DefaultRunner>> runners;
     const auto start = Clock::now();
     for (long i = 0; i < runner_count; ++i) {
-        const std::size_t share = static_cast<std::size_t>(concurrency / runner_count + (i < concurrency % runner_count));
+        const std::size_t share =
+            static_cast<std::size_t>(concurrency / runner_count + (i < concurrency % runner_count));
         runners.push_back(std::make_unique<DefaultRunner>(
-            DefaultRunner::with_schema(url, schema, worker_config(share, static_cast<std::size_t>(claim_batch), workflow, true,
-                                                       static_cast<std::size_t>(prefetch)))));
+            DefaultRunner::with_schema(url, schema,
+                                       worker_config(share, static_cast<std::size_t>(claim_batch), workflow, true,
+                                                     static_cast<std::size_t>(prefetch)))));
     }
     // Finished = completed or failed (a failed task ends its run too); `failed` is reported.
     auto finished = [&] {
@@ -251,8 +248,9 @@ int raw_latency(const Args& args) {
         Connection setup(url);
         setup.exec("DROP SCHEMA IF EXISTS bench_latency CASCADE");
         setup.exec("CREATE SCHEMA bench_latency");
-        setup.exec("CREATE TABLE bench_latency.jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'ready', "
-                   "payload jsonb NOT NULL DEFAULT '{}', output jsonb)");
+        setup.exec(
+            "CREATE TABLE bench_latency.jobs (id bigserial PRIMARY KEY, status text NOT NULL DEFAULT 'ready', "
+            "payload jsonb NOT NULL DEFAULT '{}', output jsonb)");
         setup.exec("CREATE INDEX ON bench_latency.jobs (id) WHERE status = 'ready'");
     }
     std::atomic<bool> stop{false};
@@ -264,37 +262,38 @@ int raw_latency(const Args& args) {
             if (thread.joinable()) thread.join();
         }
     } worker{stop, std::thread([&] {
-        Connection c(url);
-        c.exec("LISTEN bench_latency_jobs");
-        while (!stop.load()) {
-            // Claim on a notification (also one read with an earlier reply) or, as the backstop
-            // for one sent before this LISTEN, every 100 ms.
-            if (c.consume_notifications().empty()) {
-                pollfd fd{c.socket(), POLLIN, 0};
-                if (poll(&fd, 1, 100) > 0) continue;
-            }
-            for (;;) {
-                Result claimed = c.exec_prepared(
-                    "raw_claim",
-                    "UPDATE bench_latency.jobs SET status = 'running' WHERE id = (SELECT id FROM bench_latency.jobs "
-                    "WHERE status = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id");
-                if (claimed.rows() == 0) break;
-                c.exec_prepared("raw_complete",
-                                "WITH done AS (UPDATE bench_latency.jobs SET status = 'done', output = '{}' "
-                                "WHERE id = $1 RETURNING id) SELECT pg_notify('bench_latency_done', id::text) FROM done",
-                                {Param(claimed.int64(0, 0))});
-            }
-        }
-    })};
+                 Connection c(url);
+                 c.exec("LISTEN bench_latency_jobs");
+                 while (!stop.load()) {
+                     // Claim on a notification (also one read with an earlier reply) or, as the backstop
+                     // for one sent before this LISTEN, every 100 ms.
+                     if (c.consume_notifications().empty()) {
+                         pollfd fd{c.socket(), POLLIN, 0};
+                         if (poll(&fd, 1, 100) > 0) continue;
+                     }
+                     for (;;) {
+                         Result claimed = c.exec_prepared(
+                             "raw_claim",
+                             "UPDATE bench_latency.jobs SET status = 'running' WHERE id = (SELECT id FROM "
+                             "bench_latency.jobs "
+                             "WHERE status = 'ready' ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED) RETURNING id");
+                         if (claimed.rows() == 0) break;
+                         c.exec_prepared(
+                             "raw_complete",
+                             "WITH done AS (UPDATE bench_latency.jobs SET status = 'done', output = '{}' "
+                             "WHERE id = $1 RETURNING id) SELECT pg_notify('bench_latency_done', id::text) FROM done",
+                             {Param(claimed.int64(0, 0))});
+                     }
+                 }
+             })};
     Connection client(url);
     client.exec("LISTEN bench_latency_done");
     std::vector<double> micros;
     for (long i = -20; i < runs; ++i) {  // 20 warm-up round trips
         const auto start = Clock::now();
-        Result r = client.exec_prepared(
-            "raw_enqueue",
-            "WITH job AS (INSERT INTO bench_latency.jobs DEFAULT VALUES RETURNING id) "
-            "SELECT id, pg_notify('bench_latency_jobs', '') FROM job");
+        Result r = client.exec_prepared("raw_enqueue",
+                                        "WITH job AS (INSERT INTO bench_latency.jobs DEFAULT VALUES RETURNING id) "
+                                        "SELECT id, pg_notify('bench_latency_jobs', '') FROM job");
         wait_until_done(client, r.int64(0, 0));
         if (i >= 0) micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
     }
@@ -319,8 +318,10 @@ int workers(const Args& args) {
         const std::size_t comma = std::min(list.find(',', pos), list.size());
         const std::string schema = list.substr(pos, comma - pos);
         if (!schema.empty())
-            runners.push_back(std::make_unique<DefaultRunner>(DefaultRunner::with_schema(
-                url, schema, worker_config(static_cast<std::size_t>(concurrency), static_cast<std::size_t>(claim_batch), workflow, true))));
+            runners.push_back(std::make_unique<DefaultRunner>(
+                DefaultRunner::with_schema(url, schema,
+                                           worker_config(static_cast<std::size_t>(concurrency),
+                                                         static_cast<std::size_t>(claim_batch), workflow, true))));
         pos = comma + 1;
     }
     std::cout << "ready" << std::endl;

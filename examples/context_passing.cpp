@@ -21,9 +21,7 @@ static std::string database_url() {
 
 CLOACINA_WORKFLOW(etl_pipeline, "Extract, transform and load a list of numbers");
 
-CLOACINA_TASK(etl_pipeline, extract) {
-    context.insert("numbers", std::vector<int>{1, 2, 3, 4, 5});
-}
+CLOACINA_TASK(etl_pipeline, extract) { context.insert("numbers", std::vector<int>{1, 2, 3, 4, 5}); }
 
 CLOACINA_TASK(etl_pipeline, transform, .dependencies({"extract"})) {
     std::vector<int> squares;
@@ -42,7 +40,8 @@ int main() try {
     const WorkflowResult result = runner.execute("etl_pipeline", Context());
     std::cout << "status: " << result.status << "\nfinal context: " << result.final_context << "\n";
     for (const auto& task : result.task_results)
-        std::cout << "  " << task.task << ": " << task.status << ", output " << boost::json::serialize(task.output) << "\n";
+        std::cout << "  " << task.task << ": " << task.status << ", output " << boost::json::serialize(task.output)
+                  << "\n";
     runner.shutdown();
     return result.status == WorkflowStatus::Completed && result.final_context.at<int>("total") == 55 ? 0 : 1;
 } catch (const std::exception& e) {

@@ -20,10 +20,10 @@ static std::string database_url() {
 static const WorkflowRegistration order_review =
     Workflow::builder("order_review")
         .description("Check an order's stock and credit in parallel, then decide")
-        .task(Task("fetch").handler([](Context& c) { c.insert("order", boost::json::object{{"id", 42}, {"amount", 120}}); }))
-        .task(Task("check_stock").depends_on("fetch").handler([](Context& c) {
-            c.insert("in_stock", true);
+        .task(Task("fetch").handler([](Context& c) {
+            c.insert("order", boost::json::object{{"id", 42}, {"amount", 120}});
         }))
+        .task(Task("check_stock").depends_on("fetch").handler([](Context& c) { c.insert("in_stock", true); }))
         .task(Task("check_credit").depends_on("fetch").handler([](Context& c) {
             const auto order = c.at<boost::json::object>("order");
             c.insert("credit_ok", order.at("amount").to_number<int>() < 500);

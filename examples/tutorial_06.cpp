@@ -141,11 +141,10 @@ CLOACINA_TASK(tenant_data_processing, process_tenant_data, .dependencies({})) {
     info("Processing ", data_volume, " data for tenant: ", tenant_id);
 
     // Simulate data processing based on volume
-    const auto [processing_time, records_processed] =
-        data_volume == "large"    ? std::pair{5000, 50000}
-        : data_volume == "medium" ? std::pair{2000, 15000}
-        : data_volume == "small"  ? std::pair{500, 2000}
-                                  : std::pair{100, 100};
+    const auto [processing_time, records_processed] = data_volume == "large"    ? std::pair{5000, 50000}
+                                                      : data_volume == "medium" ? std::pair{2000, 15000}
+                                                      : data_volume == "small"  ? std::pair{500, 2000}
+                                                                                : std::pair{100, 100};
 
     // Simulate processing delay (a cancellable sleep: it ends early if the run is cancelled)
     cancellation.wait_for(std::chrono::milliseconds(processing_time / 10));
@@ -221,10 +220,9 @@ void advanced_admin_demo(const std::string& admin_database_url) {
     const auto processing = tenant_runner.execute("tenant_data_processing", data_context);
 
     if (processing.status == WorkflowStatus::Completed) {
-        info("Tenant data processed: ",
-             processing.final_context.value_or<std::int64_t>("records_processed", 0), " records in ",
-             processing.final_context.value_or<std::int64_t>("processing_time_ms", 0), "ms (status: ",
-             processing.final_context.value_or("processing_status", "?"), ")");
+        info("Tenant data processed: ", processing.final_context.value_or<std::int64_t>("records_processed", 0),
+             " records in ", processing.final_context.value_or<std::int64_t>("processing_time_ms", 0),
+             "ms (status: ", processing.final_context.value_or("processing_status", "?"), ")");
     } else {
         error("Tenant data processing failed: ", processing.status, " ", processing.error.value_or(""));
         g_all_runs_completed = false;

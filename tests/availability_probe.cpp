@@ -32,9 +32,10 @@ int main(int argc, char** argv) {
     cloacina::set_log_level(cloacina::LogLevel::Error);
 
     auto registry = std::make_shared<cloacina::Registry>();
-    registry->add(cloacina::Workflow::builder("sdk_probe")
-                      .task(cloacina::Task("pong").handler([](cloacina::Context& context) { context.upsert("pong", true); }))
-                      .build());
+    registry->add(
+        cloacina::Workflow::builder("sdk_probe")
+            .task(cloacina::Task("pong").handler([](cloacina::Context& context) { context.upsert("pong", true); }))
+            .build());
     // A stall shows as a slow run, not a hung probe: execute() gives up after execution_timeout.
     const auto config = cloacina::DefaultRunnerConfig::builder()
                             .registry(registry)

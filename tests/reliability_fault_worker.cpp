@@ -11,17 +11,17 @@
 // simply carry on (the runner reconnects), or exit non-zero if it cannot start within a minute.
 #include <cloacina/cloacina.hpp>
 
+#include <fcntl.h>
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
 #include <csignal>
 #include <cstring>
-#include <fcntl.h>
 #include <iostream>
 #include <memory>
 #include <random>
 #include <string>
 #include <thread>
-#include <unistd.h>
 
 namespace {
 
@@ -49,7 +49,8 @@ private:
 
 int main(int argc, char** argv) {
     if (argc != 6) {
-        std::cerr << "usage: reliability_fault_worker <tenant-url> <worker-name> <record-file> <work-ms-min> <work-ms-max>\n";
+        std::cerr
+            << "usage: reliability_fault_worker <tenant-url> <worker-name> <record-file> <work-ms-min> <work-ms-max>\n";
         return 2;
     }
     const int work_min = std::stoi(argv[4]);
@@ -64,7 +65,7 @@ int main(int argc, char** argv) {
     auto counter = std::make_shared<std::atomic<std::uint64_t>>(0);
     auto make_handler = [records, counter, name, work_min, work_max](std::string task) {
         return [records, counter, name, task, work_min, work_max](cloacina::Context& context,
-                                                                 const cloacina::CancellationToken& token) {
+                                                                  const cloacina::CancellationToken& token) {
             thread_local std::mt19937 rng{std::random_device{}()};
             // a few milliseconds of "work", so that kills and stops find handlers in flight
             token.wait_for(std::chrono::milliseconds(std::uniform_int_distribution<int>(work_min, work_max)(rng)));

@@ -47,7 +47,8 @@ bool mentions(const Json& v, const std::string& marker) {
 
 int main(int argc, char** argv) {
     if (argc != 5) {
-        std::cerr << "usage: reliability_isolation_probe <attacker-url> <victim-schema> <victim-run-id> <victim-marker>\n";
+        std::cerr
+            << "usage: reliability_isolation_probe <attacker-url> <victim-schema> <victim-run-id> <victim-marker>\n";
         return 2;
     }
     using namespace std::chrono_literals;

@@ -52,14 +52,14 @@ int main(int argc, char** argv) {
                                     context.insert("finished", true);
                                 }))
                       .build());
-    cloacina::DefaultRunner runner = cloacina::DefaultRunner::with_schema(
-        argv[1], argv[2],
-        cloacina::DefaultRunnerConfig::builder()
-            .registry(registry)
-            .poll_interval(100ms)
-            .poll_interval_min(10ms)
-            .shutdown_timeout(std::chrono::milliseconds(std::stol(argv[3])))
-            .build());
+    cloacina::DefaultRunner runner =
+        cloacina::DefaultRunner::with_schema(argv[1], argv[2],
+                                             cloacina::DefaultRunnerConfig::builder()
+                                                 .registry(registry)
+                                                 .poll_interval(100ms)
+                                                 .poll_interval_min(10ms)
+                                                 .shutdown_timeout(std::chrono::milliseconds(std::stol(argv[3])))
+                                                 .build());
     const cloacina::ShutdownReport report = runner.run_until_signal();
     say("report drained=" + std::to_string(report.drained) + " abandoned=" + std::to_string(report.abandoned) +
         " signal=" + std::to_string(report.signal));

@@ -6,13 +6,13 @@
 
 #include <boost/test/unit_test.hpp>
 
+#include <unistd.h>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
 #include <string>
-#include <unistd.h>
 
 namespace test_support {
 

@@ -169,13 +169,12 @@ BOOST_AUTO_TEST_CASE(with_schema_on_an_existing_tenant_writes_no_error_to_the_se
     const Result log = observer.exec("SELECT pg_current_logfile()");
     BOOST_REQUIRE_MESSAGE(!log.is_null(0, 0), "the server runs without logging_collector: its log cannot be read");
     const std::string file(log.text(0, 0));
-    const auto log_size = [&] {
-        return observer.exec("SELECT size FROM pg_stat_file($1)", {Param(file)}).int64(0, 0);
-    };
+    const auto log_size = [&] { return observer.exec("SELECT size FROM pg_stat_file($1)", {Param(file)}).int64(0, 0); };
     (void)DefaultRunner::with_schema(url, schema, fast_config(std::make_shared<Registry>()).build());  // creates it
     const std::int64_t before = log_size();
     {
-        DefaultRunner again = DefaultRunner::with_schema(url, schema, fast_config(std::make_shared<Registry>()).build());
+        DefaultRunner again =
+            DefaultRunner::with_schema(url, schema, fast_config(std::make_shared<Registry>()).build());
         again.shutdown();
     }
     // The log is written by the logging collector: wait until a marker logged after the runner is in it.
@@ -184,10 +183,11 @@ BOOST_AUTO_TEST_CASE(with_schema_on_an_existing_tenant_writes_no_error_to_the_se
     const bool seen = wait_until([&] {
         (void)observer.exec("DO $$ BEGIN RAISE LOG '" + marker + "'; END $$");
         const std::int64_t after = log_size();
-        appended = std::string(observer.exec("SELECT pg_read_file($1, $2, $3)",
-                                             {Param(file), Param(static_cast<long long>(before)),
-                                              Param(static_cast<long long>(after - before))})
-                                   .text(0, 0));
+        appended = std::string(
+            observer
+                .exec("SELECT pg_read_file($1, $2, $3)", {Param(file), Param(static_cast<long long>(before)),
+                                                          Param(static_cast<long long>(after - before))})
+                .text(0, 0));
         return appended.find(marker) != std::string::npos;
     });
     BOOST_REQUIRE_MESSAGE(seen, "the marker never reached the server log");

@@ -37,7 +37,8 @@ BOOST_AUTO_TEST_CASE(cancelling_a_run_cancels_its_handler) {
                       .task(Task("after").depends_on("crunch").handler([=](Context&) { after_ran->store(true); }))
                       .build());
     DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema, fast_config(registry).lease(milliseconds(3000)).heartbeat_interval(milliseconds(200)).build());
+        url, tenant.schema,
+        fast_config(registry).lease(milliseconds(3000)).heartbeat_interval(milliseconds(200)).build());
 
     ExecutionHandle handle = runner.execute_async("long_job", Context());
     CancelOnExit cancel_on_failure{handle};
@@ -45,7 +46,8 @@ BOOST_AUTO_TEST_CASE(cancelling_a_run_cancels_its_handler) {
     BOOST_TEST(handle.cancel());
     const WorkflowResult result = handle.wait();
     BOOST_TEST(result.status == WorkflowStatus::Cancelled);
-    BOOST_TEST(wait_until([&] { return seen->load() != static_cast<int>(CancelReason::None); }, std::chrono::seconds(10)));
+    BOOST_TEST(
+        wait_until([&] { return seen->load() != static_cast<int>(CancelReason::None); }, std::chrono::seconds(10)));
     BOOST_TEST(seen->load() == static_cast<int>(CancelReason::RunCancelled));
     BOOST_TEST(!after_ran->load());
     // A cancelled run never flips back.
@@ -59,12 +61,13 @@ BOOST_AUTO_TEST_CASE(timeout_cancels_the_handler_and_fails_the_attempt) {
     TenantGuard tenant{unique_name("timeout"), ""};
     auto seen = std::make_shared<std::atomic<int>>(static_cast<int>(CancelReason::None));
     auto registry = std::make_shared<Registry>();
-    registry->add(Workflow::builder("slow")
-                      .task(Task("too_slow").timeout(milliseconds(300)).handler([=](Context&, const CancellationToken& token) {
-                          token.wait_for(std::chrono::seconds(30));
-                          seen->store(static_cast<int>(token.reason()));
-                      }))
-                      .build());
+    registry->add(
+        Workflow::builder("slow")
+            .task(Task("too_slow").timeout(milliseconds(300)).handler([=](Context&, const CancellationToken& token) {
+                token.wait_for(std::chrono::seconds(30));
+                seen->store(static_cast<int>(token.reason()));
+            }))
+            .build());
     DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).build());
     const auto begin = std::chrono::steady_clock::now();
     const WorkflowResult result = runner.execute("slow", Context());

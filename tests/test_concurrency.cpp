@@ -20,24 +20,25 @@ BOOST_AUTO_TEST_CASE(never_more_than_max_concurrent_tasks) {
     auto peak = std::make_shared<std::atomic<int>>(0);
     auto done = std::make_shared<std::atomic<int>>(0);
     auto registry = std::make_shared<Registry>();
-    registry->add(Workflow::builder("capped")
-                      .task(Task("hold").handler([=](Context& c, const CancellationToken& token) {
-                          const int now = ++*active;
-                          int seen = peak->load();
-                          while (now > seen && !peak->compare_exchange_weak(seen, now)) {
-                          }
-                          // Hold the slot until the cap is reached (or all remaining work is running),
-                          // so that the test observes the real peak.
-                          wait_until([&] { return peak->load() >= kCap || done->load() + active->load() >= kRuns || token.cancelled(); },
-                                     std::chrono::seconds(10));
-                          c.insert("peak_seen", peak->load());
-                          --*active;
-                          ++*done;
-                      }))
-                      .build());
+    registry->add(
+        Workflow::builder("capped")
+            .task(Task("hold").handler([=](Context& c, const CancellationToken& token) {
+                const int now = ++*active;
+                int seen = peak->load();
+                while (now > seen && !peak->compare_exchange_weak(seen, now)) {
+                }
+                // Hold the slot until the cap is reached (or all remaining work is running),
+                // so that the test observes the real peak.
+                wait_until(
+                    [&] { return peak->load() >= kCap || done->load() + active->load() >= kRuns || token.cancelled(); },
+                    std::chrono::seconds(10));
+                c.insert("peak_seen", peak->load());
+                --*active;
+                ++*done;
+            }))
+            .build());
     DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema,
-        fast_config(registry).max_concurrent_tasks(kCap).claim_batch(16).db_pool_size(5).build());
+        url, tenant.schema, fast_config(registry).max_concurrent_tasks(kCap).claim_batch(16).db_pool_size(5).build());
 
     std::vector<Context> contexts(kRuns);
     auto handles = runner.execute_batch("capped", contexts);
@@ -61,8 +62,10 @@ BOOST_AUTO_TEST_CASE(two_runners_share_the_work_without_double_claims) {
                           ++(*seen)[c.at<std::string>("item")];
                       }))
                       .build());
-    DefaultRunner a = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
-    DefaultRunner b = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
+    DefaultRunner a =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
+    DefaultRunner b =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(3).build());
     std::vector<Context> contexts;
     for (int i = 0; i < kRuns; ++i) {
         Context c;
@@ -74,8 +77,9 @@ BOOST_AUTO_TEST_CASE(two_runners_share_the_work_without_double_claims) {
     BOOST_TEST(seen->size() == static_cast<std::size_t>(kRuns));
     for (const auto& [item, count] : *seen) BOOST_TEST(count == 1, item << " ran " << count << " times");
     // Counters move when the completer's round trip returns, a moment after the run ends.
-    BOOST_TEST(wait_until([&] { return a.stats().completed + b.stats().completed == static_cast<std::uint64_t>(kRuns); },
-                          std::chrono::seconds(5)));
+    BOOST_TEST(
+        wait_until([&] { return a.stats().completed + b.stats().completed == static_cast<std::uint64_t>(kRuns); },
+                   std::chrono::seconds(5)));
 }
 
 // prefetch: the runner holds at most max_concurrent_tasks + prefetch claimed tasks that no handler
@@ -114,8 +118,8 @@ BOOST_AUTO_TEST_CASE(prefetch_bounds_the_local_queue_and_batches_claims) {
     std::atomic<long> most_held{0};
     std::thread watcher([&] {
         Connection c(url);
-        const std::string sql = "SELECT input ->> 'item' FROM " + c.quote_identifier(tenant.schema) +
-                                ".tasks WHERE status = 'running'";
+        const std::string sql =
+            "SELECT input ->> 'item' FROM " + c.quote_identifier(tenant.schema) + ".tasks WHERE status = 'running'";
         while (watching.load()) {
             Result running = c.exec(sql);
             long held = 0;

@@ -50,12 +50,12 @@ std::shared_ptr<Registry> make_registry() {
 BOOST_AUTO_TEST_CASE(diamond_merges_in_declaration_order) {
     const std::string url = database_url();
     TenantGuard tenant{unique_name("diamond"), ""};
-    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema,
-                                                      fast_config(make_registry()).max_concurrent_tasks(4).build());
+    DefaultRunner runner =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(make_registry()).max_concurrent_tasks(4).build());
 
     const WorkflowResult result = runner.execute("diamond", Context());
-    BOOST_REQUIRE_MESSAGE(result.status == WorkflowStatus::Completed, "status " << result.status << " error "
-                                                                                  << result.error.value_or(""));
+    BOOST_REQUIRE_MESSAGE(result.status == WorkflowStatus::Completed,
+                          "status " << result.status << " error " << result.error.value_or(""));
     const Context& c = result.final_context;
     BOOST_TEST(c.at<std::string>("left_saw") == "start");
     BOOST_TEST(c.at<std::string>("right_saw") == "start");
@@ -94,7 +94,8 @@ BOOST_AUTO_TEST_CASE(branches_run_in_parallel) {
                       .task(Task("right").depends_on("start").handler(branch))
                       .task(Task("join").dependencies({"left", "right"}).handler([](Context&) {}))
                       .build());
-    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(2).build());
+    DefaultRunner runner =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).max_concurrent_tasks(2).build());
     const WorkflowResult result = runner.execute("parallel_diamond", Context());
     BOOST_REQUIRE(result.status == WorkflowStatus::Completed);
     BOOST_TEST(result.final_context.at<bool>("parallel_2"));

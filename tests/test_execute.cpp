@@ -26,7 +26,10 @@ std::shared_ptr<Registry> make_registry() {
                       .task(Task("process_customer_data").handler(process_customer_data))
                       .build());
     registry->add(Workflow::builder("chain")
-                      .task(Task("first").handler([](Context& c) { c.insert("step", 1); c.insert("trail", "first"); }))
+                      .task(Task("first").handler([](Context& c) {
+                          c.insert("step", 1);
+                          c.insert("trail", "first");
+                      }))
                       .task(Task("second").depends_on("first").handler([](Context& c) {
                           c.update("step", c.at<int>("step") + 1);
                           c.update("trail", c.at<std::string>("trail") + ">second");
@@ -135,8 +138,8 @@ BOOST_AUTO_TEST_CASE(idempotency_key_returns_the_first_run) {
 
 BOOST_AUTO_TEST_CASE(client_only_runner_waits_for_other_workers) {
     // A runner with enable_worker(false) submits; this fixture's runner does the work.
-    DefaultRunner client = DefaultRunner::with_schema(url, tenant.schema,
-                                                      fast_config(std::make_shared<Registry>()).enable_worker(false).build());
+    DefaultRunner client = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(std::make_shared<Registry>()).enable_worker(false).build());
     const WorkflowResult result = client.execute("customer_processing", Context());
     BOOST_TEST(result.status == WorkflowStatus::Completed);
     BOOST_TEST(result.final_context.at<int>("processed_records") == 100);
@@ -152,10 +155,11 @@ BOOST_AUTO_TEST_CASE(notifications_wake_an_idle_worker) {
     // With a 10 s polling backstop, only the tenant's NOTIFY can make the idle worker claim quickly.
     const std::string url = database_url();
     TenantGuard tenant{unique_name("notify"), ""};
-    DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema,
-        fast_config(make_registry()).poll_interval_min(std::chrono::milliseconds(10000))
-            .poll_interval(std::chrono::milliseconds(10000)).build());
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema,
+                                                      fast_config(make_registry())
+                                                          .poll_interval_min(std::chrono::milliseconds(10000))
+                                                          .poll_interval(std::chrono::milliseconds(10000))
+                                                          .build());
     // Let the claimer go idle: it finds nothing and starts its long wait.
     BOOST_TEST(wait_until([&] { return runner.stats().claimed == 0; }));
     for (int i = 0; i < 3; ++i) {
@@ -163,8 +167,9 @@ BOOST_AUTO_TEST_CASE(notifications_wake_an_idle_worker) {
         const WorkflowResult result = runner.execute("customer_processing", Context());
         const auto took = std::chrono::steady_clock::now() - begin;
         BOOST_TEST(result.status == WorkflowStatus::Completed);
-        BOOST_TEST((took < std::chrono::seconds(3)),
-                   "run " << i << " took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
+        BOOST_TEST(
+            (took < std::chrono::seconds(3)),
+            "run " << i << " took " << std::chrono::duration_cast<std::chrono::milliseconds>(took).count() << " ms");
     }
 }
 
@@ -178,7 +183,8 @@ BOOST_AUTO_TEST_CASE(a_waiting_client_does_not_hold_back_vacuum) {
     auto release = std::make_shared<Gate>();
     auto registry = std::make_shared<Registry>();
     registry->add(Workflow::builder("held").task(Task("held").handler([=](Context&) { release->wait(); })).build());
-    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).worker_name(worker).build());
+    DefaultRunner runner =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).worker_name(worker).build());
     ExecutionHandle handle = runner.execute_async("held", Context());
     CancelOnExit cancel_on_failure{handle};
     std::optional<WorkflowResult> result;
@@ -186,20 +192,23 @@ BOOST_AUTO_TEST_CASE(a_waiting_client_does_not_hold_back_vacuum) {
 
     Connection admin(url);
     const auto waiter_xmin = [&]() -> std::optional<long long> {
-        Result r = admin.exec("SELECT backend_xmin::text::bigint FROM pg_stat_activity "
-                              "WHERE application_name = 'cloacina-sdk client ' || $1 AND wait_event = 'Extension'",
-                              {Param(worker)});
+        Result r = admin.exec(
+            "SELECT backend_xmin::text::bigint FROM pg_stat_activity "
+            "WHERE application_name = 'cloacina-sdk client ' || $1 AND wait_event = 'Extension'",
+            {Param(worker)});
         if (r.rows() != 1 || r.is_null(0, 0)) return std::nullopt;
         return r.int64(0, 0);
     };
     BOOST_REQUIRE(wait_until([&] { return waiter_xmin().has_value(); }));
     const long long first = *waiter_xmin();
     // Transactions commit meanwhile (each takes an xid); the waiter's horizon must follow.
-    const bool moved = wait_until([&] {
-        (void)admin.exec("SELECT txid_current()");
-        const auto now = waiter_xmin();
-        return now && *now > first;
-    }, std::chrono::seconds(10));
+    const bool moved = wait_until(
+        [&] {
+            (void)admin.exec("SELECT txid_current()");
+            const auto now = waiter_xmin();
+            return now && *now > first;
+        },
+        std::chrono::seconds(10));
     release->open();
     waiter.join();
     BOOST_TEST(moved);
@@ -215,7 +224,8 @@ BOOST_AUTO_TEST_CASE(heartbeats_keep_a_long_task_leased) {
     auto runs = std::make_shared<std::atomic<int>>(0);
     auto registry = std::make_shared<Registry>();
     registry->add(Workflow::builder("long_task")
-                      .task(Task("slow").retry(RetryPolicy::fixed(3, std::chrono::milliseconds(10)))
+                      .task(Task("slow")
+                                .retry(RetryPolicy::fixed(3, std::chrono::milliseconds(10)))
                                 .handler([runs](Context& c, const CancellationToken& token) {
                                     ++*runs;
                                     // The work itself: 3 s, interrupted only by cancellation.
@@ -223,9 +233,11 @@ BOOST_AUTO_TEST_CASE(heartbeats_keep_a_long_task_leased) {
                                     c.insert("cancelled", cancelled);
                                 }))
                       .build());
-    DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema,
-        fast_config(registry).lease(std::chrono::milliseconds(1000)).heartbeat_interval(std::chrono::milliseconds(200)).build());
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema,
+                                                      fast_config(registry)
+                                                          .lease(std::chrono::milliseconds(1000))
+                                                          .heartbeat_interval(std::chrono::milliseconds(200))
+                                                          .build());
     const WorkflowResult result = runner.execute("long_task", Context());
     BOOST_TEST(result.status == WorkflowStatus::Completed);
     BOOST_TEST(!result.final_context.at<bool>("cancelled"));
@@ -243,8 +255,9 @@ BOOST_AUTO_TEST_CASE(sql_tasks_and_handler_tasks_share_a_context) {
     const TenantCredentials credentials = admin.create_tenant(TenantConfig{schema, schema + "_user", ""});
     auto registry = std::make_shared<Registry>();
     registry->add(Workflow::builder("mixed")
-                      .task(Task("double_it").sql("SELECT jsonb_build_object('doubled', ($1->>'n')::int * 2, "
-                                                  "'who', current_user::text)"))
+                      .task(Task("double_it")
+                                .sql("SELECT jsonb_build_object('doubled', ($1->>'n')::int * 2, "
+                                     "'who', current_user::text)"))
                       .task(Task("report").depends_on("double_it").handler([](Context& c) {
                           c.insert("report", "doubled=" + std::to_string(c.at<int>("doubled")));
                       }))
@@ -284,15 +297,19 @@ BOOST_FIXTURE_TEST_CASE(logging_hook_receives_runner_messages, Fixture) {
     auto mutex = std::make_shared<std::mutex>();
     DefaultRunner logged = DefaultRunner::with_schema(
         url, tenant.schema,
-        fast_config(make_registry()).worker_name(unique_name("logged")).logger([=](const LogRecord& record) {
-            std::lock_guard lock(*mutex);
-            lines->push_back(std::string(to_string(record.level)) + " " + record.message);
-        }).build());
+        fast_config(make_registry())
+            .worker_name(unique_name("logged"))
+            .logger([=](const LogRecord& record) {
+                std::lock_guard lock(*mutex);
+                lines->push_back(std::string(to_string(record.level)) + " " + record.message);
+            })
+            .build());
     const std::string name = logged.worker_name();
     logged.shutdown();
     std::lock_guard lock(*mutex);
     auto has = [&](const std::string& text) {
-        return std::any_of(lines->begin(), lines->end(), [&](const std::string& l) { return l.find(text) != std::string::npos; });
+        return std::any_of(lines->begin(), lines->end(),
+                           [&](const std::string& l) { return l.find(text) != std::string::npos; });
     };
     BOOST_TEST(has("INFO runner " + name + " started in schema " + tenant.schema));
     BOOST_TEST(has("INFO runner " + name + " shut down"));

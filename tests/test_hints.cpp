@@ -22,8 +22,10 @@ struct Fixture {
 
     ~Fixture() {
         try {  // a tenant with unfinished runs cannot be removed
-            Connection(database_url()).exec("SELECT cloacina._cancel($1, id) FROM " + schema +
-                                            ".executions WHERE status IN ('running', 'paused')", {Param(schema)});
+            Connection(database_url())
+                .exec("SELECT cloacina._cancel($1, id) FROM " + schema +
+                          ".executions WHERE status IN ('running', 'paused')",
+                      {Param(schema)});
         } catch (const std::exception& e) {
             BOOST_TEST_MESSAGE("cancelling the runs of " << schema << " failed: " << e.what());
         }
@@ -34,8 +36,9 @@ struct Fixture {
         admin.exec("SELECT 1 FROM cloacina.create_tenant($1)", {Param(schema)});
         Connection c = tenant();
         // a -> b, plus "other", a root handled by some other worker.
-        c.exec("SELECT cloacina.register_workflow('{\"name\": \"chain\", \"tasks\": [{\"id\": \"a\"}, "
-               "{\"id\": \"b\", \"dependencies\": [\"a\"]}]}')");
+        c.exec(
+            "SELECT cloacina.register_workflow('{\"name\": \"chain\", \"tasks\": [{\"id\": \"a\"}, "
+            "{\"id\": \"b\", \"dependencies\": [\"a\"]}]}')");
         c.exec("SELECT cloacina.register_workflow('{\"name\": \"other\", \"tasks\": [{\"id\": \"o\"}]}')");
         channel = std::string(c.exec("SELECT cloacina.notify_channel()").text(0, 0));
     }
@@ -88,9 +91,10 @@ struct Session {
     /// Completes chain.a and claims (chain.b only) in one transaction; the claimed tasks.
     Result complete_then_claim() {
         worker.exec("BEGIN");
-        worker.exec("SELECT * FROM cloacina.complete_batch(ARRAY[$1]::bigint[], ARRAY[$2]::bigint[], "
-                    "ARRAY['{}']::jsonb[])",
-                    {Param(task), Param(fence)});
+        worker.exec(
+            "SELECT * FROM cloacina.complete_batch(ARRAY[$1]::bigint[], ARRAY[$2]::bigint[], "
+            "ARRAY['{}']::jsonb[])",
+            {Param(task), Param(fence)});
         Result claimed = worker.exec("SELECT task FROM cloacina.claim('w', '{chain.b}', 4)");
         worker.exec("COMMIT");
         return claimed;

@@ -97,7 +97,8 @@ BOOST_FIXTURE_TEST_CASE(runner_with_tenant_a_credentials_cannot_reach_tenant_b, 
 
 BOOST_FIXTURE_TEST_CASE(tenant_a_role_cannot_use_tenant_b_schema, TwoTenants) {
     // B has a run, so its tables are not empty.
-    DefaultRunner client_b(b.connection_string, fast_config(make_registry(std::make_shared<Seen>())).enable_worker(false).build());
+    DefaultRunner client_b(b.connection_string,
+                           fast_config(make_registry(std::make_shared<Seen>())).enable_worker(false).build());
     CancelOnExit b_run{client_b.execute_async("confidential", Context())};
 
     Connection as_a(a.connection_string);
@@ -111,7 +112,8 @@ BOOST_FIXTURE_TEST_CASE(tenant_a_role_cannot_use_tenant_b_schema, TwoTenants) {
 
     // Schema-qualified access to every table of B: refused.
     Connection admin_connection(url);
-    Result tables = admin_connection.exec("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1", {Param(b_schema)});
+    Result tables =
+        admin_connection.exec("SELECT quote_ident(tablename) FROM pg_tables WHERE schemaname = $1", {Param(b_schema)});
     BOOST_TEST(tables.rows() > 0);
     for (int i = 0; i < tables.rows(); ++i)
         BOOST_TEST(refused(as_a, "SELECT count(*) FROM " + b_quoted + "." + std::string(tables.text(i, 0))),
@@ -119,11 +121,11 @@ BOOST_FIXTURE_TEST_CASE(tenant_a_role_cannot_use_tenant_b_schema, TwoTenants) {
 
     // A runner given A's credentials but told to use B's schema cannot start; told to use its own
     // schema, it can (with_schema tolerates a caller that may not create tenants).
-    BOOST_CHECK_THROW(DefaultRunner::with_schema(a.connection_string, b_schema,
-                                                 fast_config(std::make_shared<Registry>()).build()),
-                      Error);
-    BOOST_CHECK_NO_THROW(DefaultRunner::with_schema(a.connection_string, a_schema,
-                                                    fast_config(std::make_shared<Registry>()).build()));
+    BOOST_CHECK_THROW(
+        DefaultRunner::with_schema(a.connection_string, b_schema, fast_config(std::make_shared<Registry>()).build()),
+        Error);
+    BOOST_CHECK_NO_THROW(
+        DefaultRunner::with_schema(a.connection_string, a_schema, fast_config(std::make_shared<Registry>()).build()));
 
     // A's role cannot reach the admin registry.
     BOOST_TEST(refused(as_a, "SELECT * FROM cloacina.tenants"));

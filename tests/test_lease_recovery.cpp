@@ -3,9 +3,9 @@
 #define BOOST_TEST_MODULE lease_recovery
 #include "support.hpp"
 
-#include <csignal>
 #include <spawn.h>
 #include <sys/wait.h>
+#include <csignal>
 
 extern char** environ;
 
@@ -17,16 +17,16 @@ BOOST_AUTO_TEST_CASE(killed_worker_task_is_finished_by_another_runner) {
     TenantGuard tenant{unique_name("lease"), ""};
     auto registry = std::make_shared<Registry>();
     auto attempts_here = std::make_shared<std::atomic<int>>(0);
-    registry->add(Workflow::builder("lease_victim")
-                      .task(Task("work")
-                                .retry(RetryPolicy::fixed(3, std::chrono::milliseconds(10)))
-                                .handler([=](Context& c) {
-                                    ++*attempts_here;
-                                    c.insert("finished_by", "survivor");
-                                }))
-                      .build());
+    registry->add(
+        Workflow::builder("lease_victim")
+            .task(Task("work").retry(RetryPolicy::fixed(3, std::chrono::milliseconds(10))).handler([=](Context& c) {
+                ++*attempts_here;
+                c.insert("finished_by", "survivor");
+            }))
+            .build());
     // Register the workflow (no worker yet) and start a run.
-    DefaultRunner client = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    DefaultRunner client =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
     ExecutionHandle handle = client.execute_async("lease_victim", Context());
     CancelOnExit cancel_on_failure{handle};
 
@@ -37,11 +37,13 @@ BOOST_AUTO_TEST_CASE(killed_worker_task_is_finished_by_another_runner) {
     std::string schema_arg = tenant.schema;
     char* args[] = {program.data(), url_arg.data(), schema_arg.data(), nullptr};
     BOOST_REQUIRE(posix_spawn(&child, program.c_str(), nullptr, nullptr, args, environ) == 0);
-    const bool running = wait_until([&] {
-        const WorkflowResult r = client.result(handle.id());
-        const TaskResult* t = r.task("work");
-        return t != nullptr && t->status == TaskStatus::Running;
-    }, std::chrono::seconds(30));
+    const bool running = wait_until(
+        [&] {
+            const WorkflowResult r = client.result(handle.id());
+            const TaskResult* t = r.task("work");
+            return t != nullptr && t->status == TaskStatus::Running;
+        },
+        std::chrono::seconds(30));
     BOOST_REQUIRE_MESSAGE(running, "the helper worker never started the task");
 
     kill(child, SIGKILL);

@@ -63,7 +63,8 @@ BOOST_AUTO_TEST_CASE(a_failed_attempt_is_logged_with_its_run_task_and_attempt) {
                       .build());
     Collected collected;
     DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema, fast_config(registry).worker_name(unique_name("logger")).logger(collected.handler()).build());
+        url, tenant.schema,
+        fast_config(registry).worker_name(unique_name("logger")).logger(collected.handler()).build());
     const WorkflowResult result = runner.execute("flaky", Context());
     BOOST_TEST(result.status == WorkflowStatus::Failed);
     runner.shutdown();

@@ -14,9 +14,10 @@ namespace {
 std::int64_t terminate_runner_backends(const std::string& url, const std::string& worker) {
     Connection admin(url);
     return admin
-        .exec("SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
-              "WHERE application_name LIKE '%' || $1 AND pid <> pg_backend_pid()",
-              {Param(worker)})
+        .exec(
+            "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity "
+            "WHERE application_name LIKE '%' || $1 AND pid <> pg_backend_pid()",
+            {Param(worker)})
         .int64(0, 0);
 }
 
@@ -54,7 +55,8 @@ BOOST_AUTO_TEST_CASE(runner_survives_terminated_backends) {
     TenantGuard tenant{unique_name("reconn"), ""};
     const std::string worker = unique_name("w");
     auto registry = std::make_shared<Registry>();
-    registry->add(Workflow::builder("echo").task(Task("echo").handler([](Context& c) { c.insert("echoed", true); })).build());
+    registry->add(
+        Workflow::builder("echo").task(Task("echo").handler([](Context& c) { c.insert("echoed", true); })).build());
     DefaultRunner runner = DefaultRunner::with_schema(
         url, tenant.schema, fast_config(registry).worker_name(worker).reconnect_backoff_max(milliseconds(500)).build());
 
@@ -70,10 +72,13 @@ BOOST_AUTO_TEST_CASE(runner_survives_terminated_backends) {
 }
 
 BOOST_FIXTURE_TEST_CASE(result_of_a_running_handler_survives_a_terminated_backend, HeldWorkflow) {
-    DefaultRunner runner = DefaultRunner::with_schema(
-        url, tenant.schema,
-        fast_config(registry).worker_name(worker).lease(milliseconds(5000)).heartbeat_interval(milliseconds(200))
-            .reconnect_backoff_max(milliseconds(500)).build());
+    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema,
+                                                      fast_config(registry)
+                                                          .worker_name(worker)
+                                                          .lease(milliseconds(5000))
+                                                          .heartbeat_interval(milliseconds(200))
+                                                          .reconnect_backoff_max(milliseconds(500))
+                                                          .build());
     ExecutionHandle handle = runner.execute_async("held", Context());
     CancelOnExit cancel_on_failure{handle};
     BOOST_REQUIRE(started->wait());
@@ -94,8 +99,8 @@ BOOST_FIXTURE_TEST_CASE(result_survives_a_deadlock_of_its_completion, HeldWorkfl
     // race the other session lost on a loaded machine, and then it was the one rolled back.)
     const std::string runner_url =
         url + (url.find('?') == std::string::npos ? "?" : "&") + "options=-c%20deadlock_timeout%3D2s";
-    DefaultRunner runner =
-        DefaultRunner::with_schema(runner_url, tenant.schema, fast_config(registry).worker_name(worker).lease(30s).build());
+    DefaultRunner runner = DefaultRunner::with_schema(runner_url, tenant.schema,
+                                                      fast_config(registry).worker_name(worker).lease(30s).build());
     ExecutionHandle handle = runner.execute_async("held", Context());
     CancelOnExit cancel_on_failure{handle};
     BOOST_REQUIRE(started->wait());
@@ -109,10 +114,11 @@ BOOST_FIXTURE_TEST_CASE(result_survives_a_deadlock_of_its_completion, HeldWorkfl
     release->open();
     BOOST_REQUIRE(wait_until([&] {
         return Connection(url)
-            .exec("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloacina-sdk completer ' || $1 "
-                  "AND wait_event_type = 'Lock'",
-                  {Param(worker)})
-            .int64(0, 0) == 1;
+                   .exec(
+                       "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'cloacina-sdk completer ' || $1 "
+                       "AND wait_event_type = 'Lock'",
+                       {Param(worker)})
+                   .int64(0, 0) == 1;
     }));
     // ... and the other session asks for the run's row: a deadlock. This returns once the
     // completion has been rolled back.

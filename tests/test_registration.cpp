@@ -15,15 +15,20 @@ void noop(Context&, const CancellationToken&) {}
 // The seed's #[workflow] / #[task] attributes, as macros.
 CLOACINA_WORKFLOW(macro_pipeline, "Declared with the CLOACINA_* macros");
 CLOACINA_TASK(macro_pipeline, fetch) { context.insert("fetched", true); }
-CLOACINA_TASK(macro_pipeline, transform, .dependencies({"fetch"}).retry(RetryPolicy::exponential(3, std::chrono::milliseconds(100)))) {
+CLOACINA_TASK(macro_pipeline, transform,
+              .dependencies({"fetch"}).retry(RetryPolicy::exponential(3, std::chrono::milliseconds(100)))) {
     context.insert("transformed", context.value_or<bool>("fetched", false));
 }
 
 // The builder form, registered at static initialisation.
 const WorkflowRegistration builder_pipeline = Workflow::builder("builder_pipeline")
-    .description("Declared with the builder")
-    .task(Task("a").handler(noop))
-    .task(Task("b").dependencies({"a"}).timeout(std::chrono::seconds(5)).trigger_rule(TriggerRule::AllDone).handler(noop));
+                                                  .description("Declared with the builder")
+                                                  .task(Task("a").handler(noop))
+                                                  .task(Task("b")
+                                                            .dependencies({"a"})
+                                                            .timeout(std::chrono::seconds(5))
+                                                            .trigger_rule(TriggerRule::AllDone)
+                                                            .handler(noop));
 
 std::string validation_message(const WorkflowBuilder& builder) {
     try {
@@ -68,9 +73,12 @@ BOOST_AUTO_TEST_CASE(builder_registration_and_definition_json) {
     BOOST_TEST(b.at("trigger_rule").as_string() == "all_done");
     BOOST_TEST(!b.contains("retry"));  // omitted keys take the server's defaults
 
-    const json::object retry = Task("r").retry(RetryPolicy::exponential(3, std::chrono::milliseconds(500),
-                                                                        std::chrono::seconds(30), true))
-                                   .definition().at("retry").as_object();
+    const json::object retry =
+        Task("r")
+            .retry(RetryPolicy::exponential(3, std::chrono::milliseconds(500), std::chrono::seconds(30), true))
+            .definition()
+            .at("retry")
+            .as_object();
     BOOST_TEST(retry.at("attempts").as_int64() == 3);
     BOOST_TEST(retry.at("backoff").as_string() == "exponential");
     BOOST_TEST(retry.at("delay_ms").as_int64() == 500);
@@ -94,27 +102,32 @@ BOOST_AUTO_TEST_CASE(client_side_validation_names_the_offending_item) {
                    .find("duplicate task id \"a\"") != std::string::npos);
     BOOST_TEST(validation_message(base().task(Task("a").dependencies({"ghost"}).handler(noop)))
                    .find("unknown task \"ghost\"") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"b"}).handler(noop))
-                                      .task(Task("b").dependencies({"a"}).handler(noop)))
-                   .find("cycle") != std::string::npos);
+    BOOST_TEST(
+        validation_message(
+            base().task(Task("a").dependencies({"b"}).handler(noop)).task(Task("b").dependencies({"a"}).handler(noop)))
+            .find("cycle") != std::string::npos);
     BOOST_TEST(validation_message(base().task(Task("a"))).find("no handler") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").retry(RetryPolicy::fixed(0, std::chrono::milliseconds(1))).handler(noop)))
+    BOOST_TEST(validation_message(
+                   base().task(Task("a").retry(RetryPolicy::fixed(0, std::chrono::milliseconds(1))).handler(noop)))
                    .find("attempts") != std::string::npos);
     BOOST_TEST(validation_message(base().task(Task("a").timeout(std::chrono::milliseconds(0)).handler(noop)))
                    .find("timeout") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"a"}).handler(noop)))
-                   .find("itself") != std::string::npos);
-    BOOST_CHECK_NO_THROW((void)base().task(Task("a").handler(noop)).task(Task("b").depends_on("a").sql("SELECT 1")).build());
+    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"a"}).handler(noop))).find("itself") !=
+               std::string::npos);
+    BOOST_CHECK_NO_THROW(
+        (void)base().task(Task("a").handler(noop)).task(Task("b").depends_on("a").sql("SELECT 1")).build());
 }
 
 BOOST_AUTO_TEST_CASE(configuration_is_validated) {
     using std::chrono::milliseconds;
     BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().db_pool_size(0).build(), ConfigError);
     BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().max_concurrent_tasks(0).build(), ConfigError);
-    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().lease(milliseconds(1000)).heartbeat_interval(milliseconds(2000)).build(),
-                      ConfigError);
-    BOOST_CHECK_THROW((void)DefaultRunnerConfig::builder().poll_interval(milliseconds(1)).poll_interval_min(milliseconds(10)).build(),
-                      ConfigError);
+    BOOST_CHECK_THROW(
+        (void)DefaultRunnerConfig::builder().lease(milliseconds(1000)).heartbeat_interval(milliseconds(2000)).build(),
+        ConfigError);
+    BOOST_CHECK_THROW(
+        (void)DefaultRunnerConfig::builder().poll_interval(milliseconds(1)).poll_interval_min(milliseconds(10)).build(),
+        ConfigError);
     const auto config = DefaultRunnerConfig::builder().db_pool_size(5).max_concurrent_tasks(8).build();
     BOOST_TEST(config.db_pool_size == 5u);
     BOOST_TEST(config.max_concurrent_tasks == 8u);
@@ -124,12 +137,18 @@ BOOST_AUTO_TEST_CASE(sqlstates_map_to_the_error_hierarchy) {
     auto kind = [](const char* sqlstate) -> std::string {
         try {
             detail::throw_sql_error("m", sqlstate, "q");
-        } catch (const NotFoundError&) { return "not_found";
-        } catch (const AlreadyExistsError&) { return "exists";
-        } catch (const ValidationError&) { return "validation";
-        } catch (const PermissionDenied&) { return "permission";
-        } catch (const TransientError&) { return "transient";
-        } catch (const BrokenConnection&) { return "broken";
+        } catch (const NotFoundError&) {
+            return "not_found";
+        } catch (const AlreadyExistsError&) {
+            return "exists";
+        } catch (const ValidationError&) {
+            return "validation";
+        } catch (const PermissionDenied&) {
+            return "permission";
+        } catch (const TransientError&) {
+            return "transient";
+        } catch (const BrokenConnection&) {
+            return "broken";
         } catch (const SqlError& e) {
             BOOST_TEST(e.query() == "q");
             return "sql";
@@ -154,7 +173,8 @@ BOOST_AUTO_TEST_CASE(server_refuses_invalid_definitions) {
     const std::string url = database_url();
     TenantGuard tenant{unique_name("reg"), ""};
     auto registry = std::make_shared<Registry>();
-    DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    DefaultRunner runner =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
     BOOST_TEST(runner.schema() == tenant.schema);
 
     Connection connection(ConnectionOptions{url, {}, tenant.schema, "registration-test"});
@@ -171,9 +191,11 @@ BOOST_AUTO_TEST_CASE(server_refuses_invalid_definitions) {
         return {};
     };
     BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","colour":"blue"}]})") == "22023");
-    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","retry":{"attempts":2,"backoff":"exponentiel"}}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","retry":{"attempts":2,"backoff":"exponentiel"}}]})") ==
+               "22023");
     BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","dependencies":["ghost"]}]})") == "22023");
-    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","dependencies":["b"]},{"id":"b","dependencies":["a"]}]})") == "22023");
+    BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a","dependencies":["b"]},{"id":"b","dependencies":["a"]}]})") ==
+               "22023");
     BOOST_TEST(refuse(R"({"name":"w","tasks":[{"id":"a"},{"id":"a"}]})") == "22023");
 
     // Through the SDK: a valid workflow registers (upsert: same version twice), and an unknown
@@ -198,7 +220,8 @@ BOOST_AUTO_TEST_CASE(runner_start_registers_its_workflows) {
     registry->add(Workflow::builder("auto_registered").task(Task("only").handler(noop)).build());
     DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).build());
     // with_schema twice for the same tenant is fine (42P06 is "already there").
-    DefaultRunner second = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    DefaultRunner second =
+        DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
     const WorkflowResult result = second.execute("auto_registered", Context());
     BOOST_TEST(result.status == WorkflowStatus::Completed);
 
@@ -219,7 +242,8 @@ BOOST_AUTO_TEST_CASE(concurrent_with_schema_starts_are_safe) {
     for (int i = 0; i < 4; ++i) {
         threads.emplace_back([&] {
             try {
-                DefaultRunner r = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+                DefaultRunner r =
+                    DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
                 ++ok;
             } catch (const std::exception& e) {
                 std::lock_guard lock(errors_mutex);

@@ -23,7 +23,9 @@ std::shared_ptr<Registry> make_registry(std::shared_ptr<Counters> n) {
                                 .handler([n](Context& c) {
                                     const int attempt = ++n->flaky;
                                     c.insert("partial_from_attempt_" + std::to_string(attempt), true);
-                                    if (attempt < 3) throw TaskError("upstream unavailable (attempt " + std::to_string(attempt) + ")");
+                                    if (attempt < 3)
+                                        throw TaskError("upstream unavailable (attempt " + std::to_string(attempt) +
+                                                        ")");
                                     c.insert("succeeded_on_attempt", attempt);
                                 }))
                       .build());

@@ -24,8 +24,8 @@ BOOST_AUTO_TEST_CASE(shutdown_waits_for_in_flight_handlers) {
                       }))
                       .build());
     DefaultRunner worker = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).build());
-    DefaultRunner client = DefaultRunner::with_schema(url, tenant.schema,
-                                                      fast_config(std::make_shared<Registry>()).enable_worker(false).build());
+    DefaultRunner client = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(std::make_shared<Registry>()).enable_worker(false).build());
     ExecutionHandle handle = client.execute_async("drain_me", Context());
     CancelOnExit cancel_on_failure{handle};
     BOOST_REQUIRE(started->wait());

@@ -59,7 +59,8 @@ public:
                 BOOST_TEST_MESSAGE("worker: " << line);
                 if (line.find(text) != std::string::npos) return true;
             }
-            const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+            const auto left =
+                std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
             if (left.count() <= 0) return false;
             pollfd fd{stdout_, POLLIN, 0};
             if (poll(&fd, 1, static_cast<int>(left.count())) <= 0) continue;
@@ -94,7 +95,9 @@ struct Fixture {
     TenantGuard tenant{unique_name("signals"), ""};
     // Registers nothing: the worker process registers drain_me when it starts.
     std::shared_ptr<Registry> registry = std::make_shared<Registry>();
-    DefaultRunner client() { return DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build()); }
+    DefaultRunner client() {
+        return DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).enable_worker(false).build());
+    }
 };
 
 }  // namespace

@@ -9,11 +9,16 @@ namespace cloacina {
 
 std::string_view to_string(CancelReason reason) noexcept {
     switch (reason) {
-        case CancelReason::None: return "none";
-        case CancelReason::RunCancelled: return "run cancelled";
-        case CancelReason::LeaseLost: return "lease lost";
-        case CancelReason::Timeout: return "timed out";
-        case CancelReason::Shutdown: return "runner shutting down";
+        case CancelReason::None:
+            return "none";
+        case CancelReason::RunCancelled:
+            return "run cancelled";
+        case CancelReason::LeaseLost:
+            return "lease lost";
+        case CancelReason::Timeout:
+            return "timed out";
+        case CancelReason::Shutdown:
+            return "runner shutting down";
     }
     return "?";
 }

@@ -3,9 +3,9 @@
 
 #include "cloacina/log.hpp"
 
+#include <libpq-fe.h>
 #include <boost/json/parse.hpp>
 #include <boost/json/serialize.hpp>
-#include <libpq-fe.h>
 
 #include <charconv>
 #include <cstdlib>
@@ -59,8 +59,7 @@ bool Result::is_null(int row, int column) const {
 
 std::string_view Result::text(int row, int column) const {
     if (is_null(row, column)) return {};
-    return {PQgetvalue(result_.get(), row, column),
-            static_cast<std::size_t>(PQgetlength(result_.get(), row, column))};
+    return {PQgetvalue(result_.get(), row, column), static_cast<std::size_t>(PQgetlength(result_.get(), row, column))};
 }
 
 std::optional<std::string> Result::optional_text(int row, int column) const {
@@ -81,8 +80,7 @@ double Result::float8(int row, int column) const {
     const std::string value(text(row, column));
     char* end = nullptr;
     const double parsed = std::strtod(value.c_str(), &end);
-    if (value.empty() || end != value.c_str() + value.size())
-        throw Error("not a number in result: \"" + value + "\"");
+    if (value.empty() || end != value.c_str() + value.size()) throw Error("not a number in result: \"" + value + "\"");
     return parsed;
 }
 
@@ -105,7 +103,8 @@ void Connection::Deleter::operator()(pg_conn* conn) const noexcept { PQfinish(co
 
 Connection::Connection(ConnectionOptions options) : options_(std::move(options)) { open(); }
 
-Connection::Connection(std::string_view conninfo) : Connection(ConnectionOptions{std::string(conninfo), {}, {}, "cloacina-sdk"}) {}
+Connection::Connection(std::string_view conninfo)
+    : Connection(ConnectionOptions{std::string(conninfo), {}, {}, "cloacina-sdk"}) {}
 
 Connection::Connection(Connection&&) noexcept = default;
 Connection& Connection::operator=(Connection&&) noexcept = default;
@@ -201,8 +200,8 @@ void Connection::raise(pg_result* raw, std::string_view sql) {
     if (message.empty() && conn_) message = PQerrorMessage(conn_.get());
     while (!message.empty() && (message.back() == '\n' || message.back() == ' ')) message.pop_back();
     if (sqlstate.empty() || !is_open()) {
-        throw BrokenConnection(message.empty() ? "connection lost" : message,
-                               sqlstate.empty() ? "08006" : sqlstate, std::string(sql), diagnostics);
+        throw BrokenConnection(message.empty() ? "connection lost" : message, sqlstate.empty() ? "08006" : sqlstate,
+                               std::string(sql), diagnostics);
     }
     detail::throw_sql_error(message, sqlstate, std::string(sql), diagnostics);
 }
@@ -225,8 +224,8 @@ Result Connection::exec(std::string_view sql, const std::vector<Param>& params) 
     const std::string statement(sql);
     const auto raw = raw_params(params);
     if (options_.search_path) return exec_in_schema(statement, raw);
-    pg_result* result = PQexecParams(conn_.get(), statement.c_str(), static_cast<int>(raw.size()), nullptr,
-                                     raw.data(), nullptr, nullptr, 0);
+    pg_result* result = PQexecParams(conn_.get(), statement.c_str(), static_cast<int>(raw.size()), nullptr, raw.data(),
+                                     nullptr, nullptr, 0);
     if (result == nullptr || !ok(result)) raise(result, sql);
     return Result(result);
 }
@@ -252,9 +251,12 @@ Result Connection::exec_in_schema(const std::string& statement, const std::vecto
             clean = false;
             break;
         }
-        if (query == 1 && ok(r)) answer = r;
-        else if (!ok(r) && failure == nullptr && PQresultStatus(r) != PGRES_PIPELINE_ABORTED) failure = r;
-        else PQclear(r);
+        if (query == 1 && ok(r))
+            answer = r;
+        else if (!ok(r) && failure == nullptr && PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
+            failure = r;
+        else
+            PQclear(r);
         while (pg_result* rest = PQgetResult(conn)) PQclear(rest);  // up to this query's end (NULL)
     }
     if (clean) {
@@ -291,8 +293,8 @@ Result Connection::exec_prepared(const std::string& name, std::string_view sql, 
         prepared_.insert(name);
     }
     const auto raw = raw_params(params);
-    pg_result* result = PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(raw.size()), raw.data(),
-                                       nullptr, nullptr, 0);
+    pg_result* result =
+        PQexecPrepared(conn_.get(), name.c_str(), static_cast<int>(raw.size()), raw.data(), nullptr, nullptr, 0);
     if (result == nullptr || !ok(result)) raise(result, sql);
     return Result(result);
 }

@@ -10,7 +10,8 @@ namespace cloacina {
 
 Context Context::from_json(const boost::json::value& value) {
     if (value.is_null()) return Context();
-    if (!value.is_object()) throw ContextError("a context must be a JSON object, got: " + boost::json::serialize(value));
+    if (!value.is_object())
+        throw ContextError("a context must be a JSON object, got: " + boost::json::serialize(value));
     return Context(value.get_object());
 }
 

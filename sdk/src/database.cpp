@@ -27,8 +27,10 @@ std::string percent_encoded(std::string_view text) {
 // did: same host (or socket directory), port and database.
 std::string as_reached_by(const Connection& admin, const std::string& username, const std::string& password) {
     std::string host = admin.host();
-    if (host.find(':') != std::string::npos && host.front() != '/') host = "[" + host + "]";  // IPv6
-    else host = percent_encoded(host);
+    if (host.find(':') != std::string::npos && host.front() != '/')
+        host = "[" + host + "]";  // IPv6
+    else
+        host = percent_encoded(host);
     return "postgresql://" + percent_encoded(username) + ":" + percent_encoded(password) + "@" + host + ":" +
            admin.port() + "/" + percent_encoded(admin.dbname());
 }
@@ -38,8 +40,7 @@ std::string as_reached_by(const Connection& admin, const std::string& username, 
 Database::Database(std::string_view url, std::string_view name, std::size_t pool_size)
     : url_(url),
       pool_(std::make_shared<ConnectionPool>(
-          ConnectionOptions{std::string(url), std::string(name), std::nullopt, "cloacina-sdk admin"},
-          pool_size)) {}
+          ConnectionOptions{std::string(url), std::string(name), std::nullopt, "cloacina-sdk admin"}, pool_size)) {}
 
 TenantCredentials DatabaseAdmin::create_tenant(const TenantConfig& config) {
     if (config.schema_name.empty()) throw ValidationError("tenant schema_name must not be empty", "22023");
@@ -47,8 +48,10 @@ TenantCredentials DatabaseAdmin::create_tenant(const TenantConfig& config) {
     // the first call may have committed.
     auto lease = database_.pool().acquire();
     Result r = lease->exec(
-        "SELECT schema_name, username, password, connection_string FROM cloacina.create_tenant($1::text, $2::text, $3::text)",
-        {Param(config.schema_name), config.username.empty() ? Param() : Param(config.username), Param(config.password)});
+        "SELECT schema_name, username, password, connection_string FROM cloacina.create_tenant($1::text, $2::text, "
+        "$3::text)",
+        {Param(config.schema_name), config.username.empty() ? Param() : Param(config.username),
+         Param(config.password)});
     if (r.rows() != 1) throw SqlError("cloacina.create_tenant returned no row");
     TenantCredentials credentials{std::string(r.text(0, 0)), std::string(r.text(0, 1)), std::string(r.text(0, 2)),
                                   std::string(r.text(0, 3))};
@@ -65,8 +68,8 @@ void DatabaseAdmin::remove_tenant(std::string_view schema_name, std::string_view
 
 bool DatabaseAdmin::tenant_exists(std::string_view schema_name) {
     return with_retry(database_.pool(), [&](Connection& c) {
-        Result r = c.exec("SELECT EXISTS (SELECT 1 FROM cloacina.tenants WHERE schema_name = $1::text)",
-                          {Param(schema_name)});
+        Result r =
+            c.exec("SELECT EXISTS (SELECT 1 FROM cloacina.tenants WHERE schema_name = $1::text)", {Param(schema_name)});
         return r.boolean(0, 0);
     });
 }

@@ -22,11 +22,11 @@
 
 #include <boost/json/serialize.hpp>
 
-#include <algorithm>
-#include <cerrno>
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
+#include <algorithm>
+#include <cerrno>
 
 namespace cloacina::detail {
 
@@ -125,9 +125,8 @@ void WorkerEngine::start() {
         handler_exited_.push_back(exited);
         handler_threads_.emplace_back([self, exited] { self->handler_loop(exited); });
     }
-    claimer_ = std::thread([self, c = std::move(claimer), l = std::move(listener)]() mutable {
-        self->claimer_loop(std::move(c), *l);
-    });
+    claimer_ = std::thread(
+        [self, c = std::move(claimer), l = std::move(listener)]() mutable { self->claimer_loop(std::move(c), *l); });
     heartbeater_ = std::thread([self, c = std::move(heartbeater)]() mutable { self->heartbeat_loop(std::move(c)); });
     completer_ = std::thread([self, c = std::move(completer)]() mutable { self->completer_loop(std::move(c)); });
     started_ = true;
@@ -151,8 +150,10 @@ void WorkerEngine::poke_heartbeater() {
 
 void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint) {
     for (const auto& payload : payloads) {
-        if (payload == "finished" || payload.rfind("finished", 0) == 0) poke_heartbeater();
-        else ready_hint = true;  // 'ready' or anything unknown: worth a claim
+        if (payload == "finished" || payload.rfind("finished", 0) == 0)
+            poke_heartbeater();
+        else
+            ready_hint = true;  // 'ready' or anything unknown: worth a claim
     }
 }
 
@@ -246,16 +247,14 @@ WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
     return t;
 }
 
-std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connection, const std::vector<std::string>& names,
-                                                           std::size_t limit) {
+std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connection,
+                                                           const std::vector<std::string>& names, std::size_t limit) {
     {
         std::lock_guard lock(mutex_);
         ++stats_.claim_round_trips;
     }
-    Result r = connection.exec(
-        kClaimSql,
-        {Param(core_->worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
-         Param(interval(core_->config.lease))});
+    Result r = connection.exec(kClaimSql, {Param(core_->worker_name()), Param(array_literal(names)),
+                                           Param(static_cast<int>(limit)), Param(interval(core_->config.lease))});
     std::vector<ClaimedTask> tasks;
     for (int i = 0; i < r.rows(); ++i) tasks.push_back(claimed_task(r, i));
     return tasks;
@@ -455,7 +454,8 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
         fail("task handler threw a non-standard exception", true);
     }
     if (!done.success)
-        log_task(LogLevel::Info, done.identity, name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
+        log_task(LogLevel::Info, done.identity,
+                 name + " attempt " + std::to_string(task.attempt) + " failed: " + done.error);
     {
         // The handler slot is free now; the entry stays (and keeps being heartbeated) until the
         // completer has submitted the result.
@@ -499,28 +499,30 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         // Tasks with dependents claim with their completion (while handler slots are free and
         // not while shutting down): what they make ready is claimed at once. The last tasks of
         // runs do not: their runs' waiters are woken when the completion commits.
-        const bool makes_ready = std::any_of(batch.begin(), batch.end(),
-                                             [](const Completion& c) { return c.success && c.has_dependents; });
+        const bool makes_ready =
+            std::any_of(batch.begin(), batch.end(), [](const Completion& c) { return c.success && c.has_dependents; });
         const auto names = !makes_ready || stop_claiming_.load() ? std::vector<std::string>{} : claim_names();
         const std::size_t limit = names.empty() ? 0 : reserve_slots(core_->config.claim_batch);
         std::vector<ClaimedTask> claimed;
         try {
-            Result r = limit == 0
-                           ? connection.exec(kCompleteBatchSql,
-                                                      {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
-                                                       Param(array_literal(outputs))})
-                           : connection.exec(
-                                 kCompleteAndClaimSql,
-                                 {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
-                                  Param(array_literal(outputs)), Param(core_->worker_name()),
-                                  Param(array_literal(names)), Param(static_cast<int>(limit)),
-                                  Param(interval(core_->config.lease))});
+            Result r =
+                limit == 0
+                    ? connection.exec(kCompleteBatchSql, {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)),
+                                                          Param(array_literal(outputs))})
+                    : connection.exec(
+                          kCompleteAndClaimSql,
+                          {Param(array_literal(ok_ids)), Param(array_literal(ok_fences)), Param(array_literal(outputs)),
+                           Param(core_->worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
+                           Param(interval(core_->config.lease))});
             for (int i = 0; i < r.rows(); ++i) {
                 const int accepted = limit == 0 ? 1 : kAcceptedColumn;
-                if (r.is_null(i, accepted)) claimed.push_back(claimed_task(r, i));
-                else if (r.boolean(i, accepted)) ++accepted_ok;
-                else core_->log(LogLevel::Debug, "completion of task " + std::string(r.text(i, 0)) +
-                                                     " not accepted (stale fence, cancelled or already done)");
+                if (r.is_null(i, accepted))
+                    claimed.push_back(claimed_task(r, i));
+                else if (r.boolean(i, accepted))
+                    ++accepted_ok;
+                else
+                    core_->log(LogLevel::Debug, "completion of task " + std::string(r.text(i, 0)) +
+                                                    " not accepted (stale fence, cancelled or already done)");
             }
         } catch (...) {
             accept_claimed(claimed, limit);  // nothing was claimed: the transaction rolled back
@@ -529,9 +531,8 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
         accept_claimed(claimed, limit);
     }
     if (!bad_ids.empty()) {
-        Result r = connection.exec(kFailBatchSql,
-                                            {Param(array_literal(bad_ids)), Param(array_literal(bad_fences)),
-                                             Param(array_literal(errors)), Param(bool_array(retryable))});
+        Result r = connection.exec(kFailBatchSql, {Param(array_literal(bad_ids)), Param(array_literal(bad_fences)),
+                                                   Param(array_literal(errors)), Param(bool_array(retryable))});
         for (int i = 0; i < r.rows(); ++i)
             if (r.boolean(i, 1)) ++accepted_bad;
     }
@@ -617,9 +618,8 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
             auto wake_at = next_beat;
             for (const auto& [id, f] : inflight_)
                 if (!f.finished && f.deadline && !f.cancellation.cancelled()) wake_at = std::min(wake_at, *f.deadline);
-            heartbeat_cv_.wait_until(lock, wake_at, [&] {
-                return heartbeat_now_ || deadlines_changed_ || stop_heartbeat_.load();
-            });
+            heartbeat_cv_.wait_until(lock, wake_at,
+                                     [&] { return heartbeat_now_ || deadlines_changed_ || stop_heartbeat_.load(); });
             if (stop_heartbeat_.load()) break;
             deadlines_changed_ = false;
             const auto now = Clock::now();
@@ -637,8 +637,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
         }
         if (ids.empty()) continue;
         try {
-            Result r = connection.exec(kHeartbeatSql,
-                                                {Param(array_literal(ids)), Param(array_literal(fences))});
+            Result r = connection.exec(kHeartbeatSql, {Param(array_literal(ids)), Param(array_literal(fences))});
             std::lock_guard lock(mutex_);
             for (int i = 0; i < r.rows(); ++i) {
                 const std::int64_t id = r.int64(i, 0);
@@ -647,8 +646,9 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
                 if (it == inflight_.end() || answer == "ok") continue;
                 const CancelReason why = answer == "cancelled" ? CancelReason::RunCancelled : CancelReason::LeaseLost;
                 if (it->second.cancellation.cancel(why))
-                    log_task(LogLevel::Info, it->second.identity,
-                             it->second.name + ": heartbeat answered '" + std::string(answer) + "'; cancelling its handler");
+                    log_task(
+                        LogLevel::Info, it->second.identity,
+                        it->second.name + ": heartbeat answered '" + std::string(answer) + "'; cancelling its handler");
             }
         } catch (const BrokenConnection& e) {
             core_->log(LogLevel::Warn, std::string("heartbeater lost its connection: ") + e.what());
@@ -688,25 +688,32 @@ ShutdownReport WorkerEngine::shutdown() {
         const std::size_t in_flight_at_start = unfinished_;
         stop_handlers_.store(true);
         queue_cv_.notify_all();
-        const bool drained =
-            drained_cv_.wait_until(lock, deadline, [&] { return unfinished_ == 0 || drain_cut_short_; }) &&
-            unfinished_ == 0;
+        const bool drained = drained_cv_.wait_until(lock, deadline, [&] {
+            return unfinished_ == 0 || drain_cut_short_;
+        }) && unfinished_ == 0;
         if (!drained) {
             // 3. Past the deadline: cancel what still runs and give its task back for a retry.
             for (auto& [id, f] : inflight_) {
                 if (f.finished) continue;  // its result is queued for the completer
                 f.cancellation.cancel(CancelReason::Shutdown);
                 f.released = true;
-                releases.push_back(Completion{id, f.fence, false, {},
-                                              "worker " + core_->worker_name() +
-                                                  " shut down before the handler finished",
-                                              true, f.name, false, f.identity});
+                releases.push_back(
+                    Completion{id,
+                               f.fence,
+                               false,
+                               {},
+                               "worker " + core_->worker_name() + " shut down before the handler finished",
+                               true,
+                               f.name,
+                               false,
+                               f.identity});
             }
             report.abandoned = releases.size();
             for (auto& r : releases) completions_.push_back(r);
-            core_->log(LogLevel::Warn, std::string(drain_cut_short_ ? "shutdown drain cut short" : "shutdown deadline passed") +
-                                           " with " + std::to_string(releases.size()) +
-                                           " handler(s) still running; their tasks are released for retry");
+            core_->log(LogLevel::Warn,
+                       std::string(drain_cut_short_ ? "shutdown drain cut short" : "shutdown deadline passed") +
+                           " with " + std::to_string(releases.size()) +
+                           " handler(s) still running; their tasks are released for retry");
         }
         report.drained = in_flight_at_start - std::min(in_flight_at_start, report.abandoned);
     }
@@ -726,8 +733,10 @@ ShutdownReport WorkerEngine::shutdown() {
     //    holds the engine alive) but no longer holds up the caller.
     for (std::size_t i = 0; i < handler_threads_.size(); ++i) {
         if (!handler_threads_[i].joinable()) continue;
-        if (report.abandoned == 0 || handler_exited_[i]->load()) handler_threads_[i].join();
-        else handler_threads_[i].detach();
+        if (report.abandoned == 0 || handler_exited_[i]->load())
+            handler_threads_[i].join();
+        else
+            handler_threads_[i].detach();
     }
     core_->log(LogLevel::Info, "runner " + core_->worker_name() + " shut down (" + std::to_string(report.drained) +
                                    " drained, " + std::to_string(report.abandoned) + " released)");

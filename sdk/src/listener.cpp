@@ -9,7 +9,9 @@ using Clock = std::chrono::steady_clock;
 
 WakeupListener::WakeupListener(const RunnerCore& core)
     : core_(core),
-      mode_(!core.config.listen_url.empty() ? Mode::Dedicated : core.config.pooled ? Mode::None : Mode::Shared) {}
+      mode_(!core.config.listen_url.empty() ? Mode::Dedicated
+            : core.config.pooled            ? Mode::None
+                                            : Mode::Shared) {}
 
 void WakeupListener::start(Connection& claimer) {
     if (mode_ == Mode::None) {
@@ -41,18 +43,24 @@ void WakeupListener::listen(Connection& connection) {
 
 int WakeupListener::socket(const Connection& claimer) const noexcept {
     switch (mode_) {
-        case Mode::Shared: return claimer.socket();
-        case Mode::Dedicated: return dedicated_ && dedicated_->is_open() ? dedicated_->socket() : -1;
-        case Mode::None: return -1;
+        case Mode::Shared:
+            return claimer.socket();
+        case Mode::Dedicated:
+            return dedicated_ && dedicated_->is_open() ? dedicated_->socket() : -1;
+        case Mode::None:
+            return -1;
     }
     return -1;
 }
 
 std::vector<std::string> WakeupListener::consume(Connection& claimer) {
     switch (mode_) {
-        case Mode::Shared: return claimer.consume_notifications();
-        case Mode::None: return {};
-        case Mode::Dedicated: break;
+        case Mode::Shared:
+            return claimer.consume_notifications();
+        case Mode::None:
+            return {};
+        case Mode::Dedicated:
+            break;
     }
     if (!dedicated_ || !dedicated_->is_open()) {
         if (Clock::now() < retry_at_ || !reopen_dedicated()) return {};
@@ -71,8 +79,10 @@ std::vector<std::string> WakeupListener::consume(Connection& claimer) {
 
 bool WakeupListener::reopen_dedicated() {
     try {
-        if (dedicated_) dedicated_->reconnect();
-        else dedicated_.emplace(dedicated_options());
+        if (dedicated_)
+            dedicated_->reconnect();
+        else
+            dedicated_.emplace(dedicated_options());
         listen(*dedicated_);
         core_.log(LogLevel::Info, "listener reconnected");
         backoff_ = std::chrono::milliseconds(100);

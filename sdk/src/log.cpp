@@ -31,10 +31,14 @@ void print_to_stderr(const LogRecord& record) {
 
 std::string_view to_string(LogLevel level) noexcept {
     switch (level) {
-        case LogLevel::Debug: return "DEBUG";
-        case LogLevel::Info: return "INFO";
-        case LogLevel::Warn: return "WARN";
-        case LogLevel::Error: return "ERROR";
+        case LogLevel::Debug:
+            return "DEBUG";
+        case LogLevel::Info:
+            return "INFO";
+        case LogLevel::Warn:
+            return "WARN";
+        case LogLevel::Error:
+            return "ERROR";
     }
     return "?";
 }
@@ -78,8 +82,10 @@ void log(const LogRecord& record) {
         std::lock_guard lock(handler_mutex());
         handler = current_handler();
     }
-    if (handler) handler(record);
-    else print_to_stderr(record);
+    if (handler)
+        handler(record);
+    else
+        print_to_stderr(record);
 }
 
 void log(LogLevel level, std::string_view message) {

@@ -8,18 +8,18 @@
 
 #include <boost/json/serialize.hpp>
 
+#include <unistd.h>
 #include <algorithm>
 #include <atomic>
 #include <cctype>
-#include <cstdlib>
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <iomanip>
 #include <ostream>
 #include <random>
 #include <sstream>
 #include <thread>
-#include <unistd.h>
 
 namespace cloacina {
 
@@ -27,32 +27,45 @@ namespace cloacina {
 
 std::string_view to_string(WorkflowStatus status) noexcept {
     switch (status) {
-        case WorkflowStatus::Running: return "running";
-        case WorkflowStatus::Paused: return "paused";
-        case WorkflowStatus::Completed: return "completed";
-        case WorkflowStatus::Failed: return "failed";
-        case WorkflowStatus::Cancelled: return "cancelled";
+        case WorkflowStatus::Running:
+            return "running";
+        case WorkflowStatus::Paused:
+            return "paused";
+        case WorkflowStatus::Completed:
+            return "completed";
+        case WorkflowStatus::Failed:
+            return "failed";
+        case WorkflowStatus::Cancelled:
+            return "cancelled";
     }
     return "?";
 }
 
 std::string_view to_string(TaskStatus status) noexcept {
     switch (status) {
-        case TaskStatus::Waiting: return "waiting";
-        case TaskStatus::Ready: return "ready";
-        case TaskStatus::Running: return "running";
-        case TaskStatus::Completed: return "completed";
-        case TaskStatus::Failed: return "failed";
-        case TaskStatus::Skipped: return "skipped";
-        case TaskStatus::Cancelled: return "cancelled";
-        case TaskStatus::Unknown: return "unknown";
+        case TaskStatus::Waiting:
+            return "waiting";
+        case TaskStatus::Ready:
+            return "ready";
+        case TaskStatus::Running:
+            return "running";
+        case TaskStatus::Completed:
+            return "completed";
+        case TaskStatus::Failed:
+            return "failed";
+        case TaskStatus::Skipped:
+            return "skipped";
+        case TaskStatus::Cancelled:
+            return "cancelled";
+        case TaskStatus::Unknown:
+            return "unknown";
     }
     return "?";
 }
 
 WorkflowStatus parse_workflow_status(std::string_view text) {
-    for (auto s : {WorkflowStatus::Running, WorkflowStatus::Paused, WorkflowStatus::Completed,
-                   WorkflowStatus::Failed, WorkflowStatus::Cancelled})
+    for (auto s : {WorkflowStatus::Running, WorkflowStatus::Paused, WorkflowStatus::Completed, WorkflowStatus::Failed,
+                   WorkflowStatus::Cancelled})
         if (to_string(s) == text) return s;
     throw Error("unknown workflow status \"" + std::string(text) + "\"");
 }
@@ -118,9 +131,7 @@ std::string listen_url_from_environment() {
     return value == nullptr ? std::string() : std::string(value);
 }
 
-std::string interval(std::chrono::milliseconds duration) {
-    return std::to_string(duration.count()) + " milliseconds";
-}
+std::string interval(std::chrono::milliseconds duration) { return std::to_string(duration.count()) + " milliseconds"; }
 
 std::string default_worker_name() {
     static std::atomic<unsigned> counter{0};
@@ -141,17 +152,20 @@ std::string random_key() {
 std::string options_json(const ExecuteOptions& options, bool with_key) {
     boost::json::object o;
     if (options.priority) o["priority"] = *options.priority;
-    if (options.idempotency_key) o["idempotency_key"] = *options.idempotency_key;
-    else if (with_key) o["idempotency_key"] = random_key();
+    if (options.idempotency_key)
+        o["idempotency_key"] = *options.idempotency_key;
+    else if (with_key)
+        o["idempotency_key"] = random_key();
     if (options.run_at) {
-        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(options.run_at->time_since_epoch()).count();
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(options.run_at->time_since_epoch()).count();
         // An ISO-8601 UTC timestamp, which timestamptz parses whatever the session's TimeZone.
         const std::time_t seconds = static_cast<std::time_t>(ms / 1000);
         std::tm utc{};
         gmtime_r(&seconds, &utc);
         char buffer[64];
-        std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
-                      utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(ms % 1000));
+        std::snprintf(buffer, sizeof buffer, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
+                      utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(ms % 1000));
         o["run_at"] = buffer;
     }
     return boost::json::serialize(o);
@@ -197,8 +211,10 @@ RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_
         // notify_channel() raises 3F000 unless current_schema() is a tenant: fail here, not later.
         Result r = c.exec("SELECT current_schema(), cloacina.notify_channel()");
         if (r.rows() != 1 || r.is_null(0, 0))
-            throw NotFoundError("the connection selects no schema: give the tenant's credentials or use "
-                                "DefaultRunner::with_schema()", "3F000");
+            throw NotFoundError(
+                "the connection selects no schema: give the tenant's credentials or use "
+                "DefaultRunner::with_schema()",
+                "3F000");
         schema_ = std::string(r.text(0, 0));
         return 0;
     });
@@ -213,11 +229,11 @@ void RunnerCore::require_supported_server(Connection& c) {
         server = "older than 0.1.0";
     }
     if (!server_version_supported(server))
-        throw IncompatibleServer("the server's cloacina extension is " + server + "; this SDK (" CLOACINA_SDK_VERSION
-                                 ") works with versions " + std::string(kOldestSupportedServer) + " to " +
-                                 std::to_string(CLOACINA_SDK_VERSION_MAJOR) + "." +
-                                 std::to_string(CLOACINA_SDK_VERSION_MINOR) +
-                                 ": use an SDK of the server's version, or ALTER EXTENSION cloacina UPDATE");
+        throw IncompatibleServer(
+            "the server's cloacina extension is " + server +
+            "; this SDK (" CLOACINA_SDK_VERSION ") works with versions " + std::string(kOldestSupportedServer) +
+            " to " + std::to_string(CLOACINA_SDK_VERSION_MAJOR) + "." + std::to_string(CLOACINA_SDK_VERSION_MINOR) +
+            ": use an SDK of the server's version, or ALTER EXTENSION cloacina UPDATE");
 }
 
 void RunnerCore::log(LogLevel level, std::string_view message) const {
@@ -232,8 +248,10 @@ void RunnerCore::log(LogRecord record) const {
     if (!log_enabled(record.level)) return;
     record.tenant = schema_;
     record.worker = worker_name_;
-    if (config.logger) config.logger(record);
-    else cloacina::log(record);
+    if (config.logger)
+        config.logger(record);
+    else
+        cloacina::log(record);
 }
 
 ConnectionOptions RunnerCore::role_options(std::string_view role) const {
@@ -254,7 +272,7 @@ std::int64_t RunnerCore::execute(std::string_view workflow, const Context& conte
     const std::string options_text = options_json(opts, true);
     const std::int64_t id = with_retry(pool, [&](Connection& c) {
         Result r = c.exec("SELECT cloacina.execute($1::text, $2::jsonb, $3::jsonb)",
-                                   {Param(workflow), Param(boost::json::value(context.data())), Param(options_text)});
+                          {Param(workflow), Param(boost::json::value(context.data())), Param(options_text)});
         return r.int64(0, 0);
     });
     remember(id, workflow);
@@ -269,9 +287,10 @@ std::vector<std::int64_t> RunnerCore::execute_batch(std::string_view workflow, c
     // Never resent after a dropped connection: the server refuses idempotency keys here, so a
     // second call could start every run twice.
     auto lease = pool.acquire();
-    Result r = lease->exec("SELECT ordinal, execution_id FROM cloacina.execute_batch($1::text, $2::jsonb[], $3::jsonb) "
-                           "ORDER BY ordinal",
-                           {Param(workflow), Param(array_literal(items)), Param(options_json(opts, false))});
+    Result r = lease->exec(
+        "SELECT ordinal, execution_id FROM cloacina.execute_batch($1::text, $2::jsonb[], $3::jsonb) "
+        "ORDER BY ordinal",
+        {Param(workflow), Param(array_literal(items)), Param(options_json(opts, false))});
     std::vector<std::int64_t> ids;
     for (int i = 0; i < r.rows(); ++i) ids.push_back(r.int64(i, 1));
     for (auto id : ids) remember(id, workflow);
@@ -397,7 +416,8 @@ DefaultRunner::DefaultRunner(std::string_view url, std::optional<std::string> sc
     if (!cfg.workflows.empty()) {
         std::vector<Workflow> chosen;
         for (const auto& name : cfg.workflows) {
-            auto it = std::find_if(workflows.begin(), workflows.end(), [&](const Workflow& w) { return w.name() == name; });
+            auto it =
+                std::find_if(workflows.begin(), workflows.end(), [&](const Workflow& w) { return w.name() == name; });
             if (it == workflows.end()) throw ConfigError("workflow \"" + name + "\" is not in the runner's registry");
             chosen.push_back(*it);
         }
@@ -465,11 +485,13 @@ WorkflowResult DefaultRunner::execute(std::string_view workflow, Context context
     return execute_async(workflow, std::move(context), options).wait();
 }
 
-ExecutionHandle DefaultRunner::execute_async(std::string_view workflow, Context context, const ExecuteOptions& options) {
+ExecutionHandle DefaultRunner::execute_async(std::string_view workflow, Context context,
+                                             const ExecuteOptions& options) {
     return ExecutionHandle(core_, core_->execute(workflow, context, options));
 }
 
-std::vector<ExecutionHandle> DefaultRunner::execute_batch(std::string_view workflow, const std::vector<Context>& contexts,
+std::vector<ExecutionHandle> DefaultRunner::execute_batch(std::string_view workflow,
+                                                          const std::vector<Context>& contexts,
                                                           const ExecuteOptions& options) {
     std::vector<ExecutionHandle> handles;
     for (auto id : core_->execute_batch(workflow, contexts, options)) handles.push_back(ExecutionHandle(core_, id));
@@ -518,7 +540,8 @@ ShutdownReport DefaultRunner::run_until_signal(std::vector<int> signals) {
     core_->log(LogLevel::Info, "runner " + core_->worker_name() + " runs until a signal asks it to stop");
     int first = 0;
     while (first == 0) first = catcher.wait();
-    core_->log(LogLevel::Info, "signal " + std::to_string(first) + " received: shutting down (a second signal "
+    core_->log(LogLevel::Info, "signal " + std::to_string(first) +
+                                   " received: shutting down (a second signal "
                                    "cuts the drain short)");
     // The drain blocks this thread: another one watches for the second signal.
     std::atomic<bool> drained{false};

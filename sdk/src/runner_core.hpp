@@ -10,8 +10,8 @@
 #include <deque>
 #include <map>
 #include <mutex>
-#include <unordered_map>
 #include <thread>
+#include <unordered_map>
 
 namespace cloacina::detail {
 
@@ -153,8 +153,7 @@ private:
     void handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint);
     /// Reconnects with exponential backoff until it works (true) or the role is told to stop (false).
     /// `max_attempts` 0 means no limit.
-    bool reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
-                   int max_attempts = 0);
+    bool reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop, int max_attempts = 0);
     void wake_claimer() noexcept;
     void poke_heartbeater();
     std::vector<std::string> claim_names() const;
@@ -164,16 +163,16 @@ private:
     std::map<std::string, HandlerInfo> handlers_;  // by "workflow.task"
     std::deque<ClaimedTask> queue_;
     std::condition_variable queue_cv_;
-    std::map<std::int64_t, InFlight> inflight_;    // claimed and not yet finished
+    std::map<std::int64_t, InFlight> inflight_;  // claimed and not yet finished
     std::condition_variable drained_cv_;
     std::deque<Completion> completions_;
     std::condition_variable completion_cv_;
     std::condition_variable heartbeat_cv_;
     bool heartbeat_now_ = false;
     bool deadlines_changed_ = false;
-    std::condition_variable sleep_cv_;             // interruptible backoff sleeps
+    std::condition_variable sleep_cv_;  // interruptible backoff sleeps
 
-    bool drain_cut_short_ = false;  ///< cut_drain_short() was called
+    bool drain_cut_short_ = false;          ///< cut_drain_short() was called
     bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
     std::size_t running_ = 0;
     std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)

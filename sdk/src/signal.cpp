@@ -3,12 +3,12 @@
 
 #include "cloacina/error.hpp"
 
-#include <atomic>
-#include <cerrno>
-#include <cstring>
 #include <fcntl.h>
 #include <poll.h>
 #include <unistd.h>
+#include <atomic>
+#include <cerrno>
+#include <cstring>
 
 namespace cloacina {
 namespace {

@@ -12,33 +12,48 @@ namespace cloacina {
 
 std::string_view to_string(Backoff backoff) noexcept {
     switch (backoff) {
-        case Backoff::Fixed: return "fixed";
-        case Backoff::Linear: return "linear";
-        case Backoff::Exponential: return "exponential";
+        case Backoff::Fixed:
+            return "fixed";
+        case Backoff::Linear:
+            return "linear";
+        case Backoff::Exponential:
+            return "exponential";
     }
     return "?";
 }
 
 std::string_view to_string(TriggerRule rule) noexcept {
     switch (rule) {
-        case TriggerRule::AllSuccess: return "all_success";
-        case TriggerRule::AllDone: return "all_done";
-        case TriggerRule::OneSuccess: return "one_success";
-        case TriggerRule::OneFailed: return "one_failed";
-        case TriggerRule::Always: return "always";
+        case TriggerRule::AllSuccess:
+            return "all_success";
+        case TriggerRule::AllDone:
+            return "all_done";
+        case TriggerRule::OneSuccess:
+            return "one_success";
+        case TriggerRule::OneFailed:
+            return "one_failed";
+        case TriggerRule::Always:
+            return "always";
     }
     return "?";
 }
 
 std::string_view to_string(Condition::Op op) noexcept {
     switch (op) {
-        case Condition::Op::Equals: return "equals";
-        case Condition::Op::NotEquals: return "not_equals";
-        case Condition::Op::Gt: return "gt";
-        case Condition::Op::Lt: return "lt";
-        case Condition::Op::Contains: return "contains";
-        case Condition::Op::Exists: return "exists";
-        case Condition::Op::NotExists: return "not_exists";
+        case Condition::Op::Equals:
+            return "equals";
+        case Condition::Op::NotEquals:
+            return "not_equals";
+        case Condition::Op::Gt:
+            return "gt";
+        case Condition::Op::Lt:
+            return "lt";
+        case Condition::Op::Contains:
+            return "contains";
+        case Condition::Op::Exists:
+            return "exists";
+        case Condition::Op::NotExists:
+            return "not_exists";
     }
     return "?";
 }
@@ -55,10 +70,8 @@ boost::json::object Task::definition() const {
     if (sql_) task["sql"] = *sql_;
     if (retry_) {
         task["retry"] = boost::json::object{
-            {"attempts", retry_->attempts},
-            {"backoff", to_string(retry_->backoff)},
-            {"delay_ms", retry_->delay.count()},
-            {"max_delay_ms", retry_->max_delay.count()},
+            {"attempts", retry_->attempts},      {"backoff", to_string(retry_->backoff)},
+            {"delay_ms", retry_->delay.count()}, {"max_delay_ms", retry_->max_delay.count()},
             {"jitter", retry_->jitter},
         };
     }
@@ -89,9 +102,8 @@ namespace {
 bool valid_name(std::string_view name) {
     const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
     if (name.empty() || name.size() > 63 || !letter(name.front())) return false;
-    return std::all_of(name.begin(), name.end(), [&](char c) {
-        return letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-';
-    });
+    return std::all_of(name.begin(), name.end(),
+                       [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
 }
 
 [[noreturn]] void invalid(const std::string& message) { throw ValidationError(message, "22023"); }
@@ -106,14 +118,15 @@ void Workflow::validate() const {
     std::map<std::string, const Task*, std::less<>> by_id;
     for (const auto& t : tasks_) {
         const std::string where = "task \"" + t.id() + "\" of workflow \"" + name_ + "\"";
-        if (!valid_name(t.id()))
-            invalid("invalid task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
-        if (!by_id.emplace(t.id(), &t).second) invalid("duplicate task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
+        if (!valid_name(t.id())) invalid("invalid task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
+        if (!by_id.emplace(t.id(), &t).second)
+            invalid("duplicate task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
         if (!t.is_sql() && !t.handler()) invalid(where + " has no handler");
         if (t.is_sql() && t.sql()->empty()) invalid(where + " has an empty SQL statement");
         if (const auto& r = t.retry()) {
             if (r->attempts < 1) invalid(where + ": retry attempts must be at least 1");
-            if (r->delay.count() < 0 || r->max_delay.count() < 0) invalid(where + ": retry delays must not be negative");
+            if (r->delay.count() < 0 || r->max_delay.count() < 0)
+                invalid(where + ": retry delays must not be negative");
             if (r->max_delay < r->delay) invalid(where + ": retry max_delay is shorter than delay");
         }
         if (t.timeout() && t.timeout()->count() <= 0) invalid(where + ": timeout must be positive");
@@ -215,8 +228,7 @@ std::optional<Workflow> Registry::find(std::string_view workflow) const {
     return std::nullopt;
 }
 
-WorkflowRegistration::WorkflowRegistration(const WorkflowBuilder& builder)
-    : WorkflowRegistration(builder.declared()) {}
+WorkflowRegistration::WorkflowRegistration(const WorkflowBuilder& builder) : WorkflowRegistration(builder.declared()) {}
 
 WorkflowRegistration::WorkflowRegistration(Workflow workflow) : name_(workflow.name()) {
     Registry::global().add(std::move(workflow));

@@ -15,6 +15,6 @@
 using namespace cloacina;
 using namespace std::chrono_literals;
 
-extern const std::string database_url;          // an admin URL (the seed's DATABASE_URL)
-extern const std::string admin_database_url;    // the same, in the seed's advanced.rs
-extern const TenantCredentials credentials;     // what create_tenant returned
+extern const std::string database_url;        // an admin URL (the seed's DATABASE_URL)
+extern const std::string admin_database_url;  // the same, in the seed's advanced.rs
+extern const TenantCredentials credentials;   // what create_tenant returned

@@ -46,14 +46,12 @@ public:
     template <class Rep, class Period>
     bool wait_for(std::chrono::duration<Rep, Period> duration) const {
         std::unique_lock lock(state_->mutex);
-        return state_->signalled.wait_for(lock, duration,
-                                          [&] { return state_->reason != CancelReason::None; });
+        return state_->signalled.wait_for(lock, duration, [&] { return state_->reason != CancelReason::None; });
     }
 
 private:
     friend class CancellationSource;
-    explicit CancellationToken(std::shared_ptr<detail::CancellationState> state) noexcept
-        : state_(std::move(state)) {}
+    explicit CancellationToken(std::shared_ptr<detail::CancellationState> state) noexcept : state_(std::move(state)) {}
     std::shared_ptr<detail::CancellationState> state_;
 };
 

@@ -87,8 +87,8 @@ private:
 
 /// How a Connection connects, and the schema its statements run in.
 struct ConnectionOptions {
-    std::string conninfo;                    ///< libpq URI or key=value string
-    std::string fallback_dbname;             ///< used only when conninfo names no database
+    std::string conninfo;         ///< libpq URI or key=value string
+    std::string fallback_dbname;  ///< used only when conninfo names no database
     /// A single schema (quoted on use), set for each statement in its own transaction
     /// (set_config(..., true), in the same round trip); empty: the role's own search_path.
     std::optional<std::string> search_path;
@@ -110,8 +110,7 @@ public:
     /// Like exec(), but prepares the statement once per session under `name`: only for a direct
     /// connection (a transaction-pooling proxy hands the session to other clients). With a
     /// search_path it is exec().
-    Result exec_prepared(const std::string& name, std::string_view sql,
-                         const std::vector<Param>& params = {});
+    Result exec_prepared(const std::string& name, std::string_view sql, const std::vector<Param>& params = {});
 
     /// True when the underlying connection is open and healthy.
     [[nodiscard]] bool is_open() const noexcept;

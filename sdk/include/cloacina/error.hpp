@@ -122,8 +122,7 @@ private:
 /// spending the remaining attempts of its retry policy.
 class TaskError : public Error {
 public:
-    explicit TaskError(const std::string& message, bool retryable = true)
-        : Error(message), retryable_(retryable) {}
+    explicit TaskError(const std::string& message, bool retryable = true) : Error(message), retryable_(retryable) {}
     [[nodiscard]] bool retryable() const noexcept { return retryable_; }
 
 private:
@@ -138,8 +137,8 @@ public:
 
 namespace detail {
 /// Throws the Error subclass matching `sqlstate` (used by Connection, exposed for tests).
-[[noreturn]] void throw_sql_error(const std::string& message, const std::string& sqlstate,
-                                  const std::string& query, const ServerDiagnostics& diagnostics = {});
+[[noreturn]] void throw_sql_error(const std::string& message, const std::string& sqlstate, const std::string& query,
+                                  const ServerDiagnostics& diagnostics = {});
 }  // namespace detail
 
 }  // namespace cloacina

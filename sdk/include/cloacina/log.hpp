@@ -23,12 +23,12 @@ std::ostream& operator<<(std::ostream& out, LogLevel level);
 struct LogRecord {
     LogLevel level = LogLevel::Info;
     std::string message;
-    std::string tenant;              ///< the tenant schema
-    std::string worker;              ///< the runner's worker name
+    std::string tenant;  ///< the tenant schema
+    std::string worker;  ///< the runner's worker name
     std::string workflow;
-    std::int64_t execution_id = 0;   ///< the run
-    std::string task;                ///< the task's id in its workflow
-    std::int64_t task_id = 0;        ///< the task row (claim's task_id)
+    std::int64_t execution_id = 0;  ///< the run
+    std::string task;               ///< the task's id in its workflow
+    std::int64_t task_id = 0;       ///< the task row (claim's task_id)
     int attempt = 0;
 };
 
@@ -59,9 +59,21 @@ void log_message(LogLevel level, const Args&... args) {
     (message << ... << args);
     log(level, message.str());
 }
-template <class... Args> void debug(const Args&... args) { log_message(LogLevel::Debug, args...); }
-template <class... Args> void info(const Args&... args) { log_message(LogLevel::Info, args...); }
-template <class... Args> void warn(const Args&... args) { log_message(LogLevel::Warn, args...); }
-template <class... Args> void error(const Args&... args) { log_message(LogLevel::Error, args...); }
+template <class... Args>
+void debug(const Args&... args) {
+    log_message(LogLevel::Debug, args...);
+}
+template <class... Args>
+void info(const Args&... args) {
+    log_message(LogLevel::Info, args...);
+}
+template <class... Args>
+void warn(const Args&... args) {
+    log_message(LogLevel::Warn, args...);
+}
+template <class... Args>
+void error(const Args&... args) {
+    log_message(LogLevel::Error, args...);
+}
 
 }  // namespace cloacina

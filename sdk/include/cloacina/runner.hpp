@@ -83,15 +83,15 @@ public:
     class Builder;
     static Builder builder();
 
-    std::size_t db_pool_size = 5;            ///< connections for execute/wait/status calls
-    std::size_t max_concurrent_tasks = 4;    ///< handler threads = most handlers running at once
-    std::size_t claim_batch = 8;             ///< most tasks claimed per round trip
-    std::size_t prefetch = 0;                ///< claimed tasks that may wait for a handler (leases and timeouts run from the claim)
-    std::chrono::milliseconds lease{30000};  ///< claim lease, renewed by heartbeats
-    std::chrono::milliseconds heartbeat_interval{0};  ///< 0 = lease / 3
-    std::chrono::milliseconds poll_interval{1000};    ///< longest wait between claims when idle
-    std::chrono::milliseconds poll_interval_min{20};  ///< first backoff step after an empty claim
-    std::chrono::milliseconds shutdown_timeout{30000};  ///< drain deadline of shutdown()
+    std::size_t db_pool_size = 5;          ///< connections for execute/wait/status calls
+    std::size_t max_concurrent_tasks = 4;  ///< handler threads = most handlers running at once
+    std::size_t claim_batch = 8;           ///< most tasks claimed per round trip
+    std::size_t prefetch = 0;  ///< claimed tasks that may wait for a handler (leases and timeouts run from the claim)
+    std::chrono::milliseconds lease{30000};               ///< claim lease, renewed by heartbeats
+    std::chrono::milliseconds heartbeat_interval{0};      ///< 0 = lease / 3
+    std::chrono::milliseconds poll_interval{1000};        ///< longest wait between claims when idle
+    std::chrono::milliseconds poll_interval_min{20};      ///< first backoff step after an empty claim
+    std::chrono::milliseconds shutdown_timeout{30000};    ///< drain deadline of shutdown()
     std::chrono::milliseconds execution_timeout{600000};  ///< how long execute() waits for the end
     std::chrono::milliseconds reconnect_backoff_max{5000};
     /// The URL goes through a transaction-pooling proxy (PgBouncer, pool_mode = transaction): the
@@ -102,11 +102,11 @@ public:
     /// Empty: LISTEN on the claimer's connection, or, when `pooled`, none at all (the claimer
     /// polls, backing off from poll_interval_min to poll_interval). Default: CLOACINA_LISTEN_URL.
     std::string listen_url = detail::listen_url_from_environment();
-    bool enable_worker = true;               ///< false: submit and wait only, run no handlers
-    std::string worker_name;                 ///< default: <host>:<pid>:<n>
-    std::vector<std::string> workflows;      ///< register/handle only these (default: all)
-    std::shared_ptr<Registry> registry;      ///< default: Registry::global()
-    LogHandler logger;                       ///< default: the process-wide log hook
+    bool enable_worker = true;           ///< false: submit and wait only, run no handlers
+    std::string worker_name;             ///< default: <host>:<pid>:<n>
+    std::vector<std::string> workflows;  ///< register/handle only these (default: all)
+    std::shared_ptr<Registry> registry;  ///< default: Registry::global()
+    LogHandler logger;                   ///< default: the process-wide log hook
 
     /// Throws ConfigError when a value cannot work.
     void validate() const;
@@ -114,24 +114,78 @@ public:
 
 class DefaultRunnerConfig::Builder {
 public:
-    Builder& db_pool_size(std::size_t n) { config_.db_pool_size = n; return *this; }
-    Builder& max_concurrent_tasks(std::size_t n) { config_.max_concurrent_tasks = n; return *this; }
-    Builder& claim_batch(std::size_t n) { config_.claim_batch = n; return *this; }
-    Builder& prefetch(std::size_t n) { config_.prefetch = n; return *this; }
-    Builder& lease(std::chrono::milliseconds d) { config_.lease = d; return *this; }
-    Builder& heartbeat_interval(std::chrono::milliseconds d) { config_.heartbeat_interval = d; return *this; }
-    Builder& poll_interval(std::chrono::milliseconds d) { config_.poll_interval = d; return *this; }
-    Builder& poll_interval_min(std::chrono::milliseconds d) { config_.poll_interval_min = d; return *this; }
-    Builder& shutdown_timeout(std::chrono::milliseconds d) { config_.shutdown_timeout = d; return *this; }
-    Builder& execution_timeout(std::chrono::milliseconds d) { config_.execution_timeout = d; return *this; }
-    Builder& reconnect_backoff_max(std::chrono::milliseconds d) { config_.reconnect_backoff_max = d; return *this; }
-    Builder& pooled(bool on) { config_.pooled = on; return *this; }
-    Builder& listen_url(std::string url) { config_.listen_url = std::move(url); return *this; }
-    Builder& enable_worker(bool on) { config_.enable_worker = on; return *this; }
-    Builder& worker_name(std::string name) { config_.worker_name = std::move(name); return *this; }
-    Builder& workflows(std::vector<std::string> names) { config_.workflows = std::move(names); return *this; }
-    Builder& registry(std::shared_ptr<Registry> registry) { config_.registry = std::move(registry); return *this; }
-    Builder& logger(LogHandler handler) { config_.logger = std::move(handler); return *this; }
+    Builder& db_pool_size(std::size_t n) {
+        config_.db_pool_size = n;
+        return *this;
+    }
+    Builder& max_concurrent_tasks(std::size_t n) {
+        config_.max_concurrent_tasks = n;
+        return *this;
+    }
+    Builder& claim_batch(std::size_t n) {
+        config_.claim_batch = n;
+        return *this;
+    }
+    Builder& prefetch(std::size_t n) {
+        config_.prefetch = n;
+        return *this;
+    }
+    Builder& lease(std::chrono::milliseconds d) {
+        config_.lease = d;
+        return *this;
+    }
+    Builder& heartbeat_interval(std::chrono::milliseconds d) {
+        config_.heartbeat_interval = d;
+        return *this;
+    }
+    Builder& poll_interval(std::chrono::milliseconds d) {
+        config_.poll_interval = d;
+        return *this;
+    }
+    Builder& poll_interval_min(std::chrono::milliseconds d) {
+        config_.poll_interval_min = d;
+        return *this;
+    }
+    Builder& shutdown_timeout(std::chrono::milliseconds d) {
+        config_.shutdown_timeout = d;
+        return *this;
+    }
+    Builder& execution_timeout(std::chrono::milliseconds d) {
+        config_.execution_timeout = d;
+        return *this;
+    }
+    Builder& reconnect_backoff_max(std::chrono::milliseconds d) {
+        config_.reconnect_backoff_max = d;
+        return *this;
+    }
+    Builder& pooled(bool on) {
+        config_.pooled = on;
+        return *this;
+    }
+    Builder& listen_url(std::string url) {
+        config_.listen_url = std::move(url);
+        return *this;
+    }
+    Builder& enable_worker(bool on) {
+        config_.enable_worker = on;
+        return *this;
+    }
+    Builder& worker_name(std::string name) {
+        config_.worker_name = std::move(name);
+        return *this;
+    }
+    Builder& workflows(std::vector<std::string> names) {
+        config_.workflows = std::move(names);
+        return *this;
+    }
+    Builder& registry(std::shared_ptr<Registry> registry) {
+        config_.registry = std::move(registry);
+        return *this;
+    }
+    Builder& logger(LogHandler handler) {
+        config_.logger = std::move(handler);
+        return *this;
+    }
     /// Validates (throws ConfigError) and returns the configuration.
     [[nodiscard]] DefaultRunnerConfig build() const;
 
@@ -160,17 +214,16 @@ public:
 
 private:
     friend class DefaultRunner;
-    ExecutionHandle(std::shared_ptr<detail::RunnerCore> core, std::int64_t id)
-        : core_(std::move(core)), id_(id) {}
+    ExecutionHandle(std::shared_ptr<detail::RunnerCore> core, std::int64_t id) : core_(std::move(core)), id_(id) {}
     std::shared_ptr<detail::RunnerCore> core_;
     std::int64_t id_;
 };
 
 /// Options of a cron schedule (cloacina.schedule).
 struct ScheduleOptions {
-    std::string timezone = "UTC";          ///< an IANA time zone
-    Context context;                       ///< the input of every scheduled run
-    std::string catchup = "skip";          ///< "skip" (next future slot only) or "run_all"
+    std::string timezone = "UTC";  ///< an IANA time zone
+    Context context;               ///< the input of every scheduled run
+    std::string catchup = "skip";  ///< "skip" (next future slot only) or "run_all"
 };
 
 /// What shutdown() did.
@@ -182,13 +235,13 @@ struct ShutdownReport {
 
 /// Live counters of the worker engine.
 struct RunnerStats {
-    std::size_t running = 0;        ///< handlers running now
-    std::size_t max_running = 0;    ///< most handlers ever running at once
+    std::size_t running = 0;      ///< handlers running now
+    std::size_t max_running = 0;  ///< most handlers ever running at once
     std::uint64_t claimed = 0;
     std::uint64_t completed = 0;
     std::uint64_t failed = 0;
     std::uint64_t reconnects = 0;
-    std::uint64_t claim_round_trips = 0;       ///< round trips made to claim (completions also claim, riding on their own)
+    std::uint64_t claim_round_trips = 0;  ///< round trips made to claim (completions also claim, riding on their own)
     std::uint64_t completion_round_trips = 0;  ///< complete_batch / fail_batch calls
 };
 
@@ -203,8 +256,7 @@ public:
     }
     /// A runner for tenant `schema` through an admin `url`: creates the tenant (schema only, no
     /// role) when it does not exist yet; concurrent starts for the same schema are safe.
-    static DefaultRunner with_schema(std::string_view url, std::string_view schema,
-                                     DefaultRunnerConfig config = {});
+    static DefaultRunner with_schema(std::string_view url, std::string_view schema, DefaultRunnerConfig config = {});
 
     DefaultRunner(DefaultRunner&&) noexcept;
     DefaultRunner& operator=(DefaultRunner&&) noexcept;

@@ -60,7 +60,10 @@ struct RetryPolicy {
                                    bool jitter = false) {
         return {attempts, Backoff::Exponential, delay, max_delay, jitter};
     }
-    RetryPolicy& with_jitter(bool on = true) { jitter = on; return *this; }
+    RetryPolicy& with_jitter(bool on = true) {
+        jitter = on;
+        return *this;
+    }
 };
 
 enum class TriggerRule { AllSuccess, AllDone, OneSuccess, OneFailed, Always };
@@ -72,11 +75,21 @@ struct Condition {
     Op op = Op::Exists;
     std::optional<boost::json::value> value;
 
-    static Condition equals(std::string key, boost::json::value value) { return {std::move(key), Op::Equals, std::move(value)}; }
-    static Condition not_equals(std::string key, boost::json::value value) { return {std::move(key), Op::NotEquals, std::move(value)}; }
-    static Condition greater_than(std::string key, boost::json::value value) { return {std::move(key), Op::Gt, std::move(value)}; }
-    static Condition less_than(std::string key, boost::json::value value) { return {std::move(key), Op::Lt, std::move(value)}; }
-    static Condition contains(std::string key, boost::json::value value) { return {std::move(key), Op::Contains, std::move(value)}; }
+    static Condition equals(std::string key, boost::json::value value) {
+        return {std::move(key), Op::Equals, std::move(value)};
+    }
+    static Condition not_equals(std::string key, boost::json::value value) {
+        return {std::move(key), Op::NotEquals, std::move(value)};
+    }
+    static Condition greater_than(std::string key, boost::json::value value) {
+        return {std::move(key), Op::Gt, std::move(value)};
+    }
+    static Condition less_than(std::string key, boost::json::value value) {
+        return {std::move(key), Op::Lt, std::move(value)};
+    }
+    static Condition contains(std::string key, boost::json::value value) {
+        return {std::move(key), Op::Contains, std::move(value)};
+    }
     static Condition exists(std::string key) { return {std::move(key), Op::Exists, std::nullopt}; }
     static Condition not_exists(std::string key) { return {std::move(key), Op::NotExists, std::nullopt}; }
 };
@@ -90,13 +103,34 @@ class Task {
 public:
     explicit Task(std::string id) : id_(std::move(id)) {}
 
-    Task& dependencies(std::vector<std::string> ids) { dependencies_ = std::move(ids); return *this; }
-    Task& depends_on(std::string id) { dependencies_.push_back(std::move(id)); return *this; }
-    Task& retry(RetryPolicy policy) { retry_ = policy; return *this; }
-    Task& timeout(std::chrono::milliseconds timeout) { timeout_ = timeout; return *this; }
-    Task& trigger_rule(TriggerRule rule) { trigger_rule_ = rule; return *this; }
-    Task& when(Condition condition) { when_ = std::move(condition); return *this; }
-    Task& priority(int priority) { priority_ = priority; return *this; }
+    Task& dependencies(std::vector<std::string> ids) {
+        dependencies_ = std::move(ids);
+        return *this;
+    }
+    Task& depends_on(std::string id) {
+        dependencies_.push_back(std::move(id));
+        return *this;
+    }
+    Task& retry(RetryPolicy policy) {
+        retry_ = policy;
+        return *this;
+    }
+    Task& timeout(std::chrono::milliseconds timeout) {
+        timeout_ = timeout;
+        return *this;
+    }
+    Task& trigger_rule(TriggerRule rule) {
+        trigger_rule_ = rule;
+        return *this;
+    }
+    Task& when(Condition condition) {
+        when_ = std::move(condition);
+        return *this;
+    }
+    Task& priority(int priority) {
+        priority_ = priority;
+        return *this;
+    }
     /// The C++ function that runs this task (kind "handler"): any callable taking
     /// (Context&, const CancellationToken&), or just (Context&) when it ignores cancellation.
     template <class F>
@@ -113,7 +147,11 @@ public:
         return *this;
     }
     /// Runs `sql` inside the database, as the tenant's role (kind "sql"); no handler needed.
-    Task& sql(std::string statement) { sql_ = std::move(statement); handler_ = nullptr; return *this; }
+    Task& sql(std::string statement) {
+        sql_ = std::move(statement);
+        handler_ = nullptr;
+        return *this;
+    }
 
     [[nodiscard]] const std::string& id() const noexcept { return id_; }
     [[nodiscard]] const std::vector<std::string>& dependencies() const noexcept { return dependencies_; }
@@ -244,19 +282,18 @@ struct TaskRegistrar {
 }  // namespace cloacina
 
 /// Declares (and registers) a workflow; tasks are attached with CLOACINA_TASK.
-#define CLOACINA_WORKFLOW(workflow_name, description_text)                                        \
-    static const ::cloacina::detail::WorkflowRegistrar cloacina_workflow_registrar_##workflow_name{ \
-        #workflow_name, description_text}
+#define CLOACINA_WORKFLOW(workflow_name, description_text)                                           \
+    static const ::cloacina::detail::WorkflowRegistrar cloacina_workflow_registrar_##workflow_name { \
+#workflow_name, description_text                                                             \
+    }
 
 /// Declares a task of `workflow_name` and opens its handler body, which sees `context`
 /// (cloacina::Context&) and `cancellation` (const cloacina::CancellationToken&). Optional Task
 /// setters follow the id: CLOACINA_TASK(wf, load, .dependencies({"fetch"}).retry(...)) { ... }
-#define CLOACINA_TASK(workflow_name, task_id, ...)                                                  \
-    static void cloacina_task_##workflow_name##_##task_id(::cloacina::Context&,                     \
-                                                          const ::cloacina::CancellationToken&);    \
-    static const ::cloacina::detail::TaskRegistrar cloacina_task_registrar_##workflow_name##_##task_id{ \
-        #workflow_name, ::cloacina::Task(#task_id) __VA_ARGS__,                                     \
-        &cloacina_task_##workflow_name##_##task_id};                                                \
-    static void cloacina_task_##workflow_name##_##task_id(                                          \
-        [[maybe_unused]] ::cloacina::Context& context,                                              \
+#define CLOACINA_TASK(workflow_name, task_id, ...)                                                                     \
+    static void cloacina_task_##workflow_name##_##task_id(::cloacina::Context&, const ::cloacina::CancellationToken&); \
+    static const ::cloacina::detail::TaskRegistrar cloacina_task_registrar_##workflow_name##_##task_id{                \
+        #workflow_name, ::cloacina::Task(#task_id) __VA_ARGS__, &cloacina_task_##workflow_name##_##task_id};           \
+    static void cloacina_task_##workflow_name##_##task_id(                                                             \
+        [[maybe_unused]] ::cloacina::Context& context,                                                                 \
         [[maybe_unused]] const ::cloacina::CancellationToken& cancellation)
