@@ -35,6 +35,7 @@ int			cloacina_worker_lock_timeout_ms = 200;
 int			cloacina_worker_statement_timeout_ms = 30 * 1000;
 
 static char *connection_host = NULL;
+static int	connection_port = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
@@ -104,6 +105,11 @@ define_session_settings(void)
 							   "Host name put into the connection strings that create_tenant returns.",
 							   "Empty means the address the calling session reached the server on.",
 							   &connection_host, "", PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.connection_port",
+							"Port put into the connection strings that create_tenant returns.",
+							"0 means the port the calling session reached the server on; set it to a "
+							"connection pooler's port when tenants connect through one.",
+							&connection_port, 0, 0, 65535, PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cloacina.naptime",
 							"Longest time the scheduler sleeps between looks at due work.",
 							"It is woken earlier whenever something comes due.",

@@ -1273,3 +1273,29 @@ BEGIN
     END;
 END
 $$;
+
+-- create_tenant's connection strings can name a pooler's port (cloacina.connection_port).
+-- A libpq URI for the tenant role on the server and database this session is using.
+-- cloacina.connection_host and cloacina.connection_port override the host and the port (for
+-- example a connection pooler's).
+CREATE OR REPLACE FUNCTION cloacina._connection_string(username text, password text) RETURNS text
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    host text := nullif(current_setting('cloacina.connection_host', true), '');
+    port text := coalesce(nullif(nullif(current_setting('cloacina.connection_port', true), ''), '0'),
+                          inet_server_port()::text, current_setting('port'));
+BEGIN
+    IF host IS NULL AND inet_server_addr() IS NOT NULL THEN
+        host := host(inet_server_addr());
+        IF host LIKE '%:%' THEN
+            host := '[' || host || ']';
+        END IF;
+    ELSIF host IS NULL THEN
+        -- a Unix-socket session: point at the first socket directory, percent-encoded
+        host := cloacina._url_escape(trim(split_part(current_setting('unix_socket_directories'), ',', 1)));
+    END IF;
+    RETURN format('postgresql://%s:%s@%s:%s/%s', cloacina._url_escape(username),
+                  cloacina._url_escape(password), host, port,
+                  cloacina._url_escape(current_database()));
+END
+$$;

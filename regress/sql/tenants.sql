@@ -31,6 +31,14 @@ SELECT a.password <> b.password AS differ
 -- A given password with characters that need escaping in a URI.
 SELECT connection_string LIKE 'postgresql://quote_user:p%40s%3As%2F%25%27%5C%20x@%' AS escaped
   FROM cloacina.create_tenant('tenant_quote', 'quote_user', E'p@s:s/%''\\ x');
+-- a pooler's address instead of the server's
+SET cloacina.connection_host = 'pooler.internal';
+SET cloacina.connection_port = 6432;
+SELECT regexp_replace(connection_string, ':[^:@]*@', ':***@') AS through_pooler
+  FROM cloacina.create_tenant('tenant_pooled', 'pooled_user');
+RESET cloacina.connection_host;
+RESET cloacina.connection_port;
+SELECT cloacina.remove_tenant('tenant_pooled', 'pooled_user');
 
 SELECT schema_name, username, state, max_running, weight, active_runs, ready_tasks, running_tasks
   FROM cloacina.tenants ORDER BY schema_name;

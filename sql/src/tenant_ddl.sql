@@ -157,12 +157,14 @@ END
 $$;
 
 -- A libpq URI for the tenant role on the server and database this session is using.
--- cloacina.connection_host overrides the host (for example behind a proxy).
+-- cloacina.connection_host and cloacina.connection_port override the host and the port (for
+-- example a connection pooler's).
 CREATE FUNCTION cloacina._connection_string(username text, password text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     host text := nullif(current_setting('cloacina.connection_host', true), '');
-    port text := coalesce(inet_server_port()::text, current_setting('port'));
+    port text := coalesce(nullif(nullif(current_setting('cloacina.connection_port', true), ''), '0'),
+                          inet_server_port()::text, current_setting('port'));
 BEGIN
     IF host IS NULL AND inet_server_addr() IS NOT NULL THEN
         host := host(inet_server_addr());
