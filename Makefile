@@ -45,7 +45,7 @@ installcheck: build-dirs
 build-dirs:
 	@mkdir -p build/regress build/isolation
 
-.PHONY: test demo check-upgrade build-dirs sdk install-sdk bench bench-smoke format format-check
+.PHONY: test demo check-upgrade build-dirs sdk install-sdk bench bench-smoke format format-check sanitize
 # The README's two commands: each builds, installs, and (without DATABASE_URL) starts a private
 # PostgreSQL cluster of its own.
 test:
@@ -60,6 +60,9 @@ format:
 	scripts/format
 format-check:
 	scripts/format --check
+# The SDK's suites under ASan+UBSan, its concurrent ones under TSan (scripts/sanitize).
+sanitize:
+	scripts/sanitize
 demo:
 	scripts/demo
 # The update from every released version to this one, with work in flight (scripts/check-upgrade).
