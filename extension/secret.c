@@ -8,11 +8,24 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/builtins.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
 
 /*
- * From libpq/scram.h, declared here because that header pulls in libpq-be.h and with it the
- * GSSAPI headers, which a server-dev install does not need to have.
+ * pg_be_scram_build_secret is declared in libpq/scram.h, which pulls in libpq-be.h and with it
+ * the GSSAPI headers when the server was built with GSSAPI (Debian's packages are), headers a
+ * server-dev install need not have (libkrb5-dev). So it is declared here as well, and the real
+ * header is included whenever it can be compiled: a change of the signature in a later major
+ * is then a "conflicting types" error (CI installs libkrb5-dev so that it always checks). The
+ * signature is the same in 15 through 18 (docs/decisions.md).
  */
+#if (!defined(ENABLE_GSS) || __has_include(<gssapi/gssapi.h>) || __has_include(<gssapi.h>)) && \
+	(!defined(USE_OPENSSL) || __has_include(<openssl/ssl.h>))
+#include "libpq/scram.h"
+#elif defined(CLOACINA_STRICT)
+#error "libpq/scram.h cannot be compiled here (install the GSSAPI and OpenSSL headers: libkrb5-dev, libssl-dev)"
+#endif
 extern char *pg_be_scram_build_secret(const char *password);
 
 PG_FUNCTION_INFO_V1(cloacina_generate_password);

@@ -9,6 +9,7 @@
 
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -109,7 +110,11 @@ cloacina_require_tenant(const char *schema)
 				 errmsg("current schema %s is not a cloacina tenant",
 						schema ? quote_identifier(schema) : "(none)"),
 				 errhint("Connect as the tenant's role, or run SET search_path = <tenant schema> first.")));
+#if PG_VERSION_NUM >= 160000
+	if (object_aclcheck(NamespaceRelationId, namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+#else
 	if (pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
+#endif
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, schema);
 	return namespace_oid;
 }
@@ -129,7 +134,13 @@ cloacina_require_tenant_fn(PG_FUNCTION_ARGS)
  *
  * Until cloacina_leave_tenant_path:
  * - the search path is pg_catalog alone, so nothing on the caller's search path can stand in
- *   for what the engine's statements name; the prepared plans are made and reused under it;
+ *   for what the engine's statements name; the prepared plans are made and reused under it.
+ *   Before PostgreSQL 17 an override search path (pg_catalog, no temporary schema); from 17,
+ *   which removed override search paths, search_path = 'pg_catalog, pg_temp' at the settings'
+ *   nest level: the caller's temporary schema then comes after pg_catalog for relations and
+ *   types, and never for functions and operators, so it cannot stand in for anything the
+ *   engine's statements name either (they name pg_catalog's objects, and tenant tables with
+ *   their schema). See docs/decisions.md for the cost;
  * - sequential scans are off: the engine's statements reach rows by key, and their generic
  *   plans are kept. Planned while a new tenant's tables are small and not yet analysed, a
  *   sequential scan would look cheaper and then stay as the tables grow (measured: the
@@ -138,11 +149,17 @@ cloacina_require_tenant_fn(PG_FUNCTION_ARGS)
  *   (measured: 230 ms per claim).
  * An error unwinds all three with the (sub)transaction.
  */
+#if PG_VERSION_NUM < 170000 && !defined(CLOACINA_SEARCH_PATH_GUC)
+#define CLOACINA_OVERRIDE_SEARCH_PATH 1
+#endif
+
 TenantPath
 cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 {
 	TenantPath	path;
+#ifdef CLOACINA_OVERRIDE_SEARCH_PATH
 	OverrideSearchPath engine_path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+#endif
 
 	if (argno >= 0)
 		path.schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
@@ -150,8 +167,14 @@ cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 		path.schema = current_schema_name();
 	(void) cloacina_require_tenant(path.schema);
 
+#ifdef CLOACINA_OVERRIDE_SEARCH_PATH
 	PushOverrideSearchPath(&engine_path);
 	path.guc_level = NewGUCNestLevel();
+#else
+	path.guc_level = NewGUCNestLevel();
+	(void) set_config_option("search_path", "pg_catalog, pg_temp", PGC_USERSET, PGC_S_SESSION,
+							 GUC_ACTION_SAVE, true, 0, false);
+#endif
 	(void) set_config_option("enable_seqscan", "off", PGC_USERSET, PGC_S_SESSION,
 							 GUC_ACTION_SAVE, true, 0, false);
 	(void) set_config_option("jit", "off", PGC_USERSET, PGC_S_SESSION,
@@ -163,7 +186,9 @@ void
 cloacina_leave_tenant_path(TenantPath *path)
 {
 	AtEOXact_GUC(true, path->guc_level);
+#ifdef CLOACINA_OVERRIDE_SEARCH_PATH
 	PopOverrideSearchPath();
+#endif
 }
 
 /* The elements of argument "argno", a one-dimensional array, or -1 elements for NULL. */

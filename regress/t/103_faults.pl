@@ -38,13 +38,15 @@ my $url = $node->safe_psql('postgres', q{SELECT connection_string FROM cloacina.
 # Monitoring queries tolerate the restart window: undef when the server does not answer.
 sub query {
     my ($sql) = @_;
-    my ($ret, $out) = $node->psql('postgres', $sql);
-    return $ret == 0 ? $out : undef;
+    # (psql can exit before it has read its input, refused while the server restarts: IPC::Run
+    # then dies of the broken pipe, which is one more "does not answer")
+    my ($ret, $out) = eval { $node->psql('postgres', $sql) };
+    return defined $ret && $ret == 0 ? $out : undef;
 }
 sub as_tenant {
     my ($sql) = @_;
-    my ($ret, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-U', 'chaos_user' ]);
-    return $ret == 0 ? $out : undef;
+    my ($ret, $out, $err) = eval { $node->psql('postgres', $sql, extra_params => [ '-U', 'chaos_user' ]) };
+    return defined $ret && $ret == 0 ? $out : undef;
 }
 
 my $records = "$PostgreSQL::Test::Utils::tmp_check/faults_handled.log";

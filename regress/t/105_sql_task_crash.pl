@@ -25,8 +25,10 @@ my $run = $node->safe_psql('postgres', q{SET search_path = crashy; SELECT cloaci
 # Queries tolerate the crash-restart window: undef while the server does not answer.
 sub query {
     my ($sql) = @_;
-    my ($ret, $out) = $node->psql('postgres', $sql);
-    return $ret == 0 ? $out : undef;
+    # (psql can exit before it has read its input, refused while the server restarts: IPC::Run
+    # then dies of the broken pipe, which is one more "does not answer")
+    my ($ret, $out) = eval { $node->psql('postgres', $sql) };
+    return defined $ret && $ret == 0 ? $out : undef;
 }
 
 sub wait_for {
