@@ -108,10 +108,12 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 		if (DatumGetTimestampTz(row[CLAIM_COLUMNS]) < first_deadline)
 			first_deadline = DatumGetTimestampTz(row[CLAIM_COLUMNS]);
 	}
+
 	/*
-	 * This transaction made tasks ready (a completion that claims) and the claim took fewer than
-	 * it could: if no ready task is left, whatever it made ready is claimed, and the "ready" hint
-	 * would only wake other workers to claim nothing.
+	 * This transaction made tasks ready (a completion that claims) and the
+	 * claim took fewer than it could: if no ready task is left, whatever it
+	 * made ready is claimed, and the "ready" hint would only wake other
+	 * workers to claim nothing.
 	 */
 	if (claimed < (uint64) PG_GETARG_INT32(max_tasks_arg) && cloacina_hint_ready_pending(schema))
 	{
@@ -123,7 +125,10 @@ claim(FunctionCallInfo fcinfo, const char *schema, int first)
 	}
 	SPI_finish();
 
-	/* The background worker must look at this tenant when the first lease or timeout can expire. */
+	/*
+	 * The background worker must look at this tenant when the first lease or
+	 * timeout can expire.
+	 */
 	if (first_deadline != DT_NOEND)
 		cloacina_due_push(schema, first_deadline, false);
 	return (Datum) 0;

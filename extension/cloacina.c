@@ -147,7 +147,10 @@ _PG_init(void)
 	define_session_settings();
 	if (!process_shared_preload_libraries_in_progress)
 	{
-		/* CREATE EXTENSION refuses with a hint (sql/src/registry.sql); nothing more to set up */
+		/*
+		 * CREATE EXTENSION refuses with a hint (sql/src/registry.sql);
+		 * nothing more to set up
+		 */
 		MarkGUCPrefixReserved("cloacina");
 		return;
 	}

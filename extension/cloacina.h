@@ -16,6 +16,7 @@ extern int	cloacina_sql_workers;
 extern int	cloacina_retention_s;
 extern int	cloacina_max_tenants;
 extern bool cloacina_preloaded;
+
 /* limits a tenant cannot change (cloacina.c) */
 extern int	cloacina_max_context_bytes;
 extern int	cloacina_max_context_depth;

@@ -200,7 +200,7 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 		bool		isnull;
 
 		cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-																	  SPI_tuptable->tupdesc, 1, &isnull)));
+																	SPI_tuptable->tupdesc, 1, &isnull)));
 	}
 }
 
@@ -273,7 +273,10 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 			cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull)));
 	}
 
-	/* Runs whose completed tasks have dependents: evaluate the dependents, all runs at once. */
+	/*
+	 * Runs whose completed tasks have dependents: evaluate the dependents,
+	 * all runs at once.
+	 */
 	{
 		ArrayBuildState *run_ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
 		ArrayBuildState *task_names = initArrayResult(TEXTOID, CurrentMemoryContext, false);
@@ -300,7 +303,10 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	}
 	SPI_finish();
 
-	/* "accepted" was allocated before SPI_connect, so it outlives the connection */
+	/*
+	 * "accepted" was allocated before SPI_connect, so it outlives the
+	 * connection
+	 */
 	qsort(accepted, *n_accepted, sizeof(int64), cloacina_compare_int64);
 	return accepted;
 }

@@ -38,9 +38,11 @@ typedef struct TenantDue
 	TimestampTz due;			/* DT_NOEND: nothing due */
 	bool		sql_ready;		/* ready SQL tasks may be waiting */
 	int			running_sql;	/* SQL tasks the pool runs for this tenant now */
-	int			max_running;	/* 0: the default cap (cloacina.sql_tenant_max_running) */
+	int			max_running;	/* 0: the default cap
+								 * (cloacina.sql_tenant_max_running) */
 	int			weight;
-	int			failed_ticks;	/* ticks in a row that failed: the backoff of the next */
+	int			failed_ticks;	/* ticks in a row that failed: the backoff of
+								 * the next */
 	uint64		last_served;	/* breaks ties between equally loaded tenants */
 } TenantDue;
 
@@ -49,7 +51,8 @@ typedef struct DueShared
 	LWLock	   *lock;
 	Latch	   *scheduler_latch;
 	TimestampTz scheduler_wakeup;	/* when the scheduler plans to look again */
-	bool		overflow;		/* an entry did not fit: the scheduler must scan everything */
+	bool		overflow;		/* an entry did not fit: the scheduler must
+								 * scan everything */
 	uint64		serve_counter;
 	Latch	   *sql_worker_latch[CLOACINA_MAX_SQL_WORKERS];
 	char		sql_worker_tenant[CLOACINA_MAX_SQL_WORKERS][NAMEDATALEN];
@@ -225,9 +228,11 @@ cloacina_due(PG_FUNCTION_ARGS)
 	due = PG_GETARG_TIMESTAMPTZ(1);
 	if (strlen(schema) >= NAMEDATALEN)
 		PG_RETURN_VOID();
+
 	/*
-	 * Only for a tenant the caller may use: a tenant can hurry the scheduler for itself, not
-	 * for others, and cannot fill the table with names of schemas that are not tenants.
+	 * Only for a tenant the caller may use: a tenant can hurry the scheduler
+	 * for itself, not for others, and cannot fill the table with names of
+	 * schemas that are not tenants.
 	 */
 	(void) cloacina_require_tenant(schema);
 

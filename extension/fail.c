@@ -113,7 +113,10 @@ fail_tasks(const char *schema, Datum *arrays, int n, int *n_accepted)
 								makeArrayResult(task_names, CurrentMemoryContext));
 	SPI_finish();
 
-	/* "accepted" was allocated before SPI_connect, so it outlives the connection */
+	/*
+	 * "accepted" was allocated before SPI_connect, so it outlives the
+	 * connection
+	 */
 	qsort(accepted, *n_accepted, sizeof(int64), cloacina_compare_int64);
 	return accepted;
 }

@@ -46,7 +46,11 @@ send_pending_at_commit(XactEvent event, void *arg)
 		for (int i = 0; i < n_pending; i++)
 			Async_Notify(pending[i].channel, "ready");
 	}
-	/* A prepared transaction cannot NOTIFY: its hints are dropped (the workers poll). */
+
+	/*
+	 * A prepared transaction cannot NOTIFY: its hints are dropped (the
+	 * workers poll).
+	 */
 	if (event == XACT_EVENT_PRE_COMMIT || event == XACT_EVENT_PRE_PREPARE ||
 		event == XACT_EVENT_ABORT || event == XACT_EVENT_PARALLEL_ABORT)
 		n_pending = 0;

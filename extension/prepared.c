@@ -28,8 +28,10 @@
 
 typedef struct PreparedEntry
 {
-	uint32		hash;			/* key: hash of the key text and argument types ... */
-	const char *template;		/* ... confirmed by comparing these: the statement's template */
+	uint32		hash;			/* key: hash of the key text and argument
+								 * types ... */
+	const char *template;		/* ... confirmed by comparing these: the
+								 * statement's template */
 	char	   *key;			/* the schema the template was filled with */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];

@@ -54,7 +54,8 @@ static const char *const propagate_sql =
 "                              FROM unnest(c.dependencies) WITH ORDINALITY AS u(task, ord)"
 "                              JOIN %1$s.tasks t ON t.execution_id = c.execution_id AND t.task = u.task) y) x"
 "     WHERE c.pending = 0),"
-" decided AS MATERIALIZED ("	/* evaluated once, not once per candidate it is joined to */
+" decided AS MATERIALIZED ("		/* evaluated once, not once per candidate
+									 * it is joined to */
 "    SELECT e.id, e.input,"
 "           CASE WHEN e.holds THEN CASE WHEN e.run_status = 'paused' THEN 'waiting' ELSE 'ready' END"
 "                ELSE 'skipped' END AS status,"
@@ -66,10 +67,12 @@ static const char *const propagate_sql =
 "                        WHEN 'all_success' THEN ev.n_ok = ev.n_all"
 "                        WHEN 'one_success' THEN ev.n_ok > 0"
 "                        WHEN 'one_failed' THEN ev.n_failed > 0"
-"                        ELSE true"	/* all_done, always: every dependency has ended */
+"                        ELSE true"		/* all_done, always: every dependency
+										 * has ended */
 "                   END AND (ev.condition IS NULL OR cloacina._condition_holds(ev.condition, ev.input)) AS holds"
 "              FROM evaluated ev) e),"
-" writes AS MATERIALIZED ("	/* one narrow row per dependent: the UPDATE copies whole rows of what it joins */
+" writes AS MATERIALIZED ("		/* one narrow row per dependent: the UPDATE
+								 * copies whole rows of what it joins */
 "    SELECT c.id, c.pending, dc.status, dc.input, dc.detail"
 "      FROM cand c LEFT JOIN decided dc ON dc.id = c.id),"
 " changed AS ("
@@ -117,7 +120,8 @@ cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 {
 	Oid			argtypes[2] = {INT8ARRAYOID, TEXTARRAYOID};
 	Datum		args[2] = {run_ids, task_names};
-	Datum		terminal = run_ids;	/* a run's id once per task of it that ended */
+	Datum		terminal = run_ids; /* a run's id once per task of it that
+									 * ended */
 	bool		any_ready = false;
 	bool		any_sql = false;
 	bool		isnull;
@@ -165,7 +169,7 @@ cloacina_propagate_run(const char *schema, Datum run_id, Datum finished)
 	for (int i = 0; i < n; i++)
 		ids[i] = run_id;
 	cloacina_propagate_runs(schema, PointerGetDatum(construct_array(ids, n, INT8OID, 8, FLOAT8PASSBYVAL,
-																	 TYPALIGN_DOUBLE)),
+																	TYPALIGN_DOUBLE)),
 							PointerGetDatum(names));
 }
 

@@ -108,7 +108,7 @@ timestamp_option(JsonbValue *v)
 	char	   *text = v->type == jbvString ? pnstrdup(v->val.string.val, v->val.string.len) : NULL;
 	volatile TimestampTz result = 0;
 
-	if (text != NULL)
+	if (text !=NULL)
 	{
 		PG_TRY();
 		{

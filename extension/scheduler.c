@@ -131,8 +131,9 @@ tick_tenant(const char *schema, bool startup)
 	cloacina_unit_commit();
 
 	/*
-	 * Ready SQL tasks are announced to the pool by the commits that make them ready; while some
-	 * wait, look again soon, so that even a lost announcement delays them by seconds at most.
+	 * Ready SQL tasks are announced to the pool by the commits that make them
+	 * ready; while some wait, look again soon, so that even a lost
+	 * announcement delays them by seconds at most.
 	 */
 	if (sql_ready)
 		next_due = Min(next_due, TimestampTzPlusMilliseconds(GetCurrentTimestamp(), SQL_READY_RECHECK_MS));

@@ -88,6 +88,7 @@ typedef struct SqlTaskOutcome
 
 static int	my_worker = -1;
 static TimeoutId cancel_poll = MAX_TIMEOUTS;
+
 /* while a task's SQL runs: when its worker ends itself if it still runs (0: no cancel yet) */
 static volatile TimestampTz stop_by_cancel = 0;
 static volatile TimestampTz stop_by_timeout = 0;
@@ -214,10 +215,18 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 							   SECURITY_RESTRICTED_OPERATION);
 		(void) set_config_option("search_path", quote_identifier(schema), PGC_USERSET,
 								 PGC_S_SESSION, GUC_ACTION_SAVE, true, 0, false);
-		/* the task may wait for its own locks as long as its statement timeout allows */
+
+		/*
+		 * the task may wait for its own locks as long as its statement
+		 * timeout allows
+		 */
 		(void) set_config_option("lock_timeout", "0", PGC_SUSET, PGC_S_SESSION,
 								 GUC_ACTION_SAVE, true, 0, false);
-		/* statement_timeout is armed by the client protocol loop, which a worker has not */
+
+		/*
+		 * statement_timeout is armed by the client protocol loop, which a
+		 * worker has not
+		 */
 		timeout_ms = statement_timeout_ms(task);
 		stop_by_cancel = 0;
 		stop_by_timeout = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), timeout_ms + STOP_GRACE_MS);
@@ -248,9 +257,11 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 				MemoryContextSwitchTo(spi);
 			}
 		}
+
 		/*
-		 * Roll back every setting the task changed, also with a plain SET: the worker serves
-		 * other tenants next, and nothing of this task may carry over to them.
+		 * Roll back every setting the task changed, also with a plain SET:
+		 * the worker serves other tenants next, and nothing of this task may
+		 * carry over to them.
 		 */
 		AtEOXact_GUC(false, nest);
 		SetUserIdAndSecContext(saved_user, saved_sec_context);
@@ -267,7 +278,8 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		MemoryContextSwitchTo(caller_context);
 		edata = CopyErrorData();
 		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();	/* restores user and settings */
+		RollbackAndReleaseCurrentSubTransaction();	/* restores user and
+													 * settings */
 		MemoryContextSwitchTo(caller_context);
 		CurrentResourceOwner = caller_owner;
 		outcome.error = psprintf("SQLSTATE %s: %s", unpack_sql_state(edata->sqlerrcode), edata->message);
@@ -276,7 +288,11 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 		FreeErrorData(edata);
 	}
 	PG_END_TRY();
-	/* a cancel request that came after the statement ended has nothing left to stop */
+
+	/*
+	 * a cancel request that came after the statement ended has nothing left
+	 * to stop
+	 */
 	QueryCancelPending = false;
 	return outcome;
 }
@@ -288,7 +304,8 @@ run_as_tenant(const char *schema, ClaimedSqlTask *task)
 static void
 release_session_locks(void)
 {
-	LockReleaseSession(USER_LOCKMETHOD);	/* what pg_advisory_unlock_all() does */
+	LockReleaseSession(USER_LOCKMETHOD);	/* what pg_advisory_unlock_all()
+											 * does */
 }
 
 /* Records the outcome with _complete or _fail; false when it was refused. */
@@ -385,7 +402,8 @@ run_task(const char *schema, ClaimedSqlTask *task, MemoryContext scratch)
 			cloacina_unit_commit();
 		}
 		else
-			cloacina_unit_abandon();	/* cancelled or taken over: undo the task's effects */
+			cloacina_unit_abandon();	/* cancelled or taken over: undo the
+										 * task's effects */
 	}
 	PG_CATCH();
 	{
@@ -425,9 +443,11 @@ empty_slot_at_exit(int code, Datum arg)
 	cloacina_sqlslot_empty(my_worker, held_schema);
 	if (held_schema[0] != '\0')
 		cloacina_due_now(held_schema);
+
 	/*
-	 * The tenant's share of the pool stays taken until this worker is back (5 s): a tenant whose
-	 * tasks end workers must not be able to end the next worker at once, and the next.
+	 * The tenant's share of the pool stays taken until this worker is back (5
+	 * s): a tenant whose tasks end workers must not be able to end the next
+	 * worker at once, and the next.
 	 */
 }
 
@@ -448,7 +468,11 @@ cloacina_sql_worker_main(Datum main_arg)
 	cancel_poll = RegisterTimeout(USER_TIMEOUT, poll_cancel_request);
 	cloacina_unit_settings();
 	cloacina_due_set_sql_worker_latch(my_worker);
-	/* runs before the exit aborts the transaction: nothing of the task can commit any more */
+
+	/*
+	 * runs before the exit aborts the transaction: nothing of the task can
+	 * commit any more
+	 */
 	before_shmem_exit(empty_slot_at_exit, (Datum) 0);
 
 	for (;;)

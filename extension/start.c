@@ -163,7 +163,11 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 	}
 	if (any_ready && start_at <= GetCurrentTransactionStartTimestamp())
 		cloacina_hint_ready(schema);
-	/* a delayed run (hint its workers when it comes due) or SQL tasks for the worker's pool */
+
+	/*
+	 * a delayed run (hint its workers when it comes due) or SQL tasks for the
+	 * worker's pool
+	 */
 	if (start_at > GetCurrentTransactionStartTimestamp() || any_sql)
 		cloacina_due_push(schema, start_at, any_sql);
 	if (run_nulls[6] == ' ')

@@ -158,7 +158,11 @@ cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 {
 	TenantPath	path;
 #ifdef CLOACINA_OVERRIDE_SEARCH_PATH
-	OverrideSearchPath engine_path = {.schemas = NIL, .addCatalog = true, .addTemp = false};
+	OverrideSearchPath engine_path = {0};
+
+	engine_path.schemas = NIL;
+	engine_path.addCatalog = true;
+	engine_path.addTemp = false;
 #endif
 
 	if (argno >= 0)

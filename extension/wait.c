@@ -169,7 +169,11 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 	if (wait_shared != NULL)
 	{
 		cv = &wait_shared->run_finished[slot_of(execution_id)];
-		/* Before the first read, so that a wake-up between read and sleep is not lost. */
+
+		/*
+		 * Before the first read, so that a wake-up between read and sleep is
+		 * not lost.
+		 */
 		ConditionVariablePrepareToSleep(cv);
 	}
 

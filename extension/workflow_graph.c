@@ -32,8 +32,10 @@ typedef struct Graph
 	int			n;
 	char	  **ids;
 	int		   *indegree;
-	int		   *first_dependent;	/* dependents of task i: dependent[first_dependent[i] ..
-									 * first_dependent[i + 1] - 1], in declaration order */
+	int		   *first_dependent;	/* dependents of task i:
+									 * dependent[first_dependent[i] ..
+									 * first_dependent[i + 1] - 1], in
+									 * declaration order */
 	int		   *dependent;
 } Graph;
 
@@ -93,7 +95,8 @@ read_edges(JsonbContainer *tasks, HTAB *positions, Graph *g)
 	int		   *edge_to = NULL;
 	int			n_edges = 0;
 	int			capacity = 0;
-	int		   *listed_by = palloc(sizeof(int) * g->n);	/* last task that listed it */
+	int		   *listed_by = palloc(sizeof(int) * g->n); /* last task that listed
+														 * it */
 	int		   *fill;
 
 	for (int i = 0; i < g->n; i++)
@@ -145,7 +148,10 @@ read_edges(JsonbContainer *tasks, HTAB *positions, Graph *g)
 		}
 	}
 
-	/* Dependents by task (counting sort on the edges' source keeps declaration order). */
+	/*
+	 * Dependents by task (counting sort on the edges' source keeps
+	 * declaration order).
+	 */
 	for (int e = 0; e < n_edges; e++)
 		g->first_dependent[edge_from[e] + 1]++;
 	for (int i = 0; i < g->n; i++)
@@ -301,7 +307,7 @@ cloacina_workflow_graph(PG_FUNCTION_ARGS)
 
 		g.ids[i] = id == NULL ? NULL : string_of(id);
 		if (g.ids[i] == NULL)
-			elog(ERROR, "workflow \"%s\": task #%d has no string id", workflow, i + 1);	/* checked before */
+			elog(ERROR, "workflow \"%s\": task #%d has no string id", workflow, i + 1); /* checked before */
 	}
 	positions = index_ids(workflow, &g);
 	read_edges(&tasks->root, positions, &g);
