@@ -1086,7 +1086,8 @@ COMMENT ON FUNCTION cloacina.retry(bigint) IS
 -- The figures of tenant s, one row per workflow (every registered one, and any other that has
 -- runs) and a total row whose workflow is NULL. Queue figures are live; run counts and task
 -- durations cover the runs that ended within window_length (durations: the completed tasks of
--- those runs, from claim to completion). Every source is one of the tenant's partial indexes.
+-- those runs, from claim to completion). Each figure but the workflow list has a partial index
+-- of the tenant's tables to be read through.
 -- The figures are read in a subtransaction that is rolled back on purpose: that releases the
 -- locks the read took (a dozen relations per tenant), so one query over thousands of tenants
 -- does not run out of the shared lock table.
