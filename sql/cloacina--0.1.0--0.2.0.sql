@@ -1048,15 +1048,18 @@ BEGIN
     PERFORM cloacina._event(s, eid, NULL, NULL, st, 'running', 'run retried');
     -- Roots that start over: ready, or skipped by their condition, as in a new run.
     EXECUTE format($q$
-        WITH roots AS (
+        WITH decided AS (
+            SELECT t.id, e.input_context,
+                   CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
+                        THEN 'ready' ELSE 'skipped' END AS status
+              FROM %1$I.tasks t JOIN %1$I.executions e ON e.id = t.execution_id
+             WHERE t.execution_id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0),
+        roots AS (
             UPDATE %1$I.tasks t
-               SET status = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
-                                 THEN 'ready' ELSE 'skipped' END,
-                   input = e.input_context, ready_at = now(),
-                   finished_at = CASE WHEN t.condition IS NULL OR cloacina._condition_holds(t.condition, e.input_context)
-                                      THEN NULL ELSE now() END
-              FROM %1$I.executions e
-             WHERE t.execution_id = $1 AND e.id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0
+               SET status = d.status, input = d.input_context, ready_at = now(),
+                   finished_at = CASE WHEN d.status = 'skipped' THEN now() END
+              FROM decided d
+             WHERE t.id = d.id
             RETURNING t.id, t.task, t.kind, t.status),
         logged AS (
             INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
