@@ -65,6 +65,7 @@ extern void cloacina_sqlslot_shmem_startup(void);
 extern void cloacina_sqlslot_fill(int worker, const char *schema, int64 task_id, int64 execution_id);
 extern void cloacina_sqlslot_empty(int worker, char *held_schema);
 extern bool cloacina_sqlslot_cancel_requested(int worker);
+extern bool cloacina_sqlslot_runs(const char *schema, int64 task_id);
 
 /* prepared.c: statements prepared once per backend */
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
@@ -77,14 +78,34 @@ typedef struct TenantPath
 	int			guc_level;		/* the settings' nest level, undone on leaving */
 } TenantPath;
 extern Oid	cloacina_require_tenant(const char *schema);
+extern TenantPath cloacina_enter_tenant(const char *schema);
 extern TenantPath cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno);
 extern void cloacina_leave_tenant_path(TenantPath *path);
+typedef Datum (*TenantBody) (FunctionCallInfo fcinfo, const char *schema);
+extern Datum cloacina_in_current_tenant(FunctionCallInfo fcinfo, TenantBody body);
 extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type,
 									Datum **values, bool **nulls);
 extern Datum cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type);
+extern Datum cloacina_one_element_array(Datum value, bool isnull, Oid element_type);
 extern int	cloacina_compare_int64(const void *a, const void *b);
 extern void cloacina_return_accepted(FunctionCallInfo fcinfo, Datum *ids, bool *id_nulls, int n,
 									 int64 *accepted, int n_accepted);
+
+/*
+ * claim.c: the claim of ready tasks. Columns of the claimed rows: task id, run id, workflow,
+ * task, attempt, fence, input context, deadline; for SQL tasks also the SQL, the tenant's role,
+ * the task's timeout_ms and the run's deadline.
+ */
+typedef enum ClaimKind
+{
+	CLAIM_HANDLER_TASKS,
+	CLAIM_SQL_TASK
+} ClaimKind;
+#define CLAIM_DEADLINE_COLUMN 8
+struct SPITupleTable;
+extern struct SPITupleTable *cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker,
+												  Datum task_names, int32 max_tasks, Datum lease,
+												  uint64 *n_claimed);
 
 /* hint.c: wake-up hints for a tenant's workers */
 extern void cloacina_hint(const char *schema, const char *payload);
@@ -107,9 +128,31 @@ extern void cloacina_propagate_runs(const char *schema, Datum run_ids, Datum tas
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);
 
 /* complete.c: locks the runs of running tasks; ends runs (status, final context, event, waiters) */
+extern bool cloacina_complete_task(const char *schema, int64 task_id, int64 fence, Datum output);
 extern bool cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences);
 extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
 								   const char *forced_error);
+
+/* fail.c: failed attempts, in the tenant path entered */
+typedef struct TaskFailures
+{
+	Datum		task_ids;		/* bigint[] */
+	Datum		fences;			/* bigint[] */
+	Datum		errors;			/* text[] */
+	Datum		retryable;		/* boolean[] */
+	Datum		seen_leases;	/* timestamptz[] the reaper saw, or 0 */
+	bool		retry_now;		/* no backoff: the worker failed, not the task */
+} TaskFailures;
+extern int64 *cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n,
+								  int *n_accepted);
+extern bool cloacina_fail_task(const char *schema, int64 task_id, int64 fence, const char *error,
+							   bool retryable);
+
+/* reap.c: attempts whose worker is gone */
+extern int	cloacina_reap_tasks(const char *schema, int max_tasks);
+
+/* results.c: a run's status row */
+extern void cloacina_read_run_status(const char *schema, Datum execution_id, bool isnull);
 
 /* unit.c: one unit of background work in a transaction of its own */
 extern void cloacina_unit_settings(void);

@@ -1,6 +1,7 @@
 /*
- * complete.c: cloacina._complete_batch(s, task_ids, fences, outputs), the completion of claimed
- * tasks, and cloacina._finalize(s, run_ids, forced_status, forced_error), the end of runs.
+ * complete.c: the completion of claimed tasks, for cloacina.complete_batch(task_ids, fences,
+ * contexts), cloacina.complete(task_id, fence, context) and the SQL-task pool, and
+ * cloacina._finalize(s, run_ids, forced_status, forced_error), the end of runs.
  *
  * Both are on every task's path (design §8), so they are written in C: each statement is
  * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
@@ -23,9 +24,7 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_complete_batch);
 PG_FUNCTION_INFO_V1(cloacina_complete_batch_current);
-PG_FUNCTION_INFO_V1(cloacina_complete);
 PG_FUNCTION_INFO_V1(cloacina_complete_current);
 PG_FUNCTION_INFO_V1(cloacina_finalize);
 
@@ -384,9 +383,9 @@ sorted_by_id(int n, Datum *ids, bool *id_nulls, Datum *fences, bool *fence_nulls
 												   false, TYPALIGN_INT));
 }
 
-/* complete_batch for "schema": arguments from "first" on are task_ids, fences, contexts. */
-static void
-complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
+/* cloacina.complete_batch(task_ids, fences, contexts) in "schema" */
+static Datum
+complete_batch(FunctionCallInfo fcinfo, const char *schema)
 {
 	Datum	   *ids,
 			   *fences,
@@ -394,13 +393,13 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 	bool	   *id_nulls,
 			   *fence_nulls,
 			   *output_nulls;
-	int			n = cloacina_array_elements(fcinfo, first, INT8OID, &ids, &id_nulls);
+	int			n = cloacina_array_elements(fcinfo, 0, INT8OID, &ids, &id_nulls);
 	int64	   *accepted;
 	int			n_accepted;
 	Datum		sorted[3];
 
-	if (n != cloacina_array_elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls) ||
-		n != cloacina_array_elements(fcinfo, first + 2, JSONBOID, &outputs, &output_nulls))
+	if (n != cloacina_array_elements(fcinfo, 1, INT8OID, &fences, &fence_nulls) ||
+		n != cloacina_array_elements(fcinfo, 2, JSONBOID, &outputs, &output_nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("task_ids, fences and contexts must have the same length")));
@@ -410,69 +409,51 @@ complete_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n <= 0)
-		return;
+		return (Datum) 0;
 	sorted_by_id(n, ids, id_nulls, fences, fence_nulls, outputs, output_nulls, sorted);
 	accepted = complete_tasks(schema, sorted[0], sorted[1], sorted[2], n, &n_accepted);
 	cloacina_return_accepted(fcinfo, ids, id_nulls, n, accepted, n_accepted);
+	return (Datum) 0;
 }
 
-/* complete for "schema": arguments from "first" on are task_id, fence, context. */
-static bool
-complete_one(FunctionCallInfo fcinfo, const char *schema, int first)
+/* One attempt of a task completed, in "schema" (the tenant path entered); false if refused. */
+bool
+cloacina_complete_task(const char *schema, int64 task_id, int64 fence, Datum output)
 {
 	int			n_accepted;
 
-	if (!PG_ARGISNULL(first + 2))
-		require_object(PG_ARGISNULL(first) ? (Datum) 0 : PG_GETARG_DATUM(first), PG_ARGISNULL(first),
-					   PG_GETARG_DATUM(first + 2));
-	if (PG_ARGISNULL(first))
-		return false;
-	complete_tasks(schema, cloacina_argument_as_array(fcinfo, first, INT8OID),
-				   cloacina_argument_as_array(fcinfo, first + 1, INT8OID),
-				   cloacina_argument_as_array(fcinfo, first + 2, JSONBOID), 1, &n_accepted);
+	if (output != (Datum) 0)
+		require_object(Int64GetDatum(task_id), false, output);
+	complete_tasks(schema, cloacina_one_element_array(Int64GetDatum(task_id), false, INT8OID),
+				   cloacina_one_element_array(Int64GetDatum(fence), false, INT8OID),
+				   cloacina_one_element_array(output, output == (Datum) 0, JSONBOID), 1, &n_accepted);
 	return n_accepted > 0;
-}
-
-/* cloacina._complete_batch(s, task_ids, fences, outputs) */
-Datum
-cloacina_complete_batch(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	complete_batch(fcinfo, path.schema, 1);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
 }
 
 /* cloacina.complete_batch(task_ids, fences, contexts): in the caller's current schema */
 Datum
 cloacina_complete_batch_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-
-	complete_batch(fcinfo, path.schema, 0);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
+	return cloacina_in_current_tenant(fcinfo, complete_batch);
 }
 
-/* cloacina._complete(s, task_id, fence, output) */
-Datum
-cloacina_complete(PG_FUNCTION_ARGS)
+/* cloacina.complete(task_id, fence, context) in "schema" */
+static Datum
+complete_one(FunctionCallInfo fcinfo, const char *schema)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-	bool		accepted = complete_one(fcinfo, path.schema, 1);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_BOOL(accepted);
+	if (!PG_ARGISNULL(0) && !PG_ARGISNULL(1))
+		return BoolGetDatum(cloacina_complete_task(schema, PG_GETARG_INT64(0), PG_GETARG_INT64(1),
+												   PG_ARGISNULL(2) ? (Datum) 0 : PG_GETARG_DATUM(2)));
+	if (!PG_ARGISNULL(2))		/* nothing to complete, but a bad output is
+								 * still an error */
+		require_object(PG_ARGISNULL(0) ? (Datum) 0 : PG_GETARG_DATUM(0), PG_ARGISNULL(0),
+					   PG_GETARG_DATUM(2));
+	return BoolGetDatum(false);
 }
 
 /* cloacina.complete(task_id, fence, context): in the caller's current schema */
 Datum
 cloacina_complete_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-	bool		accepted = complete_one(fcinfo, path.schema, 0);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_BOOL(accepted);
+	return cloacina_in_current_tenant(fcinfo, complete_one);
 }

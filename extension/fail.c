@@ -1,6 +1,7 @@
 /*
- * fail.c: cloacina._fail_batch(s, task_ids, fences, errors, retryable), the failure of claimed
- * tasks, and cloacina._fail(s, task_id, fence, error, retryable), one task of it.
+ * fail.c: the failure of claimed tasks, for cloacina.fail_batch(task_ids, fences, errors,
+ * retryable), cloacina.fail(task_id, fence, error, retryable), the SQL-task pool (sqltask.c) and
+ * the reaper (reap.c): every failed attempt goes through cloacina_fail_tasks.
  *
  * Set-based like the completion (complete.c), in the same locking order: the runs of the tasks
  * in id order, then the tasks in id order. A failure is the exception, but failures come in
@@ -24,53 +25,58 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_fail_batch);
 PG_FUNCTION_INFO_V1(cloacina_fail_batch_current);
-PG_FUNCTION_INFO_V1(cloacina_fail);
 PG_FUNCTION_INFO_V1(cloacina_fail_current);
 
 /*
- * $1 task ids, $2 fences, $3 errors, $4 retryable (NULL: true), $5 'running' (a parameter, see
+ * $1 task ids, $2 fences, $3 errors, $4 retryable (NULL: true), $5 the leases the reaper saw
+ * (NULL: any; a lease renewed since keeps its task), $6 retry at once instead of after the
+ * backoff (the reaper's: the worker failed, not the task), $7 'running' (a parameter, see
  * complete.c). The UPDATE visits its input sorted by id, so it locks the tasks in id order.
  * One row per failed task: id, run, task, whether it is retried, when, its kind.
  */
 static const char *const fail_sql =
-"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[])"
-"                AS u(id, fence, error, retryable) ORDER BY u.id),"
+"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[],"
+"                                    $5::timestamptz[])"
+"                AS u(id, fence, error, retryable, lease_until) ORDER BY u.id),"
 " failed AS ("
 "    UPDATE %1$s.tasks t"
 "       SET status = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
 "                         THEN 'ready' ELSE 'failed' END,"
 "           ready_at = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
-"                           THEN now() + cloacina._retry_delay(t.attempt, t.backoff, t.delay_ms,"
-"                                                              t.max_delay_ms, t.jitter)"
+"                           THEN CASE WHEN $6 THEN now()"
+"                                     ELSE now() + cloacina._retry_delay(t.attempt, t.backoff, t.delay_ms,"
+"                                                                        t.max_delay_ms, t.jitter) END"
 "                           ELSE t.ready_at END,"
 "           finished_at = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
 "                              THEN NULL ELSE now() END,"
 "           error = coalesce(nullif(i.error, ''), 'no error message given'),"
 "           output = NULL, lease_until = NULL"
 "      FROM input i"
-"     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $5"
+"     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $7"
+"       AND (i.lease_until IS NULL OR t.lease_until = i.lease_until)"
 "    RETURNING t.id, t.execution_id, t.task, t.attempt, t.status, t.ready_at, t.kind, t.error),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 "    SELECT execution_id, task, attempt, 'running', status,"
-"           CASE WHEN status = 'ready'"
+"           CASE WHEN status = 'ready' AND NOT $6"
 "                THEN format('attempt %%s failed, retry at %%s: %%s', attempt, ready_at, error)"
 "                ELSE error END"
 "      FROM failed ORDER BY id)"
 " SELECT id, execution_id, task, status = 'ready', ready_at, kind = 'sql' FROM failed";
 
 /*
- * Fails the tasks of the arrays task_ids (bigint[]), fences (bigint[]), errors (text[]) and
- * retryable (boolean[]) in "schema", the tenant path entered. Returns the accepted task ids,
- * sorted, and their number in *n_accepted.
+ * Fails the tasks of "failures" in "schema", the tenant path entered. Returns the accepted
+ * task ids, sorted, and their number in *n_accepted.
  */
-static int64 *
-fail_tasks(const char *schema, Datum *arrays, int n, int *n_accepted)
+int64 *
+cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int *n_accepted)
 {
-	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID, TEXTOID};
-	Datum		args[5] = {arrays[0], arrays[1], arrays[2], arrays[3], CStringGetTextDatum("running")};
+	Oid			argtypes[7] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
+	TIMESTAMPTZARRAYOID, BOOLOID, TEXTOID};
+	Datum		args[7] = {failures->task_ids, failures->fences, failures->errors, failures->retryable,
+	failures->seen_leases, BoolGetDatum(failures->retry_now), CStringGetTextDatum("running")};
+	char		nulls[7] = {' ', ' ', ' ', ' ', failures->seen_leases == (Datum) 0 ? 'n' : ' ', ' ', ' '};
 	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
 	ArrayBuildState *run_ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	ArrayBuildState *task_names = initArrayResult(TEXTOID, CurrentMemoryContext, false);
@@ -79,8 +85,8 @@ fail_tasks(const char *schema, Datum *arrays, int n, int *n_accepted)
 
 	*n_accepted = 0;
 	SPI_connect();
-	(void) cloacina_lock_task_runs(schema, arrays[0], arrays[1]);
-	cloacina_execute_tenant(fail_sql, schema, 5, argtypes, args, NULL);
+	(void) cloacina_lock_task_runs(schema, failures->task_ids, failures->fences);
+	cloacina_execute_tenant(fail_sql, schema, 7, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed && *n_accepted < n; r++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[r];
@@ -121,91 +127,75 @@ fail_tasks(const char *schema, Datum *arrays, int n, int *n_accepted)
 	return accepted;
 }
 
-/* fail_batch for "schema": arguments from "first" on are task_ids, fences, errors, retryable. */
-static void
-fail_batch(FunctionCallInfo fcinfo, const char *schema, int first)
+/* cloacina.fail_batch(task_ids, fences, errors, retryable) in "schema" */
+static Datum
+fail_batch(FunctionCallInfo fcinfo, const char *schema)
 {
 	Datum	   *ids,
 			   *unused;
 	bool	   *id_nulls,
 			   *unused_nulls;
-	int			n = cloacina_array_elements(fcinfo, first, INT8OID, &ids, &id_nulls);
-	Datum		arrays[4];
+	int			n = cloacina_array_elements(fcinfo, 0, INT8OID, &ids, &id_nulls);
+	TaskFailures failures = {0};
 	int64	   *accepted;
 	int			n_accepted;
 
-	if (n != cloacina_array_elements(fcinfo, first + 1, INT8OID, &unused, &unused_nulls) ||
-		n != cloacina_array_elements(fcinfo, first + 2, TEXTOID, &unused, &unused_nulls) ||
-		n != cloacina_array_elements(fcinfo, first + 3, BOOLOID, &unused, &unused_nulls))
+	if (n != cloacina_array_elements(fcinfo, 1, INT8OID, &unused, &unused_nulls) ||
+		n != cloacina_array_elements(fcinfo, 2, TEXTOID, &unused, &unused_nulls) ||
+		n != cloacina_array_elements(fcinfo, 3, BOOLOID, &unused, &unused_nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("task_ids, fences, errors and retryable must have the same length")));
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n <= 0)
-		return;
-	for (int i = 0; i < 4; i++)
-		arrays[i] = PG_GETARG_DATUM(first + i);
-	accepted = fail_tasks(schema, arrays, n, &n_accepted);
+		return (Datum) 0;
+	failures.task_ids = PG_GETARG_DATUM(0);
+	failures.fences = PG_GETARG_DATUM(1);
+	failures.errors = PG_GETARG_DATUM(2);
+	failures.retryable = PG_GETARG_DATUM(3);
+	accepted = cloacina_fail_tasks(schema, &failures, n, &n_accepted);
 	cloacina_return_accepted(fcinfo, ids, id_nulls, n, accepted, n_accepted);
+	return (Datum) 0;
 }
 
-/* fail for "schema": arguments from "first" on are task_id, fence, error, retryable. */
-static bool
-fail_one(FunctionCallInfo fcinfo, const char *schema, int first)
+/* One attempt of a task failed, in "schema" (the tenant path entered); false if refused. */
+bool
+cloacina_fail_task(const char *schema, int64 task_id, int64 fence, const char *error, bool retryable)
 {
-	Oid			types[4] = {INT8OID, INT8OID, TEXTOID, BOOLOID};
-	Datum		arrays[4];
+	TaskFailures failures = {0};
 	int			n_accepted;
 
-	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
-		return false;
-	for (int i = 0; i < 4; i++)
-		arrays[i] = cloacina_argument_as_array(fcinfo, first + i, types[i]);
-	(void) fail_tasks(schema, arrays, 1, &n_accepted);
+	failures.task_ids = cloacina_one_element_array(Int64GetDatum(task_id), false, INT8OID);
+	failures.fences = cloacina_one_element_array(Int64GetDatum(fence), false, INT8OID);
+	failures.errors = cloacina_one_element_array(error ? CStringGetTextDatum(error) : (Datum) 0,
+												 error == NULL, TEXTOID);
+	failures.retryable = cloacina_one_element_array(BoolGetDatum(retryable), false, BOOLOID);
+	(void) cloacina_fail_tasks(schema, &failures, 1, &n_accepted);
 	return n_accepted > 0;
-}
-
-/* cloacina._fail_batch(s, task_ids, fences, errors, retryable) */
-Datum
-cloacina_fail_batch(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	fail_batch(fcinfo, path.schema, 1);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
 }
 
 /* cloacina.fail_batch(task_ids, fences, errors, retryable): in the caller's current schema */
 Datum
 cloacina_fail_batch_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-
-	fail_batch(fcinfo, path.schema, 0);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
+	return cloacina_in_current_tenant(fcinfo, fail_batch);
 }
 
-/* cloacina._fail(s, task_id, fence, error, retryable) */
-Datum
-cloacina_fail(PG_FUNCTION_ARGS)
+/* cloacina.fail(task_id, fence, error, retryable) in "schema" */
+static Datum
+fail_one(FunctionCallInfo fcinfo, const char *schema)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-	bool		accepted = fail_one(fcinfo, path.schema, 1);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_BOOL(accepted);
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return BoolGetDatum(false);
+	return BoolGetDatum(cloacina_fail_task(schema, PG_GETARG_INT64(0), PG_GETARG_INT64(1),
+										   PG_ARGISNULL(2) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(2)),
+										   PG_ARGISNULL(3) ? true : PG_GETARG_BOOL(3)));
 }
 
 /* cloacina.fail(task_id, fence, error, retryable): in the caller's current schema */
 Datum
 cloacina_fail_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-	bool		accepted = fail_one(fcinfo, path.schema, 0);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_BOOL(accepted);
+	return cloacina_in_current_tenant(fcinfo, fail_one);
 }

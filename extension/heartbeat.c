@@ -1,6 +1,6 @@
 /*
- * heartbeat.c: cloacina._heartbeat_batch(s, task_ids, fences), the renewal of claimed tasks'
- * leases, and cloacina._heartbeat(s, task_id, fence), one task of it.
+ * heartbeat.c: cloacina.heartbeat_batch(task_ids, fences), the renewal of claimed tasks'
+ * leases, and cloacina.heartbeat(task_id, fence), one task of it.
  *
  * A worker renews every task it holds in one statement per beat, and that statement holds the
  * tasks' row locks, which completions wait for, until it commits. So it is one set-based
@@ -19,9 +19,7 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_heartbeat_batch);
 PG_FUNCTION_INFO_V1(cloacina_heartbeat_batch_current);
-PG_FUNCTION_INFO_V1(cloacina_heartbeat);
 PG_FUNCTION_INFO_V1(cloacina_heartbeat_current);
 
 /*
@@ -109,28 +107,28 @@ answer_for(Beat *answers, int n_answers, bool id_null, Datum id, bool fence_null
 	return found ? found->answer : "lost";
 }
 
-/* heartbeat_batch for "schema": arguments from "first" on are task_ids, fences. */
-static void
-heartbeat_batch(FunctionCallInfo fcinfo, const char *schema, int first)
+/* cloacina.heartbeat_batch(task_ids, fences) in "schema" */
+static Datum
+heartbeat_batch(FunctionCallInfo fcinfo, const char *schema)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	Datum	   *ids,
 			   *fences;
 	bool	   *id_nulls,
 			   *fence_nulls;
-	int			n = cloacina_array_elements(fcinfo, first, INT8OID, &ids, &id_nulls);
+	int			n = cloacina_array_elements(fcinfo, 0, INT8OID, &ids, &id_nulls);
 	int			n_answers;
 	Beat	   *answers;
 
-	if (n != cloacina_array_elements(fcinfo, first + 1, INT8OID, &fences, &fence_nulls))
+	if (n != cloacina_array_elements(fcinfo, 1, INT8OID, &fences, &fence_nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
 				 errmsg("task_ids and fences must have the same length")));
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	if (n <= 0)
-		return;
-	answers = renew(schema, PG_GETARG_DATUM(first), PG_GETARG_DATUM(first + 1), &n_answers);
+		return (Datum) 0;
+	answers = renew(schema, PG_GETARG_DATUM(0), PG_GETARG_DATUM(1), &n_answers);
 	for (int i = 0; i < n; i++)
 	{
 		Datum		row[2];
@@ -141,63 +139,34 @@ heartbeat_batch(FunctionCallInfo fcinfo, const char *schema, int first)
 												fence_nulls[i], fences[i]));
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, row_nulls);
 	}
+	return (Datum) 0;
 }
 
-/* heartbeat for "schema": arguments from "first" on are task_id, fence. */
-static text *
-heartbeat_one(FunctionCallInfo fcinfo, const char *schema, int first)
+/* cloacina.heartbeat(task_id, fence) in "schema" */
+static Datum
+heartbeat_one(FunctionCallInfo fcinfo, const char *schema)
 {
 	int			n_answers;
 	Beat	   *answers;
 
-	if (PG_ARGISNULL(first) || PG_ARGISNULL(first + 1))
-		return cstring_to_text("lost");
-	answers = renew(schema, cloacina_argument_as_array(fcinfo, first, INT8OID),
-					cloacina_argument_as_array(fcinfo, first + 1, INT8OID), &n_answers);
-	return cstring_to_text(answer_for(answers, n_answers, false, PG_GETARG_DATUM(first),
-									  false, PG_GETARG_DATUM(first + 1)));
-}
-
-/* cloacina._heartbeat_batch(s, task_ids, fences) */
-Datum
-cloacina_heartbeat_batch(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	heartbeat_batch(fcinfo, path.schema, 1);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		return CStringGetTextDatum("lost");
+	answers = renew(schema, cloacina_argument_as_array(fcinfo, 0, INT8OID),
+					cloacina_argument_as_array(fcinfo, 1, INT8OID), &n_answers);
+	return CStringGetTextDatum(answer_for(answers, n_answers, false, PG_GETARG_DATUM(0),
+										  false, PG_GETARG_DATUM(1)));
 }
 
 /* cloacina.heartbeat_batch(task_ids, fences): in the caller's current schema */
 Datum
 cloacina_heartbeat_batch_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-
-	heartbeat_batch(fcinfo, path.schema, 0);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
-}
-
-/* cloacina._heartbeat(s, task_id, fence) */
-Datum
-cloacina_heartbeat(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-	text	   *answer = heartbeat_one(fcinfo, path.schema, 1);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_TEXT_P(answer);
+	return cloacina_in_current_tenant(fcinfo, heartbeat_batch);
 }
 
 /* cloacina.heartbeat(task_id, fence): in the caller's current schema */
 Datum
 cloacina_heartbeat_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-	text	   *answer = heartbeat_one(fcinfo, path.schema, 0);
-
-	cloacina_leave_tenant_path(&path);
-	PG_RETURN_TEXT_P(answer);
+	return cloacina_in_current_tenant(fcinfo, heartbeat_one);
 }

@@ -123,25 +123,28 @@ schema_argument(FunctionCallInfo fcinfo)
 	return schema;
 }
 
-/* cloacina._sql_task_alive(schema text, task_id bigint): does a pool worker run it now? */
-Datum
-cloacina_sql_task_alive(PG_FUNCTION_ARGS)
+/* Does a pool worker run task "task_id" of "schema" now? */
+bool
+cloacina_sqlslot_runs(const char *schema, int64 task_id)
 {
-	char	   *schema;
-	int64		task_id;
 	bool		alive = false;
 
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		PG_RETURN_NULL();
-	schema = schema_argument(fcinfo);
-	task_id = PG_GETARG_INT64(1);
 	if (slots == NULL)
-		PG_RETURN_BOOL(false);
+		return false;
 	LWLockAcquire(slots->lock, LW_SHARED);
 	for (int i = 0; i < cloacina_sql_workers && !alive; i++)
 		alive = slots->slot[i].task_id == task_id && strcmp(slots->slot[i].schema, schema) == 0;
 	LWLockRelease(slots->lock);
-	PG_RETURN_BOOL(alive);
+	return alive;
+}
+
+/* cloacina._sql_task_alive(schema text, task_id bigint): does a pool worker run it now? */
+Datum
+cloacina_sql_task_alive(PG_FUNCTION_ARGS)
+{
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		PG_RETURN_NULL();
+	PG_RETURN_BOOL(cloacina_sqlslot_runs(schema_argument(fcinfo), PG_GETARG_INT64(1)));
 }
 
 static void

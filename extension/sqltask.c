@@ -7,7 +7,7 @@
  *    any of its SQL runs, so a task that kills its worker uses up its attempts and ends failed
  *    as abandoned instead of being retried for ever. The worker's slot (sqlslot.c) names the
  *    task from before the commit on, so the reaper knows it is alive;
- * 2. the task's SQL and its outcome (cloacina._complete() or cloacina._fail()) commit together,
+ * 2. the task's SQL and its outcome (a completion or a failure, as from the API) commit together,
  *    or not at all: when the outcome is refused (the run was cancelled or timed out, the lease
  *    was taken over), the transaction rolls back with the task's effects. A task's work is
  *    applied at most once, and exactly once if it completes.
@@ -122,38 +122,39 @@ poll_cancel_request(void)
 static bool
 claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task, MemoryContext keep)
 {
-	Oid			argtypes[3] = {TEXTOID, TEXTOID, INTERVALOID};
-	Datum		args[3];
+	TenantPath	path = cloacina_enter_tenant(schema);
+	Datum		lease = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0),
+											Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
+											Int32GetDatum(0),
+											Float8GetDatum(cloacina_sql_task_timeout_ms / 1000.0 + LEASE_GRACE_S));
+	SPITupleTable *claimed;
+	uint64		n_claimed;
 	HeapTuple	row;
 	TupleDesc	desc;
 	bool		isnull;
 	Datum		d;
 	MemoryContext old;
 
-	args[0] = CStringGetTextDatum(schema);
-	args[1] = CStringGetTextDatum(worker_name);
-	args[2] = DirectFunctionCall7(make_interval, Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
-								  Int32GetDatum(0), Int32GetDatum(0), Int32GetDatum(0),
-								  Float8GetDatum(cloacina_sql_task_timeout_ms / 1000.0 + LEASE_GRACE_S));
-	if (SPI_execute_with_args("SELECT * FROM cloacina._claim_sql($1, $2, $3)", 3, argtypes, args,
-							  NULL, false, 1) != SPI_OK_SELECT)
-		elog(ERROR, "cloacina._claim_sql failed for tenant %s", schema);
-	if (SPI_processed == 0)
+	claimed = cloacina_claim_tasks(path.schema, CLAIM_SQL_TASK, CStringGetTextDatum(worker_name),
+								   (Datum) 0, 1, lease, &n_claimed);
+	cloacina_leave_tenant_path(&path);
+	if (n_claimed == 0)
 		return false;
 
-	row = SPI_tuptable->vals[0];
-	desc = SPI_tuptable->tupdesc;
+	/* the columns of the claim (claim.c) */
+	row = claimed->vals[0];
+	desc = claimed->tupdesc;
 	old = MemoryContextSwitchTo(keep);
 	task->task_id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
 	task->execution_id = DatumGetInt64(SPI_getbinval(row, desc, 2, &isnull));
-	task->fence = DatumGetInt64(SPI_getbinval(row, desc, 3, &isnull));
-	task->sql = SPI_getvalue(row, desc, 4);
-	d = SPI_getbinval(row, desc, 5, &isnull);
-	task->context = isnull ? (Datum) 0 : datumCopy(d, false, -1);
-	task->role_name = SPI_getvalue(row, desc, 6);
+	task->fence = DatumGetInt64(SPI_getbinval(row, desc, 6, &isnull));
 	d = SPI_getbinval(row, desc, 7, &isnull);
+	task->context = isnull ? (Datum) 0 : datumCopy(d, false, -1);
+	task->sql = SPI_getvalue(row, desc, CLAIM_DEADLINE_COLUMN + 1);
+	task->role_name = SPI_getvalue(row, desc, CLAIM_DEADLINE_COLUMN + 2);
+	d = SPI_getbinval(row, desc, CLAIM_DEADLINE_COLUMN + 3, &isnull);
 	task->timeout_ms = isnull ? 0 : DatumGetInt64(d);
-	d = SPI_getbinval(row, desc, 8, &isnull);
+	d = SPI_getbinval(row, desc, CLAIM_DEADLINE_COLUMN + 4, &isnull);
 	task->deadline = isnull ? DT_NOEND : DatumGetTimestampTz(d);
 	MemoryContextSwitchTo(old);
 	return true;
@@ -308,39 +309,20 @@ release_session_locks(void)
 											 * does */
 }
 
-/* Records the outcome with _complete or _fail; false when it was refused. */
+/* Records the outcome as a completion or a failure (complete.c, fail.c); false when refused. */
 static bool
 record_outcome(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome)
 {
-	Datum		args[5];
-	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
-	int			rc;
-	bool		isnull;
+	TenantPath	path = cloacina_enter_tenant(schema);
+	bool		accepted;
 
-	args[0] = CStringGetTextDatum(schema);
-	args[1] = Int64GetDatum(task->task_id);
-	args[2] = Int64GetDatum(task->fence);
 	if (outcome->ok)
-	{
-		Oid			argtypes[4] = {TEXTOID, INT8OID, INT8OID, JSONBOID};
-
-		args[3] = outcome->output;
-		nulls[3] = outcome->output == (Datum) 0 ? 'n' : ' ';
-		rc = SPI_execute_with_args("SELECT cloacina._complete($1, $2, $3, $4)", 4, argtypes, args,
-								   nulls, false, 1);
-	}
+		accepted = cloacina_complete_task(path.schema, task->task_id, task->fence, outcome->output);
 	else
-	{
-		Oid			argtypes[5] = {TEXTOID, INT8OID, INT8OID, TEXTOID, BOOLOID};
-
-		args[3] = CStringGetTextDatum(outcome->error);
-		args[4] = BoolGetDatum(outcome->retryable);
-		rc = SPI_execute_with_args("SELECT cloacina._fail($1, $2, $3, $4, $5)", 5, argtypes, args,
-								   nulls, false, 1);
-	}
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "the outcome of SQL task " INT64_FORMAT " could not be recorded", task->task_id);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+		accepted = cloacina_fail_task(path.schema, task->task_id, task->fence, outcome->error,
+									  outcome->retryable);
+	cloacina_leave_tenant_path(&path);
+	return accepted;
 }
 
 /* Transaction 1: claims a task and fills the worker's slot before the claim commits. */

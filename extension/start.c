@@ -23,7 +23,6 @@
 
 PG_FUNCTION_INFO_V1(cloacina_execute);
 PG_FUNCTION_INFO_V1(cloacina_execute_current);
-PG_FUNCTION_INFO_V1(cloacina_execute_batch);
 PG_FUNCTION_INFO_V1(cloacina_execute_batch_current);
 
 static const char *const workflow_sql =
@@ -318,13 +317,13 @@ execute_one(FunctionCallInfo fcinfo, const char *schema, int first)
 										   TYPALIGN_DOUBLE, &isnull));
 }
 
-/* Returns (ordinal, execution_id) rows for the contexts in argument first + 1. */
-static void
-execute_many(FunctionCallInfo fcinfo, const char *schema, int first)
+/* cloacina.execute_batch(workflow, contexts, options) in "schema": (ordinal, execution_id) rows */
+static Datum
+execute_many(FunctionCallInfo fcinfo, const char *schema)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
-	ArrayType  *contexts = PG_ARGISNULL(first + 1) ? NULL : PG_GETARG_ARRAYTYPE_P(first + 1);
-	ArrayType  *ids = start_runs(schema, ARG_TEXT(first), contexts, ARG_JSONB(first + 2), true);
+	ArrayType  *contexts = PG_ARGISNULL(1) ? NULL : PG_GETARG_ARRAYTYPE_P(1);
+	ArrayType  *ids = start_runs(schema, ARG_TEXT(0), contexts, ARG_JSONB(2), true);
 	Datum	   *values;
 	int			n;
 
@@ -337,6 +336,7 @@ execute_many(FunctionCallInfo fcinfo, const char *schema, int first)
 
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, row, nulls);
 	}
+	return (Datum) 0;
 }
 
 /* cloacina._execute(s, workflow, context, options) */
@@ -361,24 +361,9 @@ cloacina_execute_current(PG_FUNCTION_ARGS)
 	PG_RETURN_INT64(id);
 }
 
-/* cloacina._execute_batch(s, workflow, contexts, options) */
-Datum
-cloacina_execute_batch(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	execute_many(fcinfo, path.schema, 1);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
-}
-
 /* cloacina.execute_batch(workflow, contexts, options): in the caller's current schema */
 Datum
 cloacina_execute_batch_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-
-	execute_many(fcinfo, path.schema, 0);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
+	return cloacina_in_current_tenant(fcinfo, execute_many);
 }

@@ -128,9 +128,7 @@ cloacina_require_tenant_fn(PG_FUNCTION_ARGS)
 }
 
 /*
- * Enters the tenant path of an API function: the tenant schema is argument "argno" (the
- * engine's _x(s, ...) functions) or, with argno < 0, the caller's current schema (the public
- * functions); cloacina_require_tenant checks it.
+ * Enters the tenant path for "schema", which cloacina_require_tenant checks.
  *
  * Until cloacina_leave_tenant_path:
  * - the search path is pg_catalog alone, so nothing on the caller's search path can stand in
@@ -154,7 +152,7 @@ cloacina_require_tenant_fn(PG_FUNCTION_ARGS)
 #endif
 
 TenantPath
-cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
+cloacina_enter_tenant(const char *schema)
 {
 	TenantPath	path;
 #ifdef CLOACINA_OVERRIDE_SEARCH_PATH
@@ -165,11 +163,8 @@ cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 	engine_path.addTemp = false;
 #endif
 
-	if (argno >= 0)
-		path.schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
-	else
-		path.schema = current_schema_name();
-	(void) cloacina_require_tenant(path.schema);
+	(void) cloacina_require_tenant(schema);
+	path.schema = pstrdup(schema);
 
 #ifdef CLOACINA_OVERRIDE_SEARCH_PATH
 	PushOverrideSearchPath(&engine_path);
@@ -186,6 +181,22 @@ cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
 	return path;
 }
 
+/*
+ * The tenant path of an API function: the tenant schema is argument "argno" (the internal
+ * _x(s, ...) functions) or, with argno < 0, the caller's current schema (the public functions).
+ */
+TenantPath
+cloacina_enter_tenant_path(FunctionCallInfo fcinfo, int argno)
+{
+	const char *schema;
+
+	if (argno >= 0)
+		schema = PG_ARGISNULL(argno) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	else
+		schema = current_schema_name();
+	return cloacina_enter_tenant(schema);
+}
+
 void
 cloacina_leave_tenant_path(TenantPath *path)
 {
@@ -193,6 +204,20 @@ cloacina_leave_tenant_path(TenantPath *path)
 #ifdef CLOACINA_OVERRIDE_SEARCH_PATH
 	PopOverrideSearchPath();
 #endif
+}
+
+/*
+ * A public function of the task path: "body" runs in the tenant path of the caller's current
+ * schema, with the function's own arguments.
+ */
+Datum
+cloacina_in_current_tenant(FunctionCallInfo fcinfo, TenantBody body)
+{
+	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
+	Datum		result = body(fcinfo, path.schema);
+
+	cloacina_leave_tenant_path(&path);
+	return result;
 }
 
 /* The elements of argument "argno", a one-dimensional array, or -1 elements for NULL. */
@@ -213,15 +238,10 @@ cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid element_type, Da
 	return n;
 }
 
-/*
- * Argument "argno" as a one-element array of "element_type" (a NULL element for NULL): the
- * single-task functions run the statements of their batch forms.
- */
+/* "value" as a one-element array of "element_type": single tasks go through the batch statements. */
 Datum
-cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type)
+cloacina_one_element_array(Datum value, bool isnull, Oid element_type)
 {
-	Datum		value = PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno);
-	bool		isnull = PG_ARGISNULL(argno);
 	int			dims[1] = {1};
 	int			lbs[1] = {1};
 	int16		typlen;
@@ -231,6 +251,14 @@ cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type)
 	get_typlenbyvalalign(element_type, &typlen, &typbyval, &typalign);
 	return PointerGetDatum(construct_md_array(&value, &isnull, 1, dims, lbs, element_type,
 											  typlen, typbyval, typalign));
+}
+
+/* Argument "argno" as a one-element array of "element_type" (a NULL element for NULL). */
+Datum
+cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type)
+{
+	return cloacina_one_element_array(PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno),
+									  PG_ARGISNULL(argno), element_type);
 }
 
 /* qsort and bsearch order of int64 values (task ids) */

@@ -26,11 +26,7 @@
 
 #include "cloacina.h"
 
-PG_FUNCTION_INFO_V1(cloacina_wait);
 PG_FUNCTION_INFO_V1(cloacina_wait_current);
-
-static const char *const run_status_sql =
-"SELECT status, final_context, error FROM %1$s.executions WHERE id = $1";
 
 #define WAIT_SLOTS 128
 #define SLOT_WORDS (WAIT_SLOTS / 64)
@@ -123,32 +119,26 @@ interval_usecs(const Interval *span)
 }
 
 /*
- * cloacina._wait(schema text, execution_id bigint, timeout interval)
- * Returns the run's (status, final_context, error) once it has ended or the timeout passed.
+ * cloacina.wait(execution_id, timeout) in "schema": waits for the run and returns its (status,
+ * final_context, error) once it has ended or the timeout passed.
  */
-/*
- * Waits for a run of "schema" (the tenant path entered); the arguments from "first" on are the
- * execution id and the timeout.
- */
-static void
-wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
+static Datum
+wait_for_run(FunctionCallInfo fcinfo, const char *schema)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	int64		execution_id;
 	TimestampTz deadline = DT_NOEND;
 	ConditionVariable *cv = NULL;
-	Oid			argtypes[1] = {INT8OID};
-	Datum		args[1];
 	long		poll_sleep_ms = 1;
 
-	if (PG_ARGISNULL(first))
+	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("execution_id must not be NULL")));
-	execution_id = PG_GETARG_INT64(first);
-	if (!PG_ARGISNULL(first + 1))
+	execution_id = PG_GETARG_INT64(0);
+	if (!PG_ARGISNULL(1))
 	{
-		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(first + 1));
+		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(1));
 
 		if (usecs < 0)
 			ereport(ERROR,
@@ -164,7 +154,6 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 
 	InitMaterializedSRF(fcinfo, 0);
 	SPI_connect();
-	args[0] = Int64GetDatum(execution_id);
 
 	if (wait_shared != NULL)
 	{
@@ -185,11 +174,7 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 		long		sleep_ms;
 
 		/* in READ COMMITTED each read takes a fresh snapshot */
-		cloacina_execute_tenant(run_status_sql, schema, 1, argtypes, args, NULL);
-		if (SPI_processed == 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_UNDEFINED_OBJECT),
-					 errmsg("execution %lld does not exist", (long long) execution_id)));
+		cloacina_read_run_status(schema, Int64GetDatum(execution_id), false);
 
 		status = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 		now = GetCurrentTimestamp();
@@ -218,16 +203,6 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema, int first)
 	if (cv != NULL)
 		ConditionVariableCancelSleep();
 	SPI_finish();
-}
-
-/* cloacina._wait(s, execution_id, timeout) */
-Datum
-cloacina_wait(PG_FUNCTION_ARGS)
-{
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, 0);
-
-	wait_for_run(fcinfo, path.schema, 1);
-	cloacina_leave_tenant_path(&path);
 	return (Datum) 0;
 }
 
@@ -235,9 +210,5 @@ cloacina_wait(PG_FUNCTION_ARGS)
 Datum
 cloacina_wait_current(PG_FUNCTION_ARGS)
 {
-	TenantPath	path = cloacina_enter_tenant_path(fcinfo, -1);
-
-	wait_for_run(fcinfo, path.schema, 0);
-	cloacina_leave_tenant_path(&path);
-	return (Datum) 0;
+	return cloacina_in_current_tenant(fcinfo, wait_for_run);
 }

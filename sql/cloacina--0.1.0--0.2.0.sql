@@ -611,67 +611,12 @@ CREATE FUNCTION cloacina._log_event(schema_name text, message text) RETURNS void
 
 REVOKE ALL ON FUNCTION cloacina._log_event(text, text) FROM PUBLIC;
 
--- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
--- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
--- next attempt, or fails as abandoned once its attempts are used up. The background worker
--- calls this; it is also safe to call by hand. Returns how many tasks it handled.
+-- Time-based duty for one tenant (extension/reap.c): running tasks whose lease ran out (the
+-- worker vanished) or whose timeout passed, and SQL tasks no pool worker runs any more. Each
+-- such attempt fails as a failed attempt does (fail.c), retried at once while attempts are left.
+-- The background worker calls this; it is also safe to call by hand. Returns how many it ended.
 CREATE OR REPLACE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    due_condition constant text := format($c$
-        (lease_until < now()
-         OR CASE WHEN kind = 'sql' THEN NOT cloacina._sql_task_alive(%L, id)
-                 ELSE timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now() END)$c$, s);
-    r record;
-    handled int := 0;
-    tname text;
-    tattempt int;
-    new_status text;
-    why text;
-    any_ready boolean := false;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    -- A SQL task's worker enforces its timeout itself; its attempt is over here only when no
-    -- pool worker runs it any more (killed, or the server restarted) or its lease ran out.
-    FOR r IN EXECUTE format($q$
-        SELECT id, execution_id, fence FROM %1$I.tasks
-         WHERE status = 'running' AND %2$s
-         ORDER BY execution_id, id LIMIT $1$q$, s, due_condition) USING max_tasks  -- run order: the locking order
-    LOOP
-        PERFORM cloacina._lock_run(s, r.execution_id);
-        EXECUTE format($q$
-            UPDATE %I.tasks
-               SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
-                   error = CASE WHEN kind = 'handler' AND timeout_ms IS NOT NULL
-                                     AND started_at + timeout_ms * interval '1 millisecond' < now()
-                                THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
-                                WHEN kind = 'sql' AND lease_until >= now()
-                                THEN format('attempt %%s abandoned: its worker %%s stopped while running it', attempt, quote_literal(worker))
-                                ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
-                           END
-                           || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
-                   ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
-                   finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
-                   output = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND status = 'running' AND %2$s
-            RETURNING task, attempt, status, error, kind$q$, s, due_condition)
-            INTO tname, tattempt, new_status, why USING r.id, r.fence;
-        CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
-        handled := handled + 1;
-        PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
-        PERFORM cloacina._log_event(s, format('task %s of run %s: %s', quote_literal(tname), r.execution_id, why));
-        IF new_status = 'failed' THEN
-            PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
-        ELSE
-            any_ready := true;
-        END IF;
-    END LOOP;
-    IF any_ready THEN
-        PERFORM cloacina._hint(s, 'ready');
-    END IF;
-    RETURN handled;
-END
-$$;
+AS 'MODULE_PATHNAME', 'cloacina_reap' LANGUAGE C;
 
 -- Runs past their timeout (execute option timeout_ms) fail: their unfinished tasks are cancelled.
 CREATE OR REPLACE FUNCTION cloacina._expire_runs(s text) RETURNS int
@@ -1303,3 +1248,24 @@ BEGIN
                   cloacina._url_escape(current_database()));
 END
 $$;
+
+-- One implementation of each transition: the SQL-task pool claims, completes and fails through
+-- the C of the API (claim.c, complete.c, fail.c), so the internal entry points that took a
+-- tenant schema, which only tests used, are gone (their C symbols stay for the 0.1.0 script:
+-- extension/removed.c).
+DROP FUNCTION cloacina._claim_sql(text, text, interval);
+DROP FUNCTION cloacina._claim(text, text, text[], int, interval);
+DROP FUNCTION cloacina._heartbeat(text, bigint, bigint);
+DROP FUNCTION cloacina._heartbeat_batch(text, bigint[], bigint[]);
+DROP FUNCTION cloacina._complete(text, bigint, bigint, jsonb);
+DROP FUNCTION cloacina._complete_batch(text, bigint[], bigint[], jsonb[]);
+DROP FUNCTION cloacina._fail(text, bigint, bigint, text, boolean);
+DROP FUNCTION cloacina._fail_batch(text, bigint[], bigint[], text[], boolean[]);
+DROP FUNCTION cloacina._execute_batch(text, text, jsonb[], jsonb);
+DROP FUNCTION cloacina._execution_status(text, bigint);
+DROP FUNCTION cloacina._task_results(text, bigint);
+DROP FUNCTION cloacina._wait(text, bigint, interval);
+
+-- C symbols follow their SQL functions (docs/architecture.md); 0.1.0's name stays as an alias.
+CREATE OR REPLACE FUNCTION cloacina._hint(s text, payload text) RETURNS void
+AS 'MODULE_PATHNAME', 'cloacina_hint_fn' LANGUAGE C;

@@ -141,9 +141,9 @@ int main(int argc, char** argv) {
         auto r = c.exec("SELECT context::text FROM cloacina.claim('thief', NULL, 10)");
         return r.rows() > 0;
     });
-    probe("sdk-connection-engine-claim-victim", [&] {
+    probe("sdk-connection-engine-execute-victim", [&] {
         cloacina::Connection c(url);
-        auto r = c.exec("SELECT context::text FROM cloacina._claim($1, 'thief', NULL, 10, '30 seconds')", {victim});
+        auto r = c.exec("SELECT cloacina._execute($1, 'secret_work', '{}', '{}')", {victim});
         return r.rows() > 0;
     });
     probe("sdk-connection-victim-channel", [&] {

@@ -32,13 +32,17 @@ $node->safe_psql('postgres', q{
 });
 
 sub tenant_sql { my ($sql) = @_; return $node->safe_psql('postgres', "SET search_path = rec; $sql"); }
+# A claim in tenant rec from a fresh session, for poll_query_until (which runs one statement).
+$node->safe_psql('postgres', q{
+    CREATE FUNCTION public.claim_in_rec(worker text) RETURNS SETOF int LANGUAGE sql SET search_path = rec
+    AS $$ SELECT attempt FROM cloacina.claim(worker, NULL, 1, '30 seconds') $$});
 
 # A worker that claims with a 1-second lease and vanishes.
 my $run = tenant_sql(q{SELECT cloacina.execute('handled')});
 my ($task, $fence) = split /\|/, tenant_sql(q{SELECT task_id, fence FROM cloacina.claim('vanishing', NULL, 1, '1 second')});
 my $start = time;
 $node->poll_query_until('postgres', qq{
-    SELECT attempt = 2 FROM cloacina._claim('rec', 'successor', NULL, 1, '30 seconds')}, 't')
+    SELECT attempt = 2 FROM public.claim_in_rec('successor') AS attempt}, 't')
   or die 'the task was never taken over';
 my $takeover = time - $start;
 ok($takeover < 5, sprintf('a vanished worker\'s task is taken over as attempt 2 after %.1f s', $takeover));
@@ -65,7 +69,7 @@ $holder->finish;
 $node->poll_query_until('postgres', q{SELECT count(*) > 0 FROM pg_stat_activity WHERE backend_type = 'cloacina scheduler'}, 't')
   or die 'the scheduler did not come back after the crash';
 $node->poll_query_until('postgres', qq{
-    SELECT count(*) = 1 FROM cloacina._claim('rec', 'after-crash', NULL, 1, '30 seconds') WHERE attempt = 2}, 't')
+    SELECT count(*) = 1 FROM public.claim_in_rec('after-crash') AS attempt WHERE attempt = 2}, 't')
   or die 'the task of the killed backend was never taken over';
 ($task2, $fence2) = split /\|/, tenant_sql(q{SELECT id, fence FROM rec.tasks WHERE status = 'running'});
 tenant_sql("SELECT cloacina.complete($task2, $fence2, '{}')");

@@ -1,9 +1,10 @@
 -- sql/src/api.sql: the public tenant API: the functions a tenant calls, in its current schema.
 
 ------------------------------------------------------------------------------------------------
--- 6. Public tenant API. The tenant is the caller's current schema. These wrappers deliberately
---    have no SET clause (that would hide the caller's schema) and contain nothing but a fully
---    qualified call, so nothing in them resolves through the caller's search_path.
+-- 6. Public tenant API. The tenant is the caller's current schema. The SQL wrappers here
+--    deliberately have no SET clause (that would hide the caller's schema) and contain nothing
+--    but a fully qualified call, so nothing in them resolves through the caller's search_path;
+--    the task path's functions are C (extension/*.c, the *_current symbols).
 ------------------------------------------------------------------------------------------------
 
 CREATE FUNCTION cloacina.register_workflow(definition jsonb) RETURNS text

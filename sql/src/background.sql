@@ -1,4 +1,4 @@
--- sql/src/background.sql: the background worker's duties per tenant: tick, expiry, pruning, SQL-task claims.
+-- sql/src/background.sql: the background worker's duties per tenant: tick, expiry, pruning.
 
 ------------------------------------------------------------------------------------------------
 -- 8. Background duties, called by the background worker (extension/scheduler.c) for one tenant
@@ -80,37 +80,6 @@ BEGIN
 END
 $$;
 
--- Claims one ready SQL task of a tenant for the background worker's pool. The claim commits on
--- its own (extension/sqltask.c), so it locks the task alone; the run's deadline comes with it.
-CREATE FUNCTION cloacina._claim_sql(s text, worker text, lease interval)
-RETURNS TABLE(task_id bigint, execution_id bigint, fence bigint, sql text, context jsonb,
-              role_name text, timeout_ms bigint, deadline timestamptz)
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-BEGIN
-    RETURN QUERY EXECUTE format($q$
-        WITH picked AS (
-            SELECT t.id FROM %1$I.tasks t
-             WHERE t.status = 'ready' AND t.kind = 'sql' AND t.ready_at <= now()
-               AND (SELECT state FROM %1$I.tenant_settings) = 'active'
-             ORDER BY t.priority DESC, t.ready_at, t.id
-             LIMIT 1
-             FOR UPDATE SKIP LOCKED),
-        claimed AS (
-            UPDATE %1$I.tasks t
-               SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $2,
-                   lease_until = now() + $2, worker = $1, started_at = now()
-              FROM picked
-             WHERE t.id = picked.id
-            RETURNING t.id, t.execution_id, t.task, t.attempt, t.fence, t.sql, t.input, t.timeout_ms),
-        logged AS (
-            INSERT INTO %1$I.execution_events (execution_id, task, attempt, from_status, to_status, detail)
-            SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)
-        SELECT c.id, c.execution_id, c.fence, c.sql, c.input, st.role_name, c.timeout_ms, e.deadline
-          FROM claimed c JOIN %1$I.executions e ON e.id = c.execution_id, %1$I.tenant_settings st$q$, s)
-        USING worker, lease;
-END
-$$;
-
 -- Every tenant schema, for the worker's one scan at start.
 CREATE FUNCTION cloacina._tenant_schemas() RETURNS SETOF text
 LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp
@@ -118,6 +87,6 @@ AS $$ SELECT schema_name FROM cloacina.tenant ORDER BY schema_name $$;
 
 -- The background duties are the background worker's alone (an admin may run them by hand).
 REVOKE ALL ON FUNCTION cloacina._tenant_tick(text, boolean, interval), cloacina._prune(text, interval, int),
-    cloacina._claim_sql(text, text, interval), cloacina._tenant_schemas(),
+    cloacina._tenant_schemas(),
     cloacina._fire_schedules(text, boolean, int), cloacina._reap(text, int), cloacina._expire_runs(text),
     cloacina._sql_task_alive(text, bigint) FROM PUBLIC;

@@ -1,8 +1,9 @@
 -- sql/src/engine.sql: the execution engine: start, claim, heartbeat, complete, fail, reap, cancel, pause, resume.
 
 ------------------------------------------------------------------------------------------------
--- 5. The execution engine. Every function takes the tenant schema as its first argument; the
---    public wrappers in section 6 pass current_schema(). All of them run as the caller.
+-- 5. The execution engine's internal functions. Each takes the tenant schema as its first
+--    argument (the public functions of section 6 pass current_schema(); the task path's C
+--    functions read it themselves). All of them run as the caller.
 --
 --    Locking order, to stay free of deadlocks: a run's row in executions first, then its tasks.
 --    Every state change of a run (complete, fail, cancel, pause, resume) takes the run's row
@@ -60,7 +61,7 @@ $$;
 
 -- A wake-up hint for the tenant's workers, on the tenant's private channel.
 CREATE FUNCTION cloacina._hint(s text, payload text) RETURNS void
-AS 'MODULE_PATHNAME', 'cloacina_hint_sql' LANGUAGE C;
+AS 'MODULE_PATHNAME', 'cloacina_hint_fn' LANGUAGE C;
 
 CREATE FUNCTION cloacina._event(s text, eid bigint, task text, attempt int,
                                 from_status text, to_status text, detail text DEFAULT NULL) RETURNS void
@@ -108,108 +109,12 @@ AS 'MODULE_PATHNAME', 'cloacina_propagate' LANGUAGE C;
 CREATE FUNCTION cloacina._execute(s text, workflow text, context jsonb, options jsonb) RETURNS bigint
 AS 'MODULE_PATHNAME', 'cloacina_execute' LANGUAGE C;
 
-CREATE FUNCTION cloacina._execute_batch(s text, workflow text, contexts jsonb[], options jsonb)
-RETURNS TABLE(ordinal int, execution_id bigint)
-AS 'MODULE_PATHNAME', 'cloacina_execute_batch' LANGUAGE C;
-
--- Claims up to max_tasks ready handler tasks in claim order with a lease and a new fence (claim.c).
-CREATE FUNCTION cloacina._claim(s text, worker text, task_names text[], max_tasks int, lease interval)
-RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
-              fence bigint, context jsonb)
-AS 'MODULE_PATHNAME', 'cloacina_claim' LANGUAGE C;
-
--- Renews the leases of claimed tasks, one set-based statement for all of them (heartbeat.c).
-CREATE FUNCTION cloacina._heartbeat_batch(s text, task_ids bigint[], fences bigint[])
-RETURNS TABLE(task_id bigint, status text)
-AS 'MODULE_PATHNAME', 'cloacina_heartbeat_batch' LANGUAGE C;
-
-CREATE FUNCTION cloacina._heartbeat(s text, task_id bigint, fence bigint) RETURNS text
-AS 'MODULE_PATHNAME', 'cloacina_heartbeat' LANGUAGE C;
-
-CREATE FUNCTION cloacina._complete(s text, task_id bigint, fence bigint, output jsonb) RETURNS boolean
-AS 'MODULE_PATHNAME', 'cloacina_complete' LANGUAGE C;
-
--- Fails claimed tasks, set-based like _complete_batch (fail.c): a retryable failure with
--- attempts left goes back to ready at its backoff time, otherwise the task fails and its
--- dependents are evaluated.
-CREATE FUNCTION cloacina._fail(s text, task_id bigint, fence bigint, error text, retryable boolean)
-RETURNS boolean
-AS 'MODULE_PATHNAME', 'cloacina_fail' LANGUAGE C;
-
--- Time-based duty for one tenant: running tasks whose lease ran out (the worker vanished) or
--- whose timeout passed. Each such attempt counts as failed: the task goes back to ready for its
--- next attempt, or fails as abandoned once its attempts are used up. The background worker
--- calls this; it is also safe to call by hand. Returns how many tasks it handled.
+-- Time-based duty for one tenant (extension/reap.c): running tasks whose lease ran out (the
+-- worker vanished) or whose timeout passed, and SQL tasks no pool worker runs any more. Each
+-- such attempt fails as a failed attempt does (fail.c), retried at once while attempts are left.
+-- The background worker calls this; it is also safe to call by hand. Returns how many it ended.
 CREATE FUNCTION cloacina._reap(s text, max_tasks int DEFAULT 1000) RETURNS int
-LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    due_condition constant text := format($c$
-        (lease_until < now()
-         OR CASE WHEN kind = 'sql' THEN NOT cloacina._sql_task_alive(%L, id)
-                 ELSE timeout_ms IS NOT NULL AND started_at + timeout_ms * interval '1 millisecond' < now() END)$c$, s);
-    r record;
-    handled int := 0;
-    tname text;
-    tattempt int;
-    new_status text;
-    why text;
-    any_ready boolean := false;
-BEGIN
-    PERFORM cloacina._require_tenant(s);
-    -- A SQL task's worker enforces its timeout itself; its attempt is over here only when no
-    -- pool worker runs it any more (killed, or the server restarted) or its lease ran out.
-    FOR r IN EXECUTE format($q$
-        SELECT id, execution_id, fence FROM %1$I.tasks
-         WHERE status = 'running' AND %2$s
-         ORDER BY execution_id, id LIMIT $1$q$, s, due_condition) USING max_tasks  -- run order: the locking order
-    LOOP
-        PERFORM cloacina._lock_run(s, r.execution_id);
-        EXECUTE format($q$
-            UPDATE %I.tasks
-               SET status = CASE WHEN attempt < max_attempts THEN 'ready' ELSE 'failed' END,
-                   error = CASE WHEN kind = 'handler' AND timeout_ms IS NOT NULL
-                                     AND started_at + timeout_ms * interval '1 millisecond' < now()
-                                THEN format('attempt %%s timed out after %%s ms', attempt, timeout_ms)
-                                WHEN kind = 'sql' AND lease_until >= now()
-                                THEN format('attempt %%s abandoned: its worker %%s stopped while running it', attempt, quote_literal(worker))
-                                ELSE format('attempt %%s abandoned: the lease of worker %%s expired', attempt, quote_literal(worker))
-                           END
-                           || CASE WHEN attempt < max_attempts THEN '' ELSE ' (no attempts left)' END,
-                   ready_at = CASE WHEN attempt < max_attempts THEN now() ELSE ready_at END,
-                   finished_at = CASE WHEN attempt < max_attempts THEN NULL ELSE now() END,
-                   output = NULL, lease_until = NULL
-             WHERE id = $1 AND fence = $2 AND status = 'running' AND %2$s
-            RETURNING task, attempt, status, error, kind$q$, s, due_condition)
-            INTO tname, tattempt, new_status, why USING r.id, r.fence;
-        CONTINUE WHEN tname IS NULL;  -- completed or cancelled meanwhile
-        handled := handled + 1;
-        PERFORM cloacina._event(s, r.execution_id, tname, tattempt, 'running', new_status, why);
-        PERFORM cloacina._log_event(s, format('task %s of run %s: %s', quote_literal(tname), r.execution_id, why));
-        IF new_status = 'failed' THEN
-            PERFORM cloacina._propagate(s, r.execution_id, ARRAY[tname]);
-        ELSE
-            any_ready := true;
-        END IF;
-    END LOOP;
-    IF any_ready THEN
-        PERFORM cloacina._hint(s, 'ready');
-    END IF;
-    RETURN handled;
-END
-$$;
-
--- Completes tasks, set-based: every task still running under the given fence records its output
--- and its event in one statement. Runs are locked first, in id order (the locking order), so
--- two batches sharing runs never deadlock. Tasks with dependents go through _propagate; for the
--- others the runs are counted down together and the runs with nothing left end together.
-CREATE FUNCTION cloacina._complete_batch(s text, task_ids bigint[], fences bigint[], outputs jsonb[])
-RETURNS TABLE(task_id bigint, accepted boolean)
-AS 'MODULE_PATHNAME', 'cloacina_complete_batch' LANGUAGE C;
-
-CREATE FUNCTION cloacina._fail_batch(s text, task_ids bigint[], fences bigint[], errors text[],
-                                     retryable boolean[])
-RETURNS TABLE(task_id bigint, accepted boolean)
-AS 'MODULE_PATHNAME', 'cloacina_fail_batch' LANGUAGE C;
+AS 'MODULE_PATHNAME', 'cloacina_reap' LANGUAGE C;
 
 -- Ends runs early, set-based: as "cancelled" by default, or as "failed" with a reason (a run
 -- timeout). Runs that already ended are left as they are (a finished run never changes); returns
@@ -420,15 +325,6 @@ BEGIN
     RETURN again;
 END
 $$;
-
-CREATE FUNCTION cloacina._execution_status(s text, eid bigint)
-RETURNS TABLE(status text, final_context jsonb, error text)
-AS 'MODULE_PATHNAME', 'cloacina_execution_status' LANGUAGE C STABLE;
-
-CREATE FUNCTION cloacina._task_results(s text, eid bigint)
-RETURNS TABLE(task text, status text, attempt int, output jsonb, error text,
-              started_at timestamptz, finished_at timestamptz)
-AS 'MODULE_PATHNAME', 'cloacina_task_results' LANGUAGE C STABLE;
 
 CREATE FUNCTION cloacina._notify_channel(s text) RETURNS text
 LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$

@@ -21,9 +21,6 @@ CREATE FUNCTION cloacina._cancel_sql_tasks(schema_name text, execution_id bigint
 -- Refuses a context over cloacina.max_context_bytes or cloacina.max_context_depth (54000).
 CREATE FUNCTION cloacina._check_context(context jsonb, what text) RETURNS void
     AS 'MODULE_PATHNAME', 'cloacina_check_context_fn' LANGUAGE C STABLE;
-CREATE FUNCTION cloacina._wait(schema_name text, execution_id bigint, timeout interval)
-    RETURNS TABLE(status text, final_context jsonb, error text)
-    AS 'MODULE_PATHNAME', 'cloacina_wait' LANGUAGE C VOLATILE;
 -- A server log line about a tenant at cloacina.event_log_level (extension/event_log.c): the
 -- background workers' duties call it; tenants may not write the server log.
 CREATE FUNCTION cloacina._log_event(schema_name text, message text) RETURNS void
