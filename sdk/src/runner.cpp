@@ -1,6 +1,6 @@
 // runner.cpp — DefaultRunner (start, registration, execute, schedules, shutdown, running until a
 // signal) and ExecutionHandle. The calls they make go through RunnerCore (runner_core.cpp); the
-// worker is engine.cpp.
+// worker is worker.cpp.
 #include "runner_core.hpp"
 
 #include "cloacina/error.hpp"
@@ -65,9 +65,9 @@ DefaultRunner::DefaultRunner(std::string_view url, std::optional<std::string> sc
         }
     }
     if (cfg.enable_worker) {
-        engine_ = std::make_shared<detail::WorkerEngine>(core_);
-        for (const auto& w : workflows) engine_->add_workflow(w);
-        engine_->start();
+        worker_ = std::make_shared<detail::Worker>(core_);
+        for (const auto& w : workflows) worker_->add_workflow(w);
+        worker_->start();
     }
     core_->log(LogLevel::Info, "runner " + core_->worker_name() + " started in schema " + core_->schema());
 }
@@ -101,7 +101,7 @@ DefaultRunner& DefaultRunner::operator=(DefaultRunner&& other) noexcept {
         } catch (...) {
         }
         core_ = std::move(other.core_);
-        engine_ = std::move(other.engine_);
+        worker_ = std::move(other.worker_);
     }
     return *this;
 }
@@ -139,7 +139,7 @@ WorkflowResult DefaultRunner::result(std::int64_t execution_id) { return core_->
 std::string DefaultRunner::register_workflow(const Workflow& workflow) {
     auto lease = core_->pool.acquire();
     std::string version = core_->register_workflow(*lease, workflow);
-    if (engine_) engine_->add_workflow(workflow);
+    if (worker_) worker_->add_workflow(workflow);
     return version;
 }
 
@@ -164,7 +164,7 @@ bool DefaultRunner::unschedule(std::string_view name) {
 ShutdownReport DefaultRunner::shutdown() {
     if (!core_) return {};
     ShutdownReport report;
-    if (engine_) report = engine_->shutdown();
+    if (worker_) report = worker_->shutdown();
     return report;
 }
 
@@ -184,7 +184,7 @@ ShutdownReport DefaultRunner::run_until_signal(std::vector<int> signals) {
             const int again = catcher.wait();
             if (again == 0 || drained.load()) continue;
             core_->log(LogLevel::Warn, "signal " + std::to_string(again) + " received again: cutting the drain short");
-            if (engine_) engine_->cut_drain_short();
+            if (worker_) worker_->cut_drain_short();
         }
     });
     ShutdownReport report;
@@ -203,7 +203,7 @@ ShutdownReport DefaultRunner::run_until_signal(std::vector<int> signals) {
     return report;
 }
 
-RunnerStats DefaultRunner::stats() const { return engine_ ? engine_->stats() : RunnerStats{}; }
+RunnerStats DefaultRunner::stats() const { return worker_ ? worker_->stats() : RunnerStats{}; }
 
 const std::string& DefaultRunner::worker_name() const noexcept { return core_->worker_name(); }
 

@@ -1,5 +1,5 @@
-// runner_core.hpp (private) — the parts of a DefaultRunner shared by its handles and its worker
-// engine: connection settings, the client-call pool, and the SQL of the tenant API.
+// runner_core.hpp (private) — the parts of a DefaultRunner shared by its handles and its worker:
+// connection settings, the client-call pool, and the SQL of the tenant API.
 #pragma once
 
 #include "cloacina/connection.hpp"
@@ -67,15 +67,15 @@ private:
     std::unordered_map<std::int64_t, std::string> workflow_names_;
 };
 
-/// The worker engine (engine.cpp).
-class WorkerEngine : public std::enable_shared_from_this<WorkerEngine> {
+/// The worker (worker.cpp).
+class Worker : public std::enable_shared_from_this<Worker> {
 public:
-    WorkerEngine(std::shared_ptr<RunnerCore> core);
-    ~WorkerEngine();
-    WorkerEngine(const WorkerEngine&) = delete;
-    WorkerEngine& operator=(const WorkerEngine&) = delete;
+    Worker(std::shared_ptr<RunnerCore> core);
+    ~Worker();
+    Worker(const Worker&) = delete;
+    Worker& operator=(const Worker&) = delete;
 
-    /// Adds the handler tasks of `workflow` to what this engine claims.
+    /// Adds the handler tasks of `workflow` to what this worker claims.
     void add_workflow(const Workflow& workflow);
     /// Opens the role connections (throws when the server is unreachable) and starts the threads.
     void start();

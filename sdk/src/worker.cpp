@@ -1,4 +1,4 @@
-// engine.cpp — the worker engine of a DefaultRunner.
+// worker.cpp — the worker of a DefaultRunner: it claims tasks, runs their handlers and submits their results.
 //
 // Thread roles, each with its own connection (a PGconn is not thread-safe):
 //   claimer     claims batches of the tasks it has handlers for, never more than the free handler
@@ -80,17 +80,17 @@ std::string bool_array(const std::vector<bool>& values) {
 
 }  // namespace
 
-WorkerEngine::WorkerEngine(std::shared_ptr<RunnerCore> core) : core_(std::move(core)) {
+Worker::Worker(std::shared_ptr<RunnerCore> core) : core_(std::move(core)) {
     if (pipe(wake_pipe_) != 0) throw Error("cannot create the worker's wake-up pipe");
     for (int fd : wake_pipe_) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
 
-WorkerEngine::~WorkerEngine() {
+Worker::~Worker() {
     for (int fd : wake_pipe_)
         if (fd >= 0) close(fd);
 }
 
-void WorkerEngine::add_workflow(const Workflow& workflow) {
+void Worker::add_workflow(const Workflow& workflow) {
     {
         std::lock_guard lock(mutex_);
         for (const auto& task : workflow.tasks()) {
@@ -104,14 +104,14 @@ void WorkerEngine::add_workflow(const Workflow& workflow) {
     wake_claimer();
 }
 
-std::vector<std::string> WorkerEngine::claim_names() const {
+std::vector<std::string> Worker::claim_names() const {
     std::lock_guard lock(mutex_);
     std::vector<std::string> names;
     for (const auto& [name, info] : handlers_) names.push_back(name);
     return names;
 }
 
-void WorkerEngine::start() {
+void Worker::start() {
     // Open every role's connection first, so that a bad URL fails the runner's constructor.
     Connection claimer(core_->role_options("claimer " + core_->worker_name()));
     Connection heartbeater(core_->role_options("heartbeat " + core_->worker_name()));
@@ -134,12 +134,12 @@ void WorkerEngine::start() {
 
 // ---- wake-ups ------------------------------------------------------------------------------------
 
-void WorkerEngine::wake_claimer() noexcept {
+void Worker::wake_claimer() noexcept {
     const char byte = 1;
     [[maybe_unused]] auto written = write(wake_pipe_[1], &byte, 1);  // a full pipe already means "wake up"
 }
 
-void WorkerEngine::poke_heartbeater() {
+void Worker::poke_heartbeater() {
     {
         std::lock_guard lock(mutex_);
         if (inflight_.empty()) return;
@@ -148,7 +148,7 @@ void WorkerEngine::poke_heartbeater() {
     heartbeat_cv_.notify_all();
 }
 
-void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint) {
+void Worker::handle_notifications(const std::vector<std::string>& payloads, bool& ready_hint) {
     for (const auto& payload : payloads) {
         if (payload == "finished" || payload.rfind("finished", 0) == 0)
             poke_heartbeater();
@@ -157,7 +157,7 @@ void WorkerEngine::handle_notifications(const std::vector<std::string>& payloads
     }
 }
 
-void WorkerEngine::wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
+void Worker::wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
                                    bool& ready_hint) {
     const int listening = listener.socket(connection);
     pollfd fds[2] = {{wake_pipe_[0], POLLIN, 0}, {listening, POLLIN, 0}};
@@ -172,7 +172,7 @@ void WorkerEngine::wait_for_wakeup(Connection& connection, WakeupListener& liste
         handle_notifications(listener.consume(connection), ready_hint);
 }
 
-bool WorkerEngine::reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
+bool Worker::reconnect(Connection& connection, std::string_view role, const std::atomic<bool>& stop,
                              int max_attempts) {
     auto backoff = 100ms;
     for (int attempt = 1;; ++attempt) {
@@ -198,11 +198,11 @@ bool WorkerEngine::reconnect(Connection& connection, std::string_view role, cons
 
 // ---- claimer -------------------------------------------------------------------------------------
 
-std::size_t WorkerEngine::capacity() const noexcept {
+std::size_t Worker::capacity() const noexcept {
     return core_->config.max_concurrent_tasks + core_->config.prefetch;
 }
 
-std::size_t WorkerEngine::free_slots_locked() const noexcept {
+std::size_t Worker::free_slots_locked() const noexcept {
     // Results waiting for the completer still hold their tasks (and are heartbeated). Beyond one
     // capacity's worth they take slots too: otherwise a claimer faster than the completer holds
     // ever more tasks, and ever larger heartbeat transactions block the completions.
@@ -211,18 +211,18 @@ std::size_t WorkerEngine::free_slots_locked() const noexcept {
     return capacity() - std::min(capacity(), unfinished_ + reserved_ + backlog);
 }
 
-std::size_t WorkerEngine::reserve_slots(std::size_t wanted) {
+std::size_t Worker::reserve_slots(std::size_t wanted) {
     std::lock_guard lock(mutex_);
     const std::size_t n = std::min(free_slots_locked(), wanted);
     reserved_ += n;
     return n;
 }
 
-WorkerEngine::TaskIdentity WorkerEngine::identity_of(const ClaimedTask& task) {
+Worker::TaskIdentity Worker::identity_of(const ClaimedTask& task) {
     return TaskIdentity{task.workflow, task.task, task.execution_id, task.task_id, task.attempt};
 }
 
-void WorkerEngine::log_task(LogLevel level, const TaskIdentity& task, std::string message) const {
+void Worker::log_task(LogLevel level, const TaskIdentity& task, std::string message) const {
     if (!log_enabled(level)) return;
     LogRecord record;
     record.level = level;
@@ -235,7 +235,7 @@ void WorkerEngine::log_task(LogLevel level, const TaskIdentity& task, std::strin
     core_->log(std::move(record));
 }
 
-WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
+Worker::ClaimedTask Worker::claimed_task(const Result& r, int row) {
     ClaimedTask t;
     t.task_id = r.int64(row, 0);
     t.execution_id = r.int64(row, 1);
@@ -247,7 +247,7 @@ WorkerEngine::ClaimedTask WorkerEngine::claimed_task(const Result& r, int row) {
     return t;
 }
 
-std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connection,
+std::vector<Worker::ClaimedTask> Worker::claim(Connection& connection,
                                                            const std::vector<std::string>& names, std::size_t limit) {
     {
         std::lock_guard lock(mutex_);
@@ -260,7 +260,7 @@ std::vector<WorkerEngine::ClaimedTask> WorkerEngine::claim(Connection& connectio
     return tasks;
 }
 
-void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved) {
+void Worker::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserved) {
     bool wake_heartbeater = false;
     bool wake_claimer_now;
     {
@@ -289,7 +289,7 @@ void WorkerEngine::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t r
     if (wake_claimer_now) wake_claimer();
 }
 
-void WorkerEngine::claimer_loop(Connection connection, WakeupListener& listener) {
+void Worker::claimer_loop(Connection connection, WakeupListener& listener) {
     const auto& cfg = core_->config;
     auto idle_wait = cfg.poll_interval_min;
     while (!stop_claiming_.load()) {
@@ -369,7 +369,7 @@ void WorkerEngine::claimer_loop(Connection connection, WakeupListener& listener)
 
 // ---- handlers ------------------------------------------------------------------------------------
 
-void WorkerEngine::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
+void Worker::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
     for (;;) {
         ClaimedTask task;
         {
@@ -405,7 +405,7 @@ void WorkerEngine::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
     drained_cv_.notify_all();
 }
 
-void WorkerEngine::run_task(const ClaimedTask& task) {
+void Worker::run_task(const ClaimedTask& task) {
     const std::string name = task.workflow + "." + task.task;
     TaskHandler handler;
     CancellationToken token;
@@ -478,7 +478,7 @@ void WorkerEngine::run_task(const ClaimedTask& task) {
 
 // ---- completer -----------------------------------------------------------------------------------
 
-void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection) {
+void Worker::submit(std::vector<Completion>& batch, Connection& connection) {
     std::vector<std::int64_t> ok_ids, ok_fences, bad_ids, bad_fences;
     std::vector<std::string> outputs, errors;
     std::vector<bool> retryable;
@@ -542,7 +542,7 @@ void WorkerEngine::submit(std::vector<Completion>& batch, Connection& connection
     stats_.failed += accepted_bad;
 }
 
-void WorkerEngine::completer_loop(Connection connection) {
+void Worker::completer_loop(Connection connection) {
     for (;;) {
         std::vector<Completion> batch;
         {
@@ -607,7 +607,7 @@ void WorkerEngine::completer_loop(Connection connection) {
 
 // ---- heartbeater ---------------------------------------------------------------------------------
 
-void WorkerEngine::heartbeat_loop(Connection connection) {
+void Worker::heartbeat_loop(Connection connection) {
     const auto& cfg = core_->config;
     const auto interval_length = cfg.heartbeat_interval.count() > 0 ? cfg.heartbeat_interval : cfg.lease / 3;
     auto next_beat = Clock::now() + interval_length;
@@ -663,7 +663,7 @@ void WorkerEngine::heartbeat_loop(Connection connection) {
 
 // ---- shutdown ------------------------------------------------------------------------------------
 
-ShutdownReport WorkerEngine::shutdown() {
+ShutdownReport Worker::shutdown() {
     std::lock_guard shutdown_lock(shutdown_mutex_);
     if (shutdown_report_) return *shutdown_report_;
     ShutdownReport report;
@@ -730,7 +730,7 @@ ShutdownReport WorkerEngine::shutdown() {
     if (heartbeater_.joinable()) heartbeater_.join();
 
     // 5. Join handler threads that returned; a handler ignoring its token keeps its thread (which
-    //    holds the engine alive) but no longer holds up the caller.
+    //    holds the worker alive) but no longer holds up the caller.
     for (std::size_t i = 0; i < handler_threads_.size(); ++i) {
         if (!handler_threads_[i].joinable()) continue;
         if (report.abandoned == 0 || handler_exited_[i]->load())
@@ -744,7 +744,7 @@ ShutdownReport WorkerEngine::shutdown() {
     return report;
 }
 
-void WorkerEngine::cut_drain_short() {
+void Worker::cut_drain_short() {
     {
         std::lock_guard lock(mutex_);
         drain_cut_short_ = true;
@@ -752,7 +752,7 @@ void WorkerEngine::cut_drain_short() {
     drained_cv_.notify_all();
 }
 
-RunnerStats WorkerEngine::stats() const {
+RunnerStats Worker::stats() const {
     std::lock_guard lock(mutex_);
     return stats_;
 }
