@@ -4,6 +4,7 @@
 
 #include "cloacina/connection.hpp"
 #include "cloacina/runner.hpp"
+#include "slots.hpp"
 
 #include <atomic>
 #include <condition_variable>
@@ -133,12 +134,9 @@ private:
     void heartbeat_loop(Connection connection);
     void completer_loop(Connection connection);
     void handler_loop(std::shared_ptr<std::atomic<bool>> exited);
-    void run_task(const ClaimedTask& task);
+    /// Runs the task's handler and hands its result to the completer; true: wake the claimer.
+    bool run_task(const ClaimedTask& task);
     void submit(std::vector<Completion>& batch, Connection& connection);
-    /// Room for max_concurrent_tasks running plus `prefetch` waiting in the local queue.
-    std::size_t capacity() const noexcept;
-    /// The slots neither taken by unfinished tasks nor reserved by claims in flight (mutex_ held).
-    std::size_t free_slots_locked() const noexcept;
     /// Reserves up to `wanted` free slots for a claim in flight (the completer's; the claimer
     /// reserves under the lock it decides with).
     std::size_t reserve_slots(std::size_t wanted);
@@ -173,10 +171,7 @@ private:
     std::condition_variable sleep_cv_;  // interruptible backoff sleeps
 
     bool drain_cut_short_ = false;          ///< cut_drain_short() was called
-    bool claimer_waits_for_slots_ = false;  ///< the claimer sleeps until a handler slot frees
-    std::size_t running_ = 0;
-    std::size_t unfinished_ = 0;  ///< claimed tasks whose handler has not returned (queued or running)
-    std::size_t reserved_ = 0;    ///< slots held by claims in flight (the claimer's and the completer's)
+    SlotAccounting slots_;
     RunnerStats stats_;
 
     std::atomic<bool> stop_claiming_{false};

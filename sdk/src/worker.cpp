@@ -80,7 +80,9 @@ std::string bool_array(const std::vector<bool>& values) {
 
 }  // namespace
 
-Worker::Worker(std::shared_ptr<RunnerCore> core) : core_(std::move(core)) {
+Worker::Worker(std::shared_ptr<RunnerCore> core)
+    : core_(std::move(core)),
+      slots_(core_->config.max_concurrent_tasks, core_->config.prefetch, core_->config.claim_batch) {
     if (pipe(wake_pipe_) != 0) throw Error("cannot create the worker's wake-up pipe");
     for (int fd : wake_pipe_) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 }
@@ -198,24 +200,9 @@ bool Worker::reconnect(Connection& connection, std::string_view role, const std:
 
 // ---- claimer -------------------------------------------------------------------------------------
 
-std::size_t Worker::capacity() const noexcept {
-    return core_->config.max_concurrent_tasks + core_->config.prefetch;
-}
-
-std::size_t Worker::free_slots_locked() const noexcept {
-    // Results waiting for the completer still hold their tasks (and are heartbeated). Beyond one
-    // capacity's worth they take slots too: otherwise a claimer faster than the completer holds
-    // ever more tasks, and ever larger heartbeat transactions block the completions.
-    const std::size_t awaiting = inflight_.size() - std::min(inflight_.size(), unfinished_);
-    const std::size_t backlog = awaiting - std::min(awaiting, capacity());
-    return capacity() - std::min(capacity(), unfinished_ + reserved_ + backlog);
-}
-
 std::size_t Worker::reserve_slots(std::size_t wanted) {
     std::lock_guard lock(mutex_);
-    const std::size_t n = std::min(free_slots_locked(), wanted);
-    reserved_ += n;
-    return n;
+    return slots_.reserve(wanted);
 }
 
 Worker::TaskIdentity Worker::identity_of(const ClaimedTask& task) {
@@ -265,9 +252,7 @@ void Worker::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserve
     bool wake_claimer_now;
     {
         std::lock_guard lock(mutex_);
-        reserved_ -= reserved;
-        // Slots the claim reserved and did not fill are free again.
-        wake_claimer_now = reserved > tasks.size() && claimer_waits_for_slots_;
+        wake_claimer_now = slots_.accept(reserved, tasks.size());
         for (auto& t : tasks) {
             InFlight f;
             f.fence = t.fence;
@@ -279,7 +264,6 @@ void Worker::accept_claimed(std::vector<ClaimedTask>& tasks, std::size_t reserve
                 wake_heartbeater = true;
             }
             inflight_.emplace(t.task_id, std::move(f));
-            ++unfinished_;
             stats_.claimed++;
             queue_.push_back(std::move(t));
         }
@@ -295,24 +279,13 @@ void Worker::claimer_loop(Connection connection, WakeupListener& listener) {
     while (!stop_claiming_.load()) {
         try {
             const auto names = claim_names();
-            bool full_enough;
-            std::size_t limit = 0;
+            SlotAccounting::ClaimPlan plan;
             {
                 std::lock_guard lock(mutex_);
-                const std::size_t free_slots = free_slots_locked();
-                const bool handler_idle = running_ + queue_.size() < cfg.max_concurrent_tasks;  // one will be
-                // While every handler has work, refill the queue in batches rather than task by task.
-                const std::size_t refill_at =
-                    handler_idle ? 1 : std::max<std::size_t>(1, std::min(cfg.claim_batch, capacity()) / 2);
-                full_enough = free_slots < refill_at;
-                // Set with the slot count under one lock: a handler finishing or a claim giving
-                // back its reservation after this sees it and wakes the claimer.
-                claimer_waits_for_slots_ = full_enough;
-                if (!full_enough && !names.empty()) {
-                    limit = std::min(free_slots, cfg.claim_batch);
-                    reserved_ += limit;
-                }
+                plan = slots_.plan_claim(!names.empty());
             }
+            const bool full_enough = plan.wait_for_slots;
+            const std::size_t limit = plan.limit;
             bool ready_hint = false;
             if (full_enough) {
                 // Sleep until a slot frees (the pipe) or a notification.
@@ -381,23 +354,14 @@ void Worker::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
             auto it = inflight_.find(task.task_id);
             if (it == inflight_.end()) continue;
             if (it->second.released) {  // given back by shutdown before it started
-                if (!it->second.finished) --unfinished_;
+                slots_.drop_queued();
                 inflight_.erase(it);
                 continue;
             }
             it->second.started = true;
-            ++running_;
-            stats_.running = running_;
-            stats_.max_running = std::max(stats_.max_running, running_);
+            slots_.start();
         }
-        run_task(task);
-        bool claimer_waits;
-        {
-            std::lock_guard lock(mutex_);
-            --running_;
-            stats_.running = running_;
-            claimer_waits = claimer_waits_for_slots_;
-        }
+        const bool claimer_waits = run_task(task);
         drained_cv_.notify_all();
         if (claimer_waits) wake_claimer();  // otherwise a free slot is no reason to claim
     }
@@ -405,7 +369,7 @@ void Worker::handler_loop(std::shared_ptr<std::atomic<bool>> exited) {
     drained_cv_.notify_all();
 }
 
-void Worker::run_task(const ClaimedTask& task) {
+bool Worker::run_task(const ClaimedTask& task) {
     const std::string name = task.workflow + "." + task.task;
     TaskHandler handler;
     CancellationToken token;
@@ -427,6 +391,7 @@ void Worker::run_task(const ClaimedTask& task) {
     done.name = name;
     done.has_dependents = has_dependents;
     done.identity = identity_of(task);
+    bool claimer_waits = false;
     const auto fail = [&](std::string error, bool retryable) {
         done.success = false;
         done.error = std::move(error);
@@ -462,18 +427,17 @@ void Worker::run_task(const ClaimedTask& task) {
         std::lock_guard lock(mutex_);
         auto it = inflight_.find(task.task_id);
         if (it != inflight_.end()) {
-            if (!it->second.finished) {
-                it->second.finished = true;
-                --unfinished_;
-            }
+            it->second.finished = true;
             if (it->second.released) {  // shutdown gave the task back: the result is discarded
                 inflight_.erase(it);
-                return;
+                return slots_.finish(false);
             }
         }
+        claimer_waits = slots_.finish(true);
         completions_.push_back(std::move(done));
     }
     completion_cv_.notify_all();
+    return claimer_waits;
 }
 
 // ---- completer -----------------------------------------------------------------------------------
@@ -593,12 +557,16 @@ void Worker::completer_loop(Connection connection) {
         bool claimer_waits;
         {
             std::lock_guard lock(mutex_);
+            std::size_t submitted = 0;
             for (const auto& c : batch) {
                 auto it = inflight_.find(c.task_id);
                 // A released task whose handler still runs keeps its entry until the handler returns.
-                if (it != inflight_.end() && it->second.finished) inflight_.erase(it);
+                if (it != inflight_.end() && it->second.finished) {
+                    inflight_.erase(it);
+                    ++submitted;
+                }
             }
-            claimer_waits = claimer_waits_for_slots_;
+            claimer_waits = slots_.submitted(submitted);
         }
         drained_cv_.notify_all();
         if (claimer_waits) wake_claimer();  // a backlog of results may have held its slots
@@ -685,12 +653,12 @@ ShutdownReport Worker::shutdown() {
     std::vector<Completion> releases;
     {
         std::unique_lock lock(mutex_);
-        const std::size_t in_flight_at_start = unfinished_;
+        const std::size_t in_flight_at_start = slots_.unfinished();
         stop_handlers_.store(true);
         queue_cv_.notify_all();
         const bool drained = drained_cv_.wait_until(lock, deadline, [&] {
-            return unfinished_ == 0 || drain_cut_short_;
-        }) && unfinished_ == 0;
+            return slots_.unfinished() == 0 || drain_cut_short_;
+        }) && slots_.unfinished() == 0;
         if (!drained) {
             // 3. Past the deadline: cancel what still runs and give its task back for a retry.
             for (auto& [id, f] : inflight_) {
@@ -754,7 +722,10 @@ void Worker::cut_drain_short() {
 
 RunnerStats Worker::stats() const {
     std::lock_guard lock(mutex_);
-    return stats_;
+    RunnerStats stats = stats_;
+    stats.running = slots_.running();
+    stats.max_running = slots_.max_running();
+    return stats;
 }
 
 }  // namespace cloacina::detail
