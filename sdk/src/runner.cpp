@@ -2,6 +2,7 @@
 // signal) and ExecutionHandle. The calls they make go through RunnerCore (runner_core.cpp); the
 // worker is worker.cpp.
 #include "runner_core.hpp"
+#include "worker.hpp"
 
 #include "cloacina/error.hpp"
 #include "cloacina/signal.hpp"

@@ -10,7 +10,8 @@
 // (plan_claim) and sleeps; every transition that frees slots afterwards answers "wake the
 // claimer" until it plans again, so a wake-up cannot be lost between its look and its sleep.
 //
-// Not synchronised: the worker calls it under the lock that guards the tasks it counts.
+// Not synchronised: the TaskLedger (worker_ledger.hpp) calls it under the lock that guards the
+// tasks it counts.
 #pragma once
 
 #include <cstddef>
