@@ -213,6 +213,42 @@ BOOST_AUTO_TEST_CASE(server_refuses_invalid_definitions) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(retry_defaults_are_the_servers) {
+    // RetryPolicy's defaults mirror what the server fills in for a definition that leaves them out
+    // (cloacina._normalize_workflow): the stored, normalised definitions must agree.
+    using std::chrono::milliseconds, std::chrono::seconds;
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("defaults"), ""};
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(std::make_shared<Registry>()).enable_worker(false).build());
+    (void)runner.register_workflow(
+        Workflow::builder("sdk_retries")
+            .task(Task("no_retry").handler(noop))
+            .task(Task("default_policy").retry(RetryPolicy{}).handler(noop))
+            .task(Task("exponential").retry(RetryPolicy::exponential(3, milliseconds(500))).handler(noop))
+            .task(Task("slow_linear").retry(RetryPolicy::linear(2, seconds(400))).handler(noop))
+            .build());
+    // The same retries as a definition without max_delay_ms, for the server's default cap.
+    Connection c(ConnectionOptions{url, {}, tenant.schema, "registration-test"});
+    (void)c.exec("SELECT cloacina.register_workflow($1::jsonb)", {Param(R"({"name": "server_retries", "tasks": [
+                      {"id": "exponential", "retry": {"attempts": 3, "backoff": "exponential", "delay_ms": 500}},
+                      {"id": "slow_linear", "retry": {"attempts": 2, "backoff": "linear", "delay_ms": 400000}}]})")});
+    const auto stored = [&](const std::string& workflow, const std::string& task) {
+        Result r = c.exec(
+            "SELECT t -> 'retry' FROM cloacina.workflows w, jsonb_array_elements(w.definition -> 'tasks') t "
+            "WHERE w.name = $1 AND t ->> 'id' = $2",
+            {Param(workflow), Param(task)});
+        BOOST_REQUIRE_EQUAL(r.rows(), 1);
+        return r.json(0, 0);
+    };
+
+    const json::value sdk_defaults = Task("t").retry(RetryPolicy{}).definition().at("retry");
+    BOOST_TEST(stored("sdk_retries", "no_retry") == sdk_defaults);
+    BOOST_TEST(stored("sdk_retries", "default_policy") == sdk_defaults);
+    BOOST_TEST(stored("sdk_retries", "exponential") == stored("server_retries", "exponential"));
+    BOOST_TEST(stored("sdk_retries", "slow_linear") == stored("server_retries", "slow_linear"));
+}
+
 BOOST_AUTO_TEST_CASE(runner_start_registers_its_workflows) {
     const std::string url = database_url();
     TenantGuard tenant{unique_name("reg"), ""};
