@@ -214,9 +214,10 @@ public:
     [[nodiscard]] const std::vector<Task>& tasks() const noexcept { return tasks_; }
     [[nodiscard]] const Task* find_task(std::string_view id) const noexcept;
 
-    /// Throws ValidationError (SQLSTATE 22023) naming the offending item: empty or invalid names,
-    /// duplicate task ids, unknown dependencies, cycles, handler tasks without a handler, bad retry
-    /// or timeout values.
+    /// Checks what only this process can: every handler task has a handler, and task ids are
+    /// unique (the worker looks handlers up by them). Throws ValidationError (SQLSTATE 22023)
+    /// naming the task. Everything else (names, dependencies, cycles, retry and timeout values)
+    /// the server checks when a runner registers the workflow, with the same exception.
     void validate() const;
     /// The definition sent to cloacina.register_workflow().
     [[nodiscard]] boost::json::value definition() const;
@@ -242,7 +243,7 @@ public:
         spec.dependencies(std::move(dependencies)).handler(std::forward<Handler>(handler));
         return task(std::move(spec));
     }
-    /// The validated workflow (throws ValidationError).
+    /// The workflow, checked by Workflow::validate() (throws ValidationError).
     [[nodiscard]] Workflow build() const;
     /// The workflow as declared, validated later (at registration by a runner).
     [[nodiscard]] const Workflow& declared() const noexcept { return workflow_; }
