@@ -1,5 +1,6 @@
-// test_registration.cpp — declaring workflows: builder and macros, client-side validation (no server
-// needed), the definition JSON, configuration validation, and the server's refusals at registration.
+// test_registration.cpp — declaring workflows: builder and macros, the checks only the SDK can make
+// (no server needed), the definition JSON, configuration validation, the server's validation of
+// the rest at registration, and the retry defaults the SDK mirrors from the server.
 #define BOOST_TEST_MODULE registration
 #include "support.hpp"
 
@@ -90,30 +91,15 @@ BOOST_AUTO_TEST_CASE(builder_registration_and_definition_json) {
     BOOST_TEST(when.at("value").as_string() == "gold");
 }
 
-BOOST_AUTO_TEST_CASE(client_side_validation_names_the_offending_item) {
+BOOST_AUTO_TEST_CASE(local_checks_need_no_server) {
+    // What only this process can check: a handler task has a handler, and task ids are unique
+    // (the worker looks handlers up by them). The server checks everything else.
     auto base = [] { return Workflow::builder("wf"); };
-    BOOST_TEST(validation_message(base()).find("no tasks") != std::string::npos);
-    BOOST_TEST(validation_message(Workflow::builder("bad name").task(Task("a").handler(noop))).find("bad name") !=
-               std::string::npos);
-    BOOST_TEST(validation_message(Workflow::builder("_leading").task(Task("a").handler(noop))).find("_leading") !=
-               std::string::npos);
-    BOOST_CHECK_NO_THROW((void)Workflow::builder("with-dash_2").task(Task("step-1").handler(noop)).build());
     BOOST_TEST(validation_message(base().task(Task("a").handler(noop)).task(Task("a").handler(noop)))
                    .find("duplicate task id \"a\"") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"ghost"}).handler(noop)))
-                   .find("unknown task \"ghost\"") != std::string::npos);
-    BOOST_TEST(
-        validation_message(
-            base().task(Task("a").dependencies({"b"}).handler(noop)).task(Task("b").dependencies({"a"}).handler(noop)))
-            .find("cycle") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a"))).find("no handler") != std::string::npos);
-    BOOST_TEST(validation_message(
-                   base().task(Task("a").retry(RetryPolicy::fixed(0, std::chrono::milliseconds(1))).handler(noop)))
-                   .find("attempts") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").timeout(std::chrono::milliseconds(0)).handler(noop)))
-                   .find("timeout") != std::string::npos);
-    BOOST_TEST(validation_message(base().task(Task("a").dependencies({"a"}).handler(noop))).find("itself") !=
+    BOOST_TEST(validation_message(base().task(Task("a"))).find("task \"a\" of workflow \"wf\" has no handler") !=
                std::string::npos);
+    BOOST_CHECK_NO_THROW((void)Workflow::builder("with-dash_2").task(Task("step-1").handler(noop)).build());
     BOOST_CHECK_NO_THROW(
         (void)base().task(Task("a").handler(noop)).task(Task("b").depends_on("a").sql("SELECT 1")).build());
 }
@@ -213,6 +199,85 @@ BOOST_AUTO_TEST_CASE(server_refuses_invalid_definitions) {
     }
 }
 
+BOOST_AUTO_TEST_CASE(the_server_validates_the_rest_and_names_the_task) {
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("valid"), ""};
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(std::make_shared<Registry>()).enable_worker(false).build());
+    auto refusal = [&](const WorkflowBuilder& builder) -> std::string {
+        try {
+            (void)runner.register_workflow(builder.build());
+        } catch (const ValidationError& e) {
+            BOOST_TEST(e.sqlstate() == "22023");
+            return e.what();
+        }
+        BOOST_ERROR("the workflow was not refused");
+        return {};
+    };
+    const auto says = [](const std::string& message, const std::string& part) {
+        return message.find(part) != std::string::npos;
+    };
+    auto base = [] { return Workflow::builder("wf"); };
+    BOOST_TEST(says(refusal(base()), "workflow \"wf\": tasks must be a non-empty array"));
+    BOOST_TEST(says(refusal(Workflow::builder("bad name").task(Task("a").handler(noop))), "\"bad name\""));
+    BOOST_TEST(says(refusal(Workflow::builder("_leading").task(Task("a").handler(noop))), "\"_leading\""));
+    BOOST_TEST(says(refusal(base().task(Task("a").dependencies({"ghost"}).handler(noop))),
+                    "task \"a\" depends on unknown task \"ghost\""));
+    BOOST_TEST(says(
+        refusal(
+            base().task(Task("a").dependencies({"b"}).handler(noop)).task(Task("b").dependencies({"a"}).handler(noop))),
+        "workflow \"wf\" has a dependency cycle"));
+    BOOST_TEST(says(refusal(base().task(Task("a").dependencies({"a"}).handler(noop))), "task \"a\" depends on itself"));
+    BOOST_TEST(
+        says(refusal(base().task(Task("a").retry(RetryPolicy::fixed(0, std::chrono::milliseconds(1))).handler(noop))),
+             "task \"a\": retry.attempts"));
+    BOOST_TEST(says(
+        refusal(base().task(
+            Task("a").retry(RetryPolicy::linear(2, std::chrono::seconds(2), std::chrono::seconds(1))).handler(noop))),
+        "task \"a\": retry.max_delay_ms"));
+    BOOST_TEST(says(refusal(base().task(Task("a").timeout(std::chrono::milliseconds(0)).handler(noop))),
+                    "task \"a\": timeout_ms"));
+    BOOST_TEST(says(refusal(base().task(Task("a").when(Condition::exists("")).handler(noop))), "task \"a\": when.key"));
+    BOOST_CHECK_NO_THROW(
+        (void)runner.register_workflow(Workflow::builder("with-dash_2").task(Task("step-1").handler(noop)).build()));
+}
+
+BOOST_AUTO_TEST_CASE(retry_defaults_are_the_servers) {
+    // RetryPolicy's defaults mirror what the server fills in for a definition that leaves them out
+    // (cloacina._normalize_workflow): the stored, normalised definitions must agree.
+    using std::chrono::milliseconds, std::chrono::seconds;
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("defaults"), ""};
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(std::make_shared<Registry>()).enable_worker(false).build());
+    (void)runner.register_workflow(
+        Workflow::builder("sdk_retries")
+            .task(Task("no_retry").handler(noop))
+            .task(Task("default_policy").retry(RetryPolicy{}).handler(noop))
+            .task(Task("exponential").retry(RetryPolicy::exponential(3, milliseconds(500))).handler(noop))
+            .task(Task("slow_linear").retry(RetryPolicy::linear(2, seconds(400))).handler(noop))
+            .build());
+    // The same retries as a definition without max_delay_ms, for the server's default cap.
+    Connection c(ConnectionOptions{url, {}, tenant.schema, "registration-test"});
+    (void)c.exec("SELECT cloacina.register_workflow($1::jsonb)", {Param(R"({"name": "server_retries", "tasks": [
+                      {"id": "exponential", "retry": {"attempts": 3, "backoff": "exponential", "delay_ms": 500}},
+                      {"id": "slow_linear", "retry": {"attempts": 2, "backoff": "linear", "delay_ms": 400000}}]})")});
+    const auto stored = [&](const std::string& workflow, const std::string& task) {
+        Result r = c.exec(
+            "SELECT t -> 'retry' FROM cloacina.workflows w, jsonb_array_elements(w.definition -> 'tasks') t "
+            "WHERE w.name = $1 AND t ->> 'id' = $2",
+            {Param(workflow), Param(task)});
+        BOOST_REQUIRE_EQUAL(r.rows(), 1);
+        return r.json(0, 0);
+    };
+
+    const json::value sdk_defaults = Task("t").retry(RetryPolicy{}).definition().at("retry");
+    BOOST_TEST(stored("sdk_retries", "no_retry") == sdk_defaults);
+    BOOST_TEST(stored("sdk_retries", "default_policy") == sdk_defaults);
+    BOOST_TEST(stored("sdk_retries", "exponential") == stored("server_retries", "exponential"));
+    BOOST_TEST(stored("sdk_retries", "slow_linear") == stored("server_retries", "slow_linear"));
+}
+
 BOOST_AUTO_TEST_CASE(runner_start_registers_its_workflows) {
     const std::string url = database_url();
     TenantGuard tenant{unique_name("reg"), ""};
@@ -225,10 +290,16 @@ BOOST_AUTO_TEST_CASE(runner_start_registers_its_workflows) {
     const WorkflowResult result = second.execute("auto_registered", Context());
     BOOST_TEST(result.status == WorkflowStatus::Completed);
 
-    // An invalid workflow in the registry fails the runner's start with ValidationError.
+    // An invalid workflow in the registry fails the runner's start with the server's refusal.
     auto bad = std::make_shared<Registry>();
     bad->add(Workflow("broken", "", {Task("a").dependencies({"ghost"}).handler(noop)}));
-    BOOST_CHECK_THROW(DefaultRunner::with_schema(url, tenant.schema, fast_config(bad).build()), ValidationError);
+    try {
+        DefaultRunner refused = DefaultRunner::with_schema(url, tenant.schema, fast_config(bad).build());
+        BOOST_ERROR("a runner started with an invalid workflow");
+    } catch (const ValidationError& e) {
+        BOOST_TEST(e.sqlstate() == "22023");
+        BOOST_TEST(std::string(e.what()).find("unknown task \"ghost\"") != std::string::npos, e.what());
+    }
 }
 
 BOOST_AUTO_TEST_CASE(concurrent_with_schema_starts_are_safe) {

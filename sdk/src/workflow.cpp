@@ -1,12 +1,10 @@
-// workflow.cpp — task/workflow definitions, their validation and JSON, and the registry.
+// workflow.cpp — task/workflow definitions, their local checks and JSON, and the registry.
 #include "cloacina/workflow.hpp"
 
 #include "cloacina/error.hpp"
 
-#include <algorithm>
-#include <functional>
-#include <map>
 #include <set>
+#include <string_view>
 
 namespace cloacina {
 
@@ -96,65 +94,18 @@ const Task* Workflow::find_task(std::string_view id) const noexcept {
     return nullptr;
 }
 
-namespace {
-
-// The server's rule: letters, digits, '_' and '-', starting with a letter, at most 63 characters.
-bool valid_name(std::string_view name) {
-    const auto letter = [](char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); };
-    if (name.empty() || name.size() > 63 || !letter(name.front())) return false;
-    return std::all_of(name.begin(), name.end(),
-                       [&](char c) { return letter(c) || (c >= '0' && c <= '9') || c == '_' || c == '-'; });
-}
-
-[[noreturn]] void invalid(const std::string& message) { throw ValidationError(message, "22023"); }
-
-}  // namespace
-
 void Workflow::validate() const {
-    if (!valid_name(name_))
-        invalid("invalid workflow name \"" + name_ + "\": use letters, digits, '_' or '-', starting with a letter");
-    if (tasks_.empty()) invalid("workflow \"" + name_ + "\" has no tasks");
-
-    std::map<std::string, const Task*, std::less<>> by_id;
+    // Only what the server cannot check: that a handler task has a handler in this process, and
+    // that task ids are unique, since the worker looks handlers up by them. The server's
+    // register_workflow checks the rest (names, dependencies, cycles, retry, timeout and condition
+    // values) and names the offending task in its errors (22023, ValidationError here).
+    std::set<std::string_view> ids;
     for (const auto& t : tasks_) {
-        const std::string where = "task \"" + t.id() + "\" of workflow \"" + name_ + "\"";
-        if (!valid_name(t.id())) invalid("invalid task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
-        if (!by_id.emplace(t.id(), &t).second)
-            invalid("duplicate task id \"" + t.id() + "\" in workflow \"" + name_ + "\"");
-        if (!t.is_sql() && !t.handler()) invalid(where + " has no handler");
-        if (t.is_sql() && t.sql()->empty()) invalid(where + " has an empty SQL statement");
-        if (const auto& r = t.retry()) {
-            if (r->attempts < 1) invalid(where + ": retry attempts must be at least 1");
-            if (r->delay.count() < 0 || r->max_delay.count() < 0)
-                invalid(where + ": retry delays must not be negative");
-            if (r->max_delay < r->delay) invalid(where + ": retry max_delay is shorter than delay");
-        }
-        if (t.timeout() && t.timeout()->count() <= 0) invalid(where + ": timeout must be positive");
-        if (t.when() && t.when()->key.empty()) invalid(where + ": condition has an empty key");
-        std::set<std::string_view> seen;
-        for (const auto& d : t.dependencies()) {
-            if (!seen.insert(d).second) invalid(where + " lists dependency \"" + d + "\" twice");
-            if (d == t.id()) invalid(where + " depends on itself");
-        }
+        if (!ids.insert(t.id()).second)
+            throw ValidationError("duplicate task id \"" + t.id() + "\" in workflow \"" + name_ + "\"", "22023");
+        if (!t.is_sql() && !t.handler())
+            throw ValidationError("task \"" + t.id() + "\" of workflow \"" + name_ + "\" has no handler", "22023");
     }
-    for (const auto& t : tasks_)
-        for (const auto& d : t.dependencies())
-            if (!by_id.contains(d))
-                invalid("task \"" + t.id() + "\" of workflow \"" + name_ + "\" depends on unknown task \"" + d + "\"");
-
-    // Cycle check: depth-first search with colours, reporting one task on the cycle.
-    std::map<std::string_view, int> colour;  // 0 new, 1 on stack, 2 done
-    std::function<void(const Task&)> visit = [&](const Task& t) {
-        colour[t.id()] = 1;
-        for (const auto& d : t.dependencies()) {
-            const int c = colour[d];
-            if (c == 1) invalid("workflow \"" + name_ + "\" has a dependency cycle through task \"" + d + "\"");
-            if (c == 0) visit(*by_id.find(d)->second);
-        }
-        colour[t.id()] = 2;
-    };
-    for (const auto& t : tasks_)
-        if (colour[t.id()] == 0) visit(t);
 }
 
 boost::json::value Workflow::definition() const {

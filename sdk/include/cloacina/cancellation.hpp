@@ -1,6 +1,6 @@
 // cloacina/cancellation.hpp — cooperative cancellation for task handlers.
 //
-// The engine hands every handler a CancellationToken. It is signalled when the run is cancelled, the
+// The worker hands every handler a CancellationToken. It is signalled when the run is cancelled, the
 // task's lease is lost to another worker, the task's timeout passes, or the runner shuts down past
 // its drain deadline. Handlers poll it (cancelled(), throw_if_cancelled()) or wait on it instead of
 // sleeping (wait_for()), so a long step stops as soon as its result can no longer be used.
@@ -55,7 +55,7 @@ private:
     std::shared_ptr<detail::CancellationState> state_;
 };
 
-/// Write side, kept by the engine.
+/// Write side, kept by the worker.
 class CancellationSource {
 public:
     CancellationSource();

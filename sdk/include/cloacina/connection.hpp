@@ -161,7 +161,9 @@ public:
         Lease(ConnectionPool& pool, std::unique_ptr<Connection> connection) noexcept
             : pool_(&pool), connection_(std::move(connection)) {}
         Lease(Lease&&) noexcept = default;
-        Lease& operator=(Lease&&) noexcept = default;
+        /// Not assignable: a defaulted move-assignment would drop the connection it replaces
+        /// without giving its slot back to the pool (lent_ would never come down again).
+        Lease& operator=(Lease&&) = delete;
         ~Lease();
         Connection& operator*() const noexcept { return *connection_; }
         Connection* operator->() const noexcept { return connection_.get(); }

@@ -129,7 +129,7 @@ private:
     bool retryable_;
 };
 
-/// Thrown by CancellationToken::throw_if_cancelled(); the engine reports the task as cancelled.
+/// Thrown by CancellationToken::throw_if_cancelled(); the worker reports the task as cancelled.
 class Cancelled : public Error {
 public:
     explicit Cancelled(const std::string& message) : Error(message, "57014") {}

@@ -3,8 +3,8 @@
 //
 // A runner connects either with a tenant's own credentials (the role's search_path selects the
 // tenant) or, through with_schema(), with an admin URL plus the tenant's schema (created when
-// missing). At start it registers the workflows of its registry in the tenant and starts its worker
-// engine: batch claims of the `workflow.task` names it has handlers for, a pool of
+// missing). At start it registers the workflows of its registry in the tenant and starts its
+// worker: batch claims of the `workflow.task` names it has handlers for, a pool of
 // max_concurrent_tasks handler threads, heartbeats on a timer, LISTEN wake-ups with a polling
 // backstop, reconnection with backoff, and a drain on shutdown() (or on a signal:
 // run_until_signal()). Behind a transaction-pooling proxy (PgBouncer) set `pooled`, and give a
@@ -195,7 +195,7 @@ private:
 
 namespace detail {
 class RunnerCore;
-class WorkerEngine;
+class Worker;
 }  // namespace detail
 
 /// A submitted run: wait for it, look at it, cancel it. Usable after the runner shut down.
@@ -233,7 +233,7 @@ struct ShutdownReport {
     int signal = 0;             ///< the signal that ended run_until_signal() (0: none)
 };
 
-/// Live counters of the worker engine.
+/// Live counters of the runner's worker.
 struct RunnerStats {
     std::size_t running = 0;      ///< handlers running now
     std::size_t max_running = 0;  ///< most handlers ever running at once
@@ -306,7 +306,7 @@ public:
 private:
     DefaultRunner(std::string_view url, std::optional<std::string> schema, DefaultRunnerConfig config);
     std::shared_ptr<detail::RunnerCore> core_;
-    std::shared_ptr<detail::WorkerEngine> engine_;
+    std::shared_ptr<detail::Worker> worker_;
 };
 
 }  // namespace cloacina

@@ -39,26 +39,46 @@ using TaskHandler = std::function<void(Context&, const CancellationToken&)>;
 
 enum class Backoff { Fixed, Linear, Exponential };
 
-/// `attempts` is the total number of tries, the first included.
+/// A task's retry defaults. They are the server's, which fills in whatever a definition leaves out
+/// (sql/src/workflows.sql, cloacina._normalize_workflow), mirrored here once: RetryPolicy{} means
+/// what no retry at all means. tests/test_registration.cpp compares the two on a server.
+namespace retry_defaults {
+inline constexpr int attempts = 1;
+inline constexpr Backoff backoff = Backoff::Exponential;
+inline constexpr std::chrono::milliseconds delay{1000};
+/// Without max_delay_ms the server caps the backoff at the larger of this and the delay.
+inline constexpr std::chrono::milliseconds max_delay_floor{300000};
+inline constexpr bool jitter = false;
+
+/// The server's max_delay_ms for a definition that gives only `delay_ms`.
+constexpr std::chrono::milliseconds max_delay(std::chrono::milliseconds delay) noexcept {
+    return delay > max_delay_floor ? delay : max_delay_floor;
+}
+}  // namespace retry_defaults
+
+/// `attempts` is the total number of tries, the first included. The defaults are the server's.
 struct RetryPolicy {
-    int attempts = 1;
-    Backoff backoff = Backoff::Fixed;
-    std::chrono::milliseconds delay{1000};
-    std::chrono::milliseconds max_delay{30000};
-    bool jitter = false;
+    int attempts = retry_defaults::attempts;
+    Backoff backoff = retry_defaults::backoff;
+    std::chrono::milliseconds delay = retry_defaults::delay;
+    std::chrono::milliseconds max_delay = retry_defaults::max_delay(retry_defaults::delay);
+    bool jitter = retry_defaults::jitter;
 
     static RetryPolicy none() { return {}; }
     static RetryPolicy fixed(int attempts, std::chrono::milliseconds delay) {
-        return {attempts, Backoff::Fixed, delay, delay, false};
+        return {attempts, Backoff::Fixed, delay, delay, retry_defaults::jitter};
     }
+    /// Without `max_delay`, the server's default for `delay` (retry_defaults::max_delay).
     static RetryPolicy linear(int attempts, std::chrono::milliseconds delay,
-                              std::chrono::milliseconds max_delay = std::chrono::seconds(30)) {
-        return {attempts, Backoff::Linear, delay, max_delay, false};
+                              std::optional<std::chrono::milliseconds> max_delay = std::nullopt) {
+        return {attempts, Backoff::Linear, delay, max_delay.value_or(retry_defaults::max_delay(delay)),
+                retry_defaults::jitter};
     }
+    /// Without `max_delay`, the server's default for `delay` (retry_defaults::max_delay).
     static RetryPolicy exponential(int attempts, std::chrono::milliseconds delay,
-                                   std::chrono::milliseconds max_delay = std::chrono::seconds(30),
-                                   bool jitter = false) {
-        return {attempts, Backoff::Exponential, delay, max_delay, jitter};
+                                   std::optional<std::chrono::milliseconds> max_delay = std::nullopt,
+                                   bool jitter = retry_defaults::jitter) {
+        return {attempts, Backoff::Exponential, delay, max_delay.value_or(retry_defaults::max_delay(delay)), jitter};
     }
     RetryPolicy& with_jitter(bool on = true) {
         jitter = on;
@@ -194,9 +214,10 @@ public:
     [[nodiscard]] const std::vector<Task>& tasks() const noexcept { return tasks_; }
     [[nodiscard]] const Task* find_task(std::string_view id) const noexcept;
 
-    /// Throws ValidationError (SQLSTATE 22023) naming the offending item: empty or invalid names,
-    /// duplicate task ids, unknown dependencies, cycles, handler tasks without a handler, bad retry
-    /// or timeout values.
+    /// Checks what only this process can: every handler task has a handler, and task ids are
+    /// unique (the worker looks handlers up by them). Throws ValidationError (SQLSTATE 22023)
+    /// naming the task. Everything else (names, dependencies, cycles, retry and timeout values)
+    /// the server checks when a runner registers the workflow, with the same exception.
     void validate() const;
     /// The definition sent to cloacina.register_workflow().
     [[nodiscard]] boost::json::value definition() const;
@@ -222,7 +243,7 @@ public:
         spec.dependencies(std::move(dependencies)).handler(std::forward<Handler>(handler));
         return task(std::move(spec));
     }
-    /// The validated workflow (throws ValidationError).
+    /// The workflow, checked by Workflow::validate() (throws ValidationError).
     [[nodiscard]] Workflow build() const;
     /// The workflow as declared, validated later (at registration by a runner).
     [[nodiscard]] const Workflow& declared() const noexcept { return workflow_; }
