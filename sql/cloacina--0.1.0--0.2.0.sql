@@ -756,9 +756,9 @@ BEGIN
                 timezone = excluded.timezone, context = excluded.context, catchup = excluded.catchup,
                 overlap = excluded.overlap,
                 next_run_at = CASE WHEN sc.paused THEN 'infinity' ELSE excluded.next_run_at END,
-                updated_at = now()
+                updated_at = $10
         RETURNING id$q$, s)
-        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap;
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap, now();
     PERFORM cloacina._due(s, first_slot);
     RETURN sid;
 END
@@ -1269,3 +1269,34 @@ DROP FUNCTION cloacina._wait(text, bigint, interval);
 -- C symbols follow their SQL functions (docs/architecture.md); 0.1.0's name stays as an alias.
 CREATE OR REPLACE FUNCTION cloacina._hint(s text, payload text) RETURNS void
 AS 'MODULE_PATHNAME', 'cloacina_hint_fn' LANGUAGE C;
+
+-- docs/citus.md rule 2: the time of an upsert's DO UPDATE SET is a parameter, not now().
+CREATE OR REPLACE FUNCTION cloacina._register_workflow(s text, def jsonb) RETURNS text
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    sql_role text;
+    normalized jsonb;
+    version text;
+BEGIN
+    PERFORM cloacina._require_tenant(s);
+    normalized := cloacina._normalize_workflow(def);
+    IF jsonb_path_exists(normalized, '$.tasks[*] ? (@.kind == "sql")') THEN
+        EXECUTE format('SELECT role_name FROM %I.tenant_settings', s) INTO sql_role;
+        IF sql_role IS NULL THEN
+            RAISE EXCEPTION 'workflow "%" has SQL tasks, but tenant "%" has no role to run them as', normalized ->> 'name', s
+                USING ERRCODE = 'object_not_in_prerequisite_state',
+                      HINT = 'SQL tasks run as the tenant''s own role: create the tenant with a user name.';
+        END IF;
+    END IF;
+    version := left(encode(sha256(convert_to(normalized::text, 'UTF8')), 'hex'), 16);
+    EXECUTE format($q$
+        INSERT INTO %I.workflows AS w (name, version, description, definition)
+        VALUES ($1, $2, $3, $4)
+        ON CONFLICT (name) DO UPDATE
+            SET version = excluded.version, description = excluded.description,
+                definition = excluded.definition,
+                updated_at = CASE WHEN w.version = excluded.version THEN w.updated_at ELSE $5 END$q$, s)
+        USING normalized ->> 'name', version, normalized ->> 'description', normalized, now();  -- docs/citus.md, rule 2
+    RETURN version;
+END
+$$;

@@ -233,9 +233,9 @@ BEGIN
                 timezone = excluded.timezone, context = excluded.context, catchup = excluded.catchup,
                 overlap = excluded.overlap,
                 next_run_at = CASE WHEN sc.paused THEN 'infinity' ELSE excluded.next_run_at END,
-                updated_at = now()
+                updated_at = $10
         RETURNING id$q$, s)
-        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap;
+        INTO sid USING name, workflow, btrim(cron), timezone, context, catchup, first_slot, spec, overlap, now();
     PERFORM cloacina._due(s, first_slot);
     RETURN sid;
 END

@@ -264,8 +264,8 @@ BEGIN
         ON CONFLICT (name) DO UPDATE
             SET version = excluded.version, description = excluded.description,
                 definition = excluded.definition,
-                updated_at = CASE WHEN w.version = excluded.version THEN w.updated_at ELSE now() END$q$, s)
-        USING normalized ->> 'name', version, normalized ->> 'description', normalized;
+                updated_at = CASE WHEN w.version = excluded.version THEN w.updated_at ELSE $5 END$q$, s)
+        USING normalized ->> 'name', version, normalized ->> 'description', normalized, now();  -- docs/citus.md, rule 2
     RETURN version;
 END
 $$;
