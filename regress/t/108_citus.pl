@@ -213,7 +213,7 @@ check($ok, 'resume_tenant works', $out);
     local $TODO = 'issue 18';
     ($ok, $out) = try_sql(q{SET search_path = dist;
         SELECT cloacina.register_workflow('{"name": "later", "tasks": [{"id": "x"}]}')});
-    check($ok, 'register_workflow works with the shard on the worker', $out);
+    { local $TODO; check($ok, 'register_workflow works with the shard on the worker', $out); }
 
     ($ok, $out) = try_sql(q{SET search_path = dist; SELECT cloacina.execute('chain')});
     check($ok && $out =~ /^\d+$/, 'execute starts a run', $out);
@@ -239,7 +239,7 @@ check($ok, 'resume_tenant works', $out);
     check($ok && $out eq 'ready 1', 'the failed attempt goes back to ready for a retry', $ok ? "the task is $out" : $out);
 
     ($ok, $out) = try_sql(q{SET search_path = dist; SELECT cloacina.schedule('another', 'tick', '0 * * * *')});
-    check($ok, 'schedule creates a schedule', $out);
+    { local $TODO; check($ok, 'schedule creates a schedule', $out); }
 
     ($ok, $out) = try_sql(qq{SET search_path = dist; SELECT cloacina.pause($to_pause)});
     { local $TODO; check($ok && $out eq 't', 'pause holds a run', $out); }
