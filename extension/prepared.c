@@ -12,6 +12,7 @@
  */
 #include "postgres.h"
 
+#include "commands/extension.h"
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -35,7 +36,6 @@ typedef struct PreparedEntry
 	char	   *key;			/* the schema the template was filled with */
 	int			nargs;
 	Oid			argtypes[MAX_ARGS];
-	bool		generic;		/* ... and the plan kind */
 	SPIPlanPtr	plan;
 	uint64		last_used;
 	bool		in_use;
@@ -45,15 +45,14 @@ static PreparedEntry cache[MAX_PREPARED];
 static uint64 use_counter = 0;
 
 static PreparedEntry *
-lookup(const char *template, const char *key, int nargs, const Oid *argtypes, bool generic,
-	   uint32 hash)
+lookup(const char *template, const char *key, int nargs, const Oid *argtypes, uint32 hash)
 {
 	for (int i = 0; i < MAX_PREPARED; i++)
 	{
 		PreparedEntry *e = &cache[i];
 
 		if (e->in_use && e->hash == hash && e->template == template && e->nargs == nargs &&
-			e->generic == generic && memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 &&
+			memcmp(e->argtypes, argtypes, sizeof(Oid) * nargs) == 0 &&
 			strcmp(e->key, key) == 0)
 			return e;
 	}
@@ -92,7 +91,6 @@ prepare(const char *template, const char *key, const char *sql, int nargs, Oid *
 	victim->template = template;
 	victim->key = MemoryContextStrdup(TopMemoryContext, key);
 	victim->nargs = nargs;
-	victim->generic = generic;
 	memcpy(victim->argtypes, argtypes, sizeof(Oid) * nargs);
 	victim->plan = plan;
 	victim->in_use = true;
@@ -114,7 +112,7 @@ forget(PreparedEntry *e)
 /* Executes the statement of "template" filled with "key". */
 static int
 execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *values,
-		const char *nulls, bool generic)
+		const char *nulls)
 {
 	uint32		hash;
 	PreparedEntry *volatile entry;
@@ -123,11 +121,11 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
 	Assert(nargs <= MAX_ARGS);
 	hash = hash_bytes((const unsigned char *) key, strlen(key)) ^
 		hash_bytes((const unsigned char *) argtypes, sizeof(Oid) * nargs);
-	entry = lookup(template, key, nargs, argtypes, generic, hash);
+	entry = lookup(template, key, nargs, argtypes, hash);
 	if (entry == NULL)
 		entry = prepare(template, key,
 						psprintf(template, quote_identifier(key)),
-						nargs, argtypes, generic, hash);
+						nargs, argtypes, !OidIsValid(get_extension_oid("citus", true)), hash);
 	entry->last_used = ++use_counter;
 
 	PG_TRY();
@@ -145,8 +143,10 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
 
 /*
  * Executes the tenant statement "template" (a format whose "%1$s" is the quoted schema name)
- * for "schema", with a generic plan prepared once per backend and tenant: the statements of the
- * C tenant path, written so that the generic plan is the right one. The template is known by
+ * for "schema", prepared once per backend and tenant: the statements of the C tenant path,
+ * written so that the generic plan is the right one. Where Citus is installed the plans are
+ * custom: Citus cannot route a generic plan whose parameters decide the shard ("could not
+ * create distributed plan", docs/citus.md rule 5). The template is known by
  * its address, so a call formats no text once the statement is prepared. Every such statement
  * returns rows (SPI_tuptable, SPI_processed); anything else is an error.
  */
@@ -154,7 +154,7 @@ void
 cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid *argtypes,
 						Datum *values, const char *nulls)
 {
-	int			ret = execute(template, schema, nargs, argtypes, values, nulls, true);
+	int			ret = execute(template, schema, nargs, argtypes, values, nulls);
 
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "a cloacina tenant statement failed: %s", SPI_result_code_string(ret));

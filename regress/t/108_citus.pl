@@ -216,11 +216,11 @@ check($ok, 'resume_tenant works', $out);
     { local $TODO; check($ok, 'register_workflow works with the shard on the worker', $out); }
 
     ($ok, $out) = try_sql(q{SET search_path = dist; SELECT cloacina.execute('chain')});
-    check($ok && $out =~ /^\d+$/, 'execute starts a run', $out);
+    { local $TODO; check($ok && $out =~ /^\d+$/, 'execute starts a run', $out); }
 
     ($ok, $out) = try_sql(q{SET search_path = dist;
         SELECT count(*) FROM cloacina.claim('w1', ARRAY['chain.a'], 1, '1 hour')});
-    check($ok && $out eq '1', 'claim takes a ready task', $ok ? "claimed $out" : $out);
+    { local $TODO; check($ok && $out eq '1', 'claim takes a ready task', $ok ? "claimed $out" : $out); }
 
     my ($task, $fence, $run) = @{ $claimed[0] }[ 1 .. 3 ];
     ($ok, $out) = try_sql(qq{SET search_path = dist; SELECT cloacina.complete($task, $fence, '{"a": 1}')});
@@ -246,7 +246,7 @@ check($ok, 'resume_tenant works', $out);
     ($ok, $out) = try_sql(qq{SET search_path = dist; SELECT cloacina.resume($to_pause)});
     check($ok && $out eq 't', 'resume releases it', $out);
     ($ok, $out) = try_sql(qq{SET search_path = dist; SELECT cloacina.cancel($to_cancel)});
-    check($ok && $out eq 't', 'cancel ends a run', $out);
+    { local $TODO; check($ok && $out eq 't', 'cancel ends a run', $out); }
     ($ok, $out) = try_sql(qq{SET search_path = dist; SELECT cloacina.retry($to_cancel)});
     check($ok && $out eq '1', 'retry starts the cancelled run again', $out);
     # (two statements: a cloacina function in a query over tenant tables is pushed to the worker)
@@ -313,7 +313,6 @@ check($ok, 'resume_tenant works', $out);
 SKIP: {
     my $demo = ($ENV{CLOACINA_CPP_BUILD} // '') . '/examples/tutorial_06';
     skip 'the demo is not built (CLOACINA_CPP_BUILD/examples/tutorial_06)', 1 unless -x $demo;
-    local $TODO = 'issue 18';
     my @moves;
     for my $t (qw(acme_corp globex_inc initech)) {
         make_tenant($t);
@@ -327,6 +326,7 @@ SKIP: {
     local $ENV{DATABASE_URL} = $url;
     my $done = eval { IPC::Run::run([$demo], '>&', \$log, IPC::Run::timeout(180)) };
     my @lines = grep { /error|fail|warn/i } split /\n/, $log;
+    diag('demo: ' . join(' / ', grep { /records|completed successfully/i } split /\n/, $log));
     check(!@moves && $done, 'the seed demo runs to the end with its tenants on the worker node',
         join("\n  ", @moves, ($@ ? "demo: $@" : ()), @lines[ 0 .. ($#lines < 5 ? $#lines : 5) ]));
 }
