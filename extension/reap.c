@@ -70,14 +70,15 @@ cloacina_reap_tasks(const char *schema, int max_tasks)
 		HeapTuple	row = SPI_tuptable->vals[r];
 		TupleDesc	desc = SPI_tuptable->tupdesc;
 		bool		isnull;
+		bool		lease_null;
 		int64		id = DatumGetInt64(SPI_getbinval(row, desc, 1, &isnull));
-		Datum		lease = SPI_getbinval(row, desc, 3, &isnull);
+		Datum		lease = SPI_getbinval(row, desc, 3, &lease_null);
 
 		if (DatumGetBool(SPI_getbinval(row, desc, 4, &isnull)) && cloacina_sqlslot_runs(schema, id))
 			continue;			/* a pool worker runs it: its attempt goes on */
 		accumArrayResult(ids, Int64GetDatum(id), false, INT8OID, CurrentMemoryContext);
 		accumArrayResult(fences, SPI_getbinval(row, desc, 2, &isnull), false, INT8OID, CurrentMemoryContext);
-		accumArrayResult(leases, lease, isnull, TIMESTAMPTZOID, CurrentMemoryContext);
+		accumArrayResult(leases, lease, lease_null, TIMESTAMPTZOID, CurrentMemoryContext);
 		accumArrayResult(errors, CStringGetTextDatum(SPI_getvalue(row, desc, 5)), false, TEXTOID,
 						 CurrentMemoryContext);
 		accumArrayResult(retryable, BoolGetDatum(true), false, BOOLOID, CurrentMemoryContext);
