@@ -88,6 +88,7 @@ extern int	cloacina_array_elements(FunctionCallInfo fcinfo, int argno, Oid eleme
 extern Datum cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type);
 extern Datum cloacina_one_element_array(Datum value, bool isnull, Oid element_type);
 extern int	cloacina_compare_int64(const void *a, const void *b);
+extern Datum cloacina_utc_now(void);
 extern void cloacina_return_accepted(FunctionCallInfo fcinfo, Datum *ids, bool *id_nulls, int n,
 									 int64 *accepted, int n_accepted);
 

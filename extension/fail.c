@@ -17,6 +17,7 @@
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/array.h"
@@ -32,24 +33,28 @@ PG_FUNCTION_INFO_V1(cloacina_fail_current);
  * $1 task ids, $2 fences, $3 errors, $4 retryable (NULL: true), $5 the leases the reaper saw
  * (NULL: any; a lease renewed since keeps its task), $6 retry at once instead of after the
  * backoff (the reaper's: the worker failed, not the task), $7 'running' (a parameter, see
- * complete.c). The UPDATE visits its input sorted by id, so it locks the tasks in id order.
+ * complete.c), $8 a random number in [0, 1) per task for the retry's jitter and $9 now in UTC
+ * (cloacina_utc_now): Citus refuses volatile functions and timestamptz arithmetic on columns in
+ * an UPDATE (docs/citus.md, rule 2). The UPDATE visits its input sorted by id, so it locks the
+ * tasks in id order.
  * One row per failed task: id, run, task, whether it is retried, when, its kind.
  */
 static const char *const fail_sql =
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::boolean[],"
-"                                    $5::timestamptz[])"
-"                AS u(id, fence, error, retryable, lease_until) ORDER BY u.id),"
+"                                    $5::timestamptz[], $8::float8[])"
+"                AS u(id, fence, error, retryable, lease_until, chance) ORDER BY u.id),"
 " failed AS ("
 "    UPDATE %1$s.tasks t"
 "       SET status = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
 "                         THEN 'ready' ELSE 'failed' END,"
 "           ready_at = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
-"                           THEN CASE WHEN $6 THEN now()"
-"                                     ELSE now() + cloacina._retry_delay(t.attempt, t.backoff, t.delay_ms,"
-"                                                                        t.max_delay_ms, t.jitter) END"
+"                           THEN CASE WHEN $6 THEN $9 AT TIME ZONE 'UTC'"
+"                                     ELSE ($9 + cloacina._retry_delay(t.attempt, t.backoff, t.delay_ms,"
+"                                                                      t.max_delay_ms, t.jitter, i.chance))"
+"                                          AT TIME ZONE 'UTC' END"
 "                           ELSE t.ready_at END,"
 "           finished_at = CASE WHEN coalesce(i.retryable, true) AND t.attempt < t.max_attempts"
-"                              THEN NULL ELSE now() END,"
+"                              THEN NULL ELSE $9 AT TIME ZONE 'UTC' END,"
 "           error = coalesce(nullif(i.error, ''), 'no error message given'),"
 "           output = NULL, lease_until = NULL"
 "      FROM input i"
@@ -65,6 +70,18 @@ static const char *const fail_sql =
 "      FROM failed ORDER BY id)"
 " SELECT id, execution_id, task, status = 'ready', ready_at, kind = 'sql' FROM failed";
 
+/* n random numbers in [0, 1), as a float8[] */
+static Datum
+random_numbers(int n)
+{
+	Datum	   *numbers = palloc(sizeof(Datum) * Max(n, 1));
+
+	for (int i = 0; i < n; i++)
+		numbers[i] = Float8GetDatum(pg_prng_double(&pg_global_prng_state));
+	return PointerGetDatum(construct_array(numbers, n, FLOAT8OID, sizeof(float8), FLOAT8PASSBYVAL,
+										   TYPALIGN_DOUBLE));
+}
+
 /*
  * Fails the tasks of "failures" in "schema", the tenant path entered. Returns the accepted
  * task ids, sorted, and their number in *n_accepted.
@@ -72,11 +89,12 @@ static const char *const fail_sql =
 int64 *
 cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int *n_accepted)
 {
-	Oid			argtypes[7] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
-	TIMESTAMPTZARRAYOID, BOOLOID, TEXTOID};
-	Datum		args[7] = {failures->task_ids, failures->fences, failures->errors, failures->retryable,
-	failures->seen_leases, BoolGetDatum(failures->retry_now), CStringGetTextDatum("running")};
-	char		nulls[7] = {' ', ' ', ' ', ' ', failures->seen_leases == (Datum) 0 ? 'n' : ' ', ' ', ' '};
+	Oid			argtypes[9] = {INT8ARRAYOID, INT8ARRAYOID, TEXTARRAYOID, BOOLARRAYOID,
+	TIMESTAMPTZARRAYOID, BOOLOID, TEXTOID, FLOAT8ARRAYOID, TIMESTAMPOID};
+	Datum		args[9] = {failures->task_ids, failures->fences, failures->errors, failures->retryable,
+		failures->seen_leases, BoolGetDatum(failures->retry_now), CStringGetTextDatum("running"),
+	random_numbers(n), cloacina_utc_now()};
+	char		nulls[9] = {' ', ' ', ' ', ' ', failures->seen_leases == (Datum) 0 ? 'n' : ' ', ' ', ' ', ' ', ' '};
 	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
 	ArrayBuildState *run_ids = initArrayResult(INT8OID, CurrentMemoryContext, false);
 	ArrayBuildState *task_names = initArrayResult(TEXTOID, CurrentMemoryContext, false);
@@ -86,7 +104,7 @@ cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int
 	*n_accepted = 0;
 	SPI_connect();
 	(void) cloacina_lock_task_runs(schema, failures->task_ids, failures->fences);
-	cloacina_execute_tenant(fail_sql, schema, 7, argtypes, args, nulls);
+	cloacina_execute_tenant(fail_sql, schema, 9, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed && *n_accepted < n; r++)
 	{
 		HeapTuple	row = SPI_tuptable->vals[r];

@@ -23,7 +23,8 @@ PG_FUNCTION_INFO_V1(cloacina_heartbeat_batch_current);
 PG_FUNCTION_INFO_V1(cloacina_heartbeat_current);
 
 /*
- * $1 task ids, $2 fences, $3 'running' (a parameter, not a literal: see complete.c). The
+ * $1 task ids, $2 fences, $3 'running' (a parameter, not a literal: see complete.c), $4 now
+ * in UTC (cloacina_utc_now). The
  * UPDATE visits its input sorted by id, so it locks the tasks in id order, the order
  * completions lock them in. Returns the (id, fence) pairs renewed ('ok') or whose run was
  * cancelled ('cancelled'); every other pair is 'lost'.
@@ -31,7 +32,7 @@ PG_FUNCTION_INFO_V1(cloacina_heartbeat_current);
 static const char *const heartbeat_sql =
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence) ORDER BY u.id),"
 " renewed AS ("
-"    UPDATE %1$s.tasks t SET lease_until = now() + t.lease"
+"    UPDATE %1$s.tasks t SET lease_until = ($4 + t.lease) AT TIME ZONE 'UTC'"
 "      FROM input i"
 "     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $3"
 "    RETURNING t.id, t.fence)"
@@ -67,12 +68,12 @@ compare_beats(const void *a, const void *b)
 static Beat *
 renew(const char *schema, Datum ids, Datum fences, int *n_answers)
 {
-	Oid			types[3] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID};
-	Datum		args[3] = {ids, fences, CStringGetTextDatum("running")};
+	Oid			types[4] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID, TIMESTAMPOID};
+	Datum		args[4] = {ids, fences, CStringGetTextDatum("running"), cloacina_utc_now()};
 	Beat	   *answers;
 
 	SPI_connect();
-	cloacina_execute_tenant(heartbeat_sql, schema, 3, types, args, NULL);
+	cloacina_execute_tenant(heartbeat_sql, schema, 4, types, args, NULL);
 	/* allocated outside SPI's memory, so that it outlives SPI_finish */
 	answers = SPI_palloc(sizeof(Beat) * Max(SPI_processed, 1));
 	*n_answers = (int) SPI_processed;

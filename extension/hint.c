@@ -22,9 +22,10 @@ PG_FUNCTION_INFO_V1(cloacina_hint_sql);
 
 #define MAX_PENDING 16
 
-static const char *const hint_sql =
-"SELECT 1 FROM %1$s.tenant_settings, pg_notify(notify_channel, $1)";
-
+/*
+ * The channel is read and the NOTIFY sent apart, by this backend: on Citus the tenant's tables
+ * may live on another node, and a NOTIFY must be sent from the node the workers listen on.
+ */
 static const char *const channel_sql =
 "SELECT notify_channel FROM %1$s.tenant_settings";
 
@@ -66,22 +67,33 @@ find_pending(const char *schema)
 	return -1;
 }
 
+/* Inside an SPI connection: the tenant's channel, or NULL if it has none. */
+static char *
+tenant_channel(const char *schema)
+{
+	Oid			no_types[1] = {InvalidOid};
+	bool		isnull;
+
+	cloacina_execute_tenant(channel_sql, schema, 0, no_types, NULL, NULL);
+	if (SPI_processed == 0)
+		return NULL;
+	return TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
+}
+
 /* Inside an SPI connection: tells the tenant's workers "payload" at commit. */
 void
 cloacina_hint(const char *schema, const char *payload)
 {
-	Oid			types[1] = {TEXTOID};
-	Datum		args[1] = {CStringGetTextDatum(payload)};
+	char	   *channel = tenant_channel(schema);
 
-	cloacina_execute_tenant(hint_sql, schema, 1, types, args, NULL);
+	if (channel != NULL)
+		Async_Notify(channel, payload);
 }
 
 /* Inside an SPI connection: tells the tenant's workers that handler tasks are ready. */
 void
 cloacina_hint_ready(const char *schema)
 {
-	Oid			no_types[1] = {InvalidOid};
-	bool		isnull;
 	char	   *channel;
 
 	if (find_pending(schema) >= 0)
@@ -91,10 +103,9 @@ cloacina_hint_ready(const char *schema)
 		cloacina_hint(schema, "ready");
 		return;
 	}
-	cloacina_execute_tenant(channel_sql, schema, 0, no_types, NULL, NULL);
-	if (SPI_processed == 0)
+	channel = tenant_channel(schema);
+	if (channel == NULL)
 		return;
-	channel = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 	if (!callback_registered)
 	{
 		RegisterXactCallback(send_pending_at_commit, NULL);

@@ -15,6 +15,7 @@
 #include "executor/spi.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/timestamp.h"
 
 #include "cloacina.h"
 
@@ -22,7 +23,7 @@ PG_FUNCTION_INFO_V1(cloacina_propagate);
 
 /*
  * $1 run ids, $2 task names: task $2[i] of run $1[i] just ended (any number of runs, whose rows
- * the caller holds). The dependents are decided from the rows as they were before this statement
+ * the caller holds); $3 now() (a parameter: Citus refuses a volatile CASE, docs/citus.md). The dependents are decided from the rows as they were before this statement
  * (their dependencies' outcomes were written by earlier statements), so one UPDATE writes each
  * dependent once: its countdown and, when it reached zero, its new status and input. A
  * dependent's input is the run's input merged with the outputs of its completed dependencies in
@@ -80,8 +81,8 @@ static const char *const propagate_sql =
 "       SET pending_deps = w.pending,"
 "           status = coalesce(w.status, t.status),"
 "           input = CASE WHEN w.status IS NULL THEN t.input ELSE w.input END,"
-"           ready_at = CASE WHEN w.status IN ('ready', 'waiting') THEN now() ELSE t.ready_at END,"
-"           finished_at = CASE WHEN w.status = 'skipped' THEN now() ELSE t.finished_at END"
+"           ready_at = CASE WHEN w.status IN ('ready', 'waiting') THEN $3 ELSE t.ready_at END,"
+"           finished_at = CASE WHEN w.status = 'skipped' THEN $3 ELSE t.finished_at END"
 "      FROM writes w"
 "     WHERE t.id = w.id"
 "    RETURNING t.id, t.execution_id, t.task, t.kind, w.status, w.detail),"
@@ -118,8 +119,8 @@ static const char *const count_down_sql =
 void
 cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 {
-	Oid			argtypes[2] = {INT8ARRAYOID, TEXTARRAYOID};
-	Datum		args[2] = {run_ids, task_names};
+	Oid			argtypes[3] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
+	Datum		args[3] = {run_ids, task_names, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 	Datum		terminal = run_ids; /* a run's id once per task of it that
 									 * ended */
 	bool		any_ready = false;
@@ -130,7 +131,7 @@ cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 	{
 		Datum		skipped_runs;
 
-		cloacina_execute_tenant(propagate_sql, schema, 2, argtypes, args, NULL);
+		cloacina_execute_tenant(propagate_sql, schema, 3, argtypes, args, NULL);
 		skipped_runs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		any_ready |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		any_sql |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));

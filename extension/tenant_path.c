@@ -7,6 +7,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_namespace.h"
@@ -22,6 +23,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/syscache.h"
+#include "utils/timestamp.h"
 
 #include "cloacina.h"
 
@@ -259,6 +261,18 @@ cloacina_argument_as_array(FunctionCallInfo fcinfo, int argno, Oid element_type)
 {
 	return cloacina_one_element_array(PG_ARGISNULL(argno) ? (Datum) 0 : PG_GETARG_DATUM(argno),
 									  PG_ARGISNULL(argno), element_type);
+}
+
+/*
+ * now() as a timestamp without time zone in UTC, for statements that add a column's interval
+ * to it: timestamp + interval is immutable, timestamptz + interval is not, and Citus refuses a
+ * non-immutable function of a column in an UPDATE (docs/citus.md, rule 2). The statement turns
+ * the sum back with AT TIME ZONE 'UTC'.
+ */
+Datum
+cloacina_utc_now(void)
+{
+	return TimestampGetDatum(GetCurrentTransactionStartTimestamp());
 }
 
 /* qsort and bsearch order of int64 values (task ids) */

@@ -987,9 +987,9 @@ BEGIN
     EXECUTE format($q$UPDATE %I.executions
                          SET status = 'running', error = NULL, final_context = NULL, finished_at = NULL,
                              pending_tasks = $2 + $3,
-                             deadline = CASE WHEN deadline IS NULL THEN NULL ELSE now() + (deadline - run_at) END
+                             deadline = ($4 + (deadline - run_at)) AT TIME ZONE 'UTC'
                        WHERE id = $1$q$, s)
-        USING eid, again, cardinality(kept);
+        USING eid, again, cardinality(kept), now() AT TIME ZONE 'UTC';  -- docs/citus.md, rule 2
     PERFORM cloacina._event(s, eid, NULL, NULL, st, 'running', 'run retried');
     -- Roots that start over: ready, or skipped by their condition, as in a new run.
     EXECUTE format($q$
@@ -1001,8 +1001,8 @@ BEGIN
              WHERE t.execution_id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0),
         roots AS (
             UPDATE %1$I.tasks t
-               SET status = d.status, input = d.input_context, ready_at = now(),
-                   finished_at = CASE WHEN d.status = 'skipped' THEN now() END
+               SET status = d.status, input = d.input_context, ready_at = $2,
+                   finished_at = CASE WHEN d.status = 'skipped' THEN $2 END
               FROM decided d
              WHERE t.id = d.id
             RETURNING t.id, t.task, t.kind, t.status),
@@ -1013,7 +1013,7 @@ BEGIN
         SELECT coalesce(array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'), '{}'),
                coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
                coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
-          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid;
+          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid, now();
     IF any_ready THEN
         PERFORM cloacina._hint(s, 'ready');
     END IF;
@@ -1298,5 +1298,62 @@ BEGIN
                 updated_at = CASE WHEN w.version = excluded.version THEN w.updated_at ELSE $5 END$q$, s)
         USING normalized ->> 'name', version, normalized ->> 'description', normalized, now();  -- docs/citus.md, rule 2
     RETURN version;
+END
+$$;
+
+-- docs/citus.md rule 2: the retry's jitter is drawn by the caller, so the failure statement is
+-- not volatile.
+DROP FUNCTION cloacina._retry_delay(int, text, bigint, bigint, boolean);
+-- Delay before retry number "attempt" + 1. Exponential doubles from delay_ms; jitter keeps a
+-- point in the upper half of the delay ("equal jitter"), chosen by "chance" (a random number in
+-- [0, 1) the caller draws: the statement that calls this must not be volatile on Citus), so
+-- retries spread but never come sooner than half the planned delay.
+CREATE FUNCTION cloacina._retry_delay(attempt int, backoff text, delay_ms bigint,
+                                      max_delay_ms bigint, jitter boolean, chance float8) RETURNS interval
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT make_interval(secs => d * CASE WHEN jitter THEN 0.5 + chance * 0.5 ELSE 1 END / 1000.0)
+    FROM (SELECT least(max_delay_ms::float8,
+                       CASE backoff
+                           WHEN 'fixed' THEN delay_ms::float8
+                           WHEN 'linear' THEN delay_ms::float8 * attempt
+                           ELSE delay_ms::float8 * power(2, least(attempt - 1, 60))
+                       END) AS d) x
+$$;
+
+-- docs/citus.md rule 3: the tick reads, then hints.
+CREATE OR REPLACE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
+RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    came_due boolean;
+BEGIN
+    IF NOT EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
+        RETURN;  -- removed: no row tells the worker to forget it
+    END IF;
+    PERFORM cloacina._reap(s);
+    PERFORM cloacina._expire_runs(s);
+    PERFORM cloacina._fire_schedules(s, startup);
+    -- Retries (and delayed runs) that came due since the last pass: wake the tenant's workers.
+    -- (Read, then hinted: a query over tenant tables calls no cloacina function, docs/citus.md.)
+    EXECUTE format($q$SELECT EXISTS (
+        SELECT FROM %I.tasks WHERE status = 'ready' AND kind = 'handler'
+           AND ready_at <= now() AND ready_at > now() - interval '10 seconds')$q$, s) INTO came_due;
+    IF came_due THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
+    IF retention IS NOT NULL THEN
+        PERFORM cloacina._prune(s, retention);
+    END IF;
+    RETURN QUERY EXECUTE format($q$
+        SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
+                     (SELECT min(started_at + timeout_ms * interval '1 millisecond') FROM %1$I.tasks
+                       WHERE status = 'running' AND timeout_ms IS NOT NULL),
+                     (SELECT min(ready_at) FROM %1$I.tasks WHERE status = 'ready' AND ready_at > now()),
+                     (SELECT min(next_run_at) FROM %1$I.schedules),
+                     (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),
+                     (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
+               EXISTS (SELECT FROM %1$I.tasks WHERE status = 'ready' AND kind = 'sql' AND ready_at <= now()),
+               st.max_running, st.weight
+          FROM %1$I.tenant_settings st$q$, s) USING retention;
 END
 $$;

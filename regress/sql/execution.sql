@@ -92,11 +92,30 @@ SELECT cloacina.complete(id, fence, '{"alerted": true}') FROM tenant_ex.tasks WH
 SELECT * FROM cloacina.execution_status(:flaky);
 
 -- Retry delays follow the policy: fixed, linear, exponential, capped, and jitter in [d/2, d].
-SELECT b, a, extract(epoch FROM cloacina._retry_delay(a, b, 100, 1000, false)) * 1000 AS ms
+SELECT b, a, extract(epoch FROM cloacina._retry_delay(a, b, 100, 1000, false, 0.5)) * 1000 AS ms
   FROM unnest(ARRAY['fixed', 'linear', 'exponential']) b, generate_series(1, 5) a ORDER BY b, a;
-SELECT bool_and(d BETWEEN 200 AND 400) AS jitter_in_range, count(DISTINCT d) > 1 AS jitter_varies
-  FROM (SELECT extract(epoch FROM cloacina._retry_delay(3, 'exponential', 100, 1000, true)) * 1000 AS d
-          FROM generate_series(1, 50)) x;
+SELECT c AS chance, extract(epoch FROM cloacina._retry_delay(3, 'exponential', 100, 1000, true, c)) * 1000 AS ms
+  FROM unnest(ARRAY[0, 0.5, 0.999]) c;
+
+-- A failure draws its jitter: 20 retries of a 100 s delay land apart, within [50 s, 100 s]
+-- (in a tenant of their own: their runs stay unfinished).
+SELECT schema_name FROM cloacina.create_tenant('tenant_jitter');
+SET search_path = tenant_jitter;
+SELECT cloacina.register_workflow('{"name": "jittery", "tasks": [
+    {"id": "j", "retry": {"attempts": 2, "delay_ms": 100000, "backoff": "fixed", "jitter": true}}]}') IS NOT NULL AS registered;
+SELECT count(cloacina.execute('jittery')) FROM generate_series(1, 20);
+BEGIN;
+SELECT count(*) FILTER (WHERE f.accepted) AS failed
+  FROM (SELECT array_agg(task_id) AS ids, array_agg(fence) AS fences
+          FROM cloacina.claim('worker-j', ARRAY['jittery.j'], 20)) c,
+       cloacina.fail_batch(c.ids, c.fences, array_fill('flaky'::text, ARRAY[20]),
+                            array_fill(true, ARRAY[20])) f;
+SELECT count(DISTINCT ready_at) > 1 AS spread,
+       bool_and(ready_at - now() BETWEEN interval '50 s' AND interval '100 s') AS within_bounds
+  FROM tenant_jitter.tasks;
+COMMIT;
+SET search_path = tenant_ex;
+SELECT cloacina.remove_tenant('tenant_jitter', cancel_unfinished => true);
 
 -- A non-retryable failure ends the task at once.
 SELECT cloacina.register_workflow('{"name": "fragile", "tasks": [

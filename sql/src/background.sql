@@ -12,6 +12,8 @@
 CREATE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
 RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    came_due boolean;
 BEGIN
     IF NOT EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
         RETURN;  -- removed: no row tells the worker to forget it
@@ -20,9 +22,13 @@ BEGIN
     PERFORM cloacina._expire_runs(s);
     PERFORM cloacina._fire_schedules(s, startup);
     -- Retries (and delayed runs) that came due since the last pass: wake the tenant's workers.
-    EXECUTE format($q$SELECT cloacina._hint(%L, 'ready') WHERE EXISTS (
+    -- (Read, then hinted: a query over tenant tables calls no cloacina function, docs/citus.md.)
+    EXECUTE format($q$SELECT EXISTS (
         SELECT FROM %I.tasks WHERE status = 'ready' AND kind = 'handler'
-           AND ready_at <= now() AND ready_at > now() - interval '10 seconds')$q$, s, s);
+           AND ready_at <= now() AND ready_at > now() - interval '10 seconds')$q$, s) INTO came_due;
+    IF came_due THEN
+        PERFORM cloacina._hint(s, 'ready');
+    END IF;
     IF retention IS NOT NULL THEN
         PERFORM cloacina._prune(s, retention);
     END IF;

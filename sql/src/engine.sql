@@ -45,12 +45,13 @@ END
 $$;
 
 -- Delay before retry number "attempt" + 1. Exponential doubles from delay_ms; jitter keeps a
--- random point in the upper half of the delay ("equal jitter"), so retries spread but never
--- come sooner than half the planned delay.
+-- point in the upper half of the delay ("equal jitter"), chosen by "chance" (a random number in
+-- [0, 1) the caller draws: the statement that calls this must not be volatile on Citus), so
+-- retries spread but never come sooner than half the planned delay.
 CREATE FUNCTION cloacina._retry_delay(attempt int, backoff text, delay_ms bigint,
-                                      max_delay_ms bigint, jitter boolean) RETURNS interval
-LANGUAGE sql VOLATILE SET search_path = pg_catalog, pg_temp AS $$
-    SELECT make_interval(secs => d * CASE WHEN jitter THEN 0.5 + random() * 0.5 ELSE 1 END / 1000.0)
+                                      max_delay_ms bigint, jitter boolean, chance float8) RETURNS interval
+LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT make_interval(secs => d * CASE WHEN jitter THEN 0.5 + chance * 0.5 ELSE 1 END / 1000.0)
     FROM (SELECT least(max_delay_ms::float8,
                        CASE backoff
                            WHEN 'fixed' THEN delay_ms::float8
@@ -287,9 +288,9 @@ BEGIN
     EXECUTE format($q$UPDATE %I.executions
                          SET status = 'running', error = NULL, final_context = NULL, finished_at = NULL,
                              pending_tasks = $2 + $3,
-                             deadline = CASE WHEN deadline IS NULL THEN NULL ELSE now() + (deadline - run_at) END
+                             deadline = ($4 + (deadline - run_at)) AT TIME ZONE 'UTC'
                        WHERE id = $1$q$, s)
-        USING eid, again, cardinality(kept);
+        USING eid, again, cardinality(kept), now() AT TIME ZONE 'UTC';  -- docs/citus.md, rule 2
     PERFORM cloacina._event(s, eid, NULL, NULL, st, 'running', 'run retried');
     -- Roots that start over: ready, or skipped by their condition, as in a new run.
     EXECUTE format($q$
@@ -301,8 +302,8 @@ BEGIN
              WHERE t.execution_id = $1 AND t.status = 'waiting' AND cardinality(t.dependencies) = 0),
         roots AS (
             UPDATE %1$I.tasks t
-               SET status = d.status, input = d.input_context, ready_at = now(),
-                   finished_at = CASE WHEN d.status = 'skipped' THEN now() END
+               SET status = d.status, input = d.input_context, ready_at = $2,
+                   finished_at = CASE WHEN d.status = 'skipped' THEN $2 END
               FROM decided d
              WHERE t.id = d.id
             RETURNING t.id, t.task, t.kind, t.status),
@@ -313,7 +314,7 @@ BEGIN
         SELECT coalesce(array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'), '{}'),
                coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),
                coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)
-          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid;
+          FROM roots$q$, s) INTO skipped_roots, any_ready, any_sql USING eid, now();
     IF any_ready THEN
         PERFORM cloacina._hint(s, 'ready');
     END IF;
