@@ -10,7 +10,7 @@ OBJS        = $(patsubst %.c,%.o,$(sort $(wildcard extension/*.c)))
 DATA        = $(wildcard sql/$(EXTENSION)--*--*.sql) $(wildcard sql/released/$(EXTENSION)--*.sql)
 DATA_built  = sql/$(EXTENSION)--$(EXTVERSION).sql
 # The install script's sources, one concern each, in the order they are concatenated.
-SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql admin.sql \
+SQL_SOURCES = $(addprefix sql/src/,head.sql registry.sql helpers.sql tenant_ddl.sql citus.sql admin.sql \
               migrations.sql workflows.sql engine.sql api.sql cron.sql background.sql \
               monitoring.sql)
 # Warnings are errors only when asked (CLOACINA_WERROR=ON; CI does), never in a shipped build.

@@ -10,6 +10,7 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -23,7 +24,9 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
  * pool needs). $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease. The UPDATE takes
  * the picked ids as an array so that its plan is an index lookup whatever the generic plan
  * assumes about LIMIT $3. "deadline" is when the background worker must look at the task
- * (lease or timeout).
+ * (lease or timeout). The claims' events are written by the next statement (claim_events_sql):
+ * a data-modifying CTE feeding another table's INSERT is a statement Citus cannot route
+ * (docs/citus.md, rule 1).
  */
 #define CLAIM_SQL(kind, returned) \
 "WITH picked AS (" \
@@ -40,10 +43,7 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
 "           lease_until = now() + $4, worker = $1, started_at = now()" \
 "     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))" \
 "    RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input," \
-"              t.priority, t.ready_at, t.timeout_ms, t.sql)," \
-" logged AS (" \
-"    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)" \
-"    SELECT c.execution_id, c.task, c.attempt, 'ready', 'running', 'claimed by ' || $1 FROM claimed c)" \
+"              t.priority, t.ready_at, t.timeout_ms, t.sql)" \
 " SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input," \
 "        least(now() + $4, now() + c.timeout_ms * interval '1 millisecond') AS deadline" returned \
 "   FROM claimed c" \
@@ -54,12 +54,46 @@ static const char *const claim_sql_tasks_sql =
 CLAIM_SQL("sql", ", c.sql, (SELECT st.role_name FROM %1$s.tenant_settings st), c.timeout_ms,"
 		  " (SELECT e.deadline FROM %1$s.executions e WHERE e.id = c.execution_id)");
 
+/* $1 worker, $2 run ids, $3 task names, $4 attempts: the events of the tasks claimed. */
+static const char *const claim_events_sql =
+"INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
+" SELECT u.execution_id, u.task, u.attempt, 'ready', 'running', 'claimed by ' || $1"
+"   FROM unnest($2::bigint[], $3::text[], $4::int[]) AS u(execution_id, task, attempt)";
+
 /* Whether any handler task of the tenant is ready now (claimed or not by others meanwhile). */
 static const char *const any_ready_sql =
 "SELECT EXISTS (SELECT 1 FROM %1$s.tasks t"
 "                WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now())";
 
 static const Interval no_time = {0};
+
+/* Writes one "claimed by" event per claimed row (inside SPI; the claimed rows stay valid). */
+static void
+log_claims(const char *schema, Datum worker, SPITupleTable *claimed, uint64 n)
+{
+	ArrayBuildState *runs = initArrayResult(INT8OID, CurrentMemoryContext, false);
+	ArrayBuildState *tasks = initArrayResult(TEXTOID, CurrentMemoryContext, false);
+	ArrayBuildState *attempts = initArrayResult(INT4OID, CurrentMemoryContext, false);
+	Oid			argtypes[4] = {TEXTOID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
+	Datum		args[4];
+
+	for (uint64 r = 0; r < n; r++)
+	{
+		bool		isnull;
+
+		accumArrayResult(runs, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 2, &isnull), false,
+						 INT8OID, CurrentMemoryContext);
+		accumArrayResult(tasks, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 4, &isnull), false,
+						 TEXTOID, CurrentMemoryContext);
+		accumArrayResult(attempts, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 5, &isnull), false,
+						 INT4OID, CurrentMemoryContext);
+	}
+	args[0] = worker;
+	args[1] = makeArrayResult(runs, CurrentMemoryContext);
+	args[2] = makeArrayResult(tasks, CurrentMemoryContext);
+	args[3] = makeArrayResult(attempts, CurrentMemoryContext);
+	cloacina_execute_tenant(claim_events_sql, schema, 4, argtypes, args, NULL);
+}
 
 /*
  * Claims up to "max_tasks" ready tasks of "kind" in "schema" (the tenant path entered) for
@@ -90,6 +124,8 @@ cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum tas
 		if (deadline < first_deadline)
 			first_deadline = deadline;
 	}
+	if (*n_claimed > 0)
+		log_claims(schema, worker, claimed, *n_claimed);
 
 	/*
 	 * This transaction made tasks ready (a completion that claims) and the

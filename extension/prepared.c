@@ -147,8 +147,8 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
  * written so that the generic plan is the right one. Where Citus is installed the plans are
  * custom: Citus cannot route a generic plan whose parameters decide the shard ("could not
  * create distributed plan", docs/citus.md rule 5). The template is known by
- * its address, so a call formats no text once the statement is prepared. Every such statement
- * returns rows (SPI_tuptable, SPI_processed); anything else is an error.
+ * its address, so a call formats no text once the statement is prepared. Rows a statement
+ * returns are in SPI_tuptable; a failure is an error.
  */
 void
 cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid *argtypes,
@@ -156,6 +156,6 @@ cloacina_execute_tenant(const char *template, const char *schema, int nargs, Oid
 {
 	int			ret = execute(template, schema, nargs, argtypes, values, nulls);
 
-	if (ret != SPI_OK_SELECT)
+	if (ret < 0)
 		elog(ERROR, "a cloacina tenant statement failed: %s", SPI_result_code_string(ret));
 }

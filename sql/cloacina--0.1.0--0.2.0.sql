@@ -272,6 +272,8 @@ $$;
 CREATE OR REPLACE FUNCTION cloacina._create_tenant(s text, u text, pw text)
 RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    distributed boolean := cloacina._citus_distributes_schemas();
 BEGIN
     PERFORM cloacina._check_name('tenant schema name', s);
     IF u IS NOT NULL THEN
@@ -303,6 +305,9 @@ BEGIN
         END IF;
     END IF;
 
+    IF distributed THEN  -- made local, distributed with its tables at the end
+        PERFORM set_config('citus.enable_schema_based_sharding', 'off', true);
+    END IF;
     EXECUTE format('CREATE SCHEMA %I', s);
     PERFORM cloacina._create_tenant_tables(s, 'cloacina_' || cloacina._random_token(18));
     -- cloacina_admin administers every tenant, also through the tenant API
@@ -315,6 +320,10 @@ BEGIN
     END IF;
 
     INSERT INTO cloacina.tenant (schema_name, username, layout_version) VALUES (s, u, cloacina._tenant_layout());
+    IF distributed THEN
+        PERFORM set_config('citus.enable_schema_based_sharding', 'on', true);
+        PERFORM cloacina._citus_distribute_tenant(s, u, pw);
+    END IF;
 
     RETURN QUERY SELECT s, u, pw,
         CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
@@ -1357,3 +1366,36 @@ BEGIN
           FROM %1$I.tenant_settings st$q$, s) USING retention;
 END
 $$;
+
+-- create_tenant makes a distributed schema on Citus (design §9).
+-- Whether create_tenant makes distributed schemas: Citus is installed in this database and
+-- citus.enable_schema_based_sharding is on (a tenant is then what CREATE SCHEMA would make).
+CREATE FUNCTION cloacina._citus_distributes_schemas() RETURNS boolean
+LANGUAGE sql STABLE SET search_path = pg_catalog, pg_temp AS $$
+    SELECT EXISTS (SELECT FROM pg_extension WHERE extname = 'citus')
+           AND coalesce(current_setting('citus.enable_schema_based_sharding', true), 'off') = 'on'
+$$;
+
+-- Makes the new tenant schema s, made local (Citus does not propagate DDL run in a function),
+-- a distributed schema with all its tables, in the caller's transaction; its role u, if any,
+-- gets the password pw for the connections the coordinator opens to other nodes on its behalf
+-- (pg_dist_authinfo, readable by superusers only; passed as a parameter, so the password is in
+-- no statement text).
+CREATE FUNCTION cloacina._citus_distribute_tenant(s text, u text, pw text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp
+SET client_min_messages = warning  -- no notices of the copy for each table
+AS $$
+BEGIN
+    EXECUTE 'SELECT citus_schema_distribute($1)' USING quote_ident(s)::regnamespace;
+    -- The settings row was copied into the shard; the local copy is dead weight.
+    EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)'
+        USING format('%I.tenant_settings', s)::regclass;
+    IF u IS NOT NULL THEN
+        EXECUTE 'INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo) VALUES (0, $1, $2)'
+            USING u, 'password=''' || replace(replace(pw, '\', '\\'), '''', '\''') || '''';
+    END IF;
+END
+$$;
+
+REVOKE ALL ON FUNCTION cloacina._citus_distributes_schemas(),
+    cloacina._citus_distribute_tenant(text, text, text) FROM PUBLIC;

@@ -218,6 +218,8 @@ for my $x (@tenants) {
             _grant_tenant_role    => "SELECT cloacina._grant_tenant_role('$y', '$user{$x}')",
             _create_tenant        => "SELECT * FROM cloacina._create_tenant('evil_$x', 'evil_${x}_user', '')",
             _create_tenant_role   => "SELECT cloacina._create_tenant_role('$y', 'evil_${x}_role', '')",
+            _citus_distribute_tenant => "SELECT cloacina._citus_distribute_tenant('$y', '$user{$x}', 'x')",
+            _citus_distributes_schemas => 'SELECT cloacina._citus_distributes_schemas()',
             _adopt_tenant         => "SELECT * FROM cloacina._adopt_tenant('$y', NULL)",
             adopt_tenant          => "SELECT * FROM cloacina.adopt_tenant('$y')",
             _connection_string    => "SELECT cloacina._connection_string('$user{$y}', 'x')",

@@ -8,11 +8,8 @@
 # (when CLOACINA_CPP_BUILD has it). Skipped when Citus is not installed in the PostgreSQL under
 # test (CI cannot install it); scripts/citus-cluster starts the same setup by hand.
 #
-# Main does not work on Citus yet: the checks issue 18 must make pass are TODO, so that the
-# suite passes while `prove -v` shows each failure and its error. Until create_tenant
-# distributes the tables itself, the tenants are made as issue 18 describes (create_tenant with
-# citus.enable_schema_based_sharding off, seeded, then citus_schema_distribute), so that each
-# feature is tried on its own rather than all failing with the first.
+# The tenants are made by create_tenant alone (it distributes the schema with its tables) and
+# seeded before they move, so that each feature is tried with the shard on the worker node.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -148,29 +145,18 @@ my $distributed_tables = sub {
 # ---- create_tenant on Citus
 is($coord->safe_psql('postgres', q{SELECT count(*) FROM citus_schemas WHERE schema_name = 'probe'::regnamespace}),
     '1', 'create_tenant makes the tenant schema a distributed schema');
-my $natural = $distributed_tables->('probe') == $tenant_tables;
-{
-    local $TODO = 'issue 18';
-    check($natural, "create_tenant distributes all $tenant_tables tenant tables, co-located in the schema",
-        'citus_tables has ' . $distributed_tables->('probe') . " of the tenant's $tenant_tables tables");
-    my ($moved, $error) = move_to_worker('probe');
-    check($moved, 'citus_schema_move moves a new tenant to the worker node', $error);
-}
+check($distributed_tables->('probe') == $tenant_tables,
+    "create_tenant distributes all $tenant_tables tenant tables, co-located in the schema",
+    'citus_tables has ' . $distributed_tables->('probe') . " of the tenant's $tenant_tables tables");
+my ($probe_moved, $probe_error) = move_to_worker('probe');
+check($probe_moved, 'citus_schema_move moves a new tenant to the worker node', $probe_error);
 
-# ---- The tenants the features are tried on: made by create_tenant when that distributes their
-# tables; otherwise (main today) with the tables distributed by hand (issue 18), after $seed has
-# run, so that each feature is tried on its own.
-note('create_tenant leaves the tables local: the tenants below are distributed by hand with citus_schema_distribute')
-  unless $natural;
+# make_tenant(name, user, seed): a tenant made by create_tenant, then seeded with $seed.
 sub make_tenant {
     my ($name, $user, $seed) = @_;
     my $args = join(', ', map { "'$_'" } grep { defined } $name, $user);
-    my $out = $coord->safe_psql('postgres', $natural
-        ? "SELECT connection_string FROM cloacina.create_tenant($args)"
-        : "BEGIN; SET LOCAL citus.enable_schema_based_sharding = off;
-           SELECT connection_string FROM cloacina.create_tenant($args); COMMIT;");
+    my $out = $coord->safe_psql('postgres', "SELECT connection_string FROM cloacina.create_tenant($args)");
     $out .= "\n" . $coord->safe_psql('postgres', $seed) if $seed;
-    $coord->safe_psql('postgres', "SELECT citus_schema_distribute('$name')") unless $natural;
     return $out;
 }
 
@@ -291,7 +277,7 @@ check($ok, 'resume_tenant works', $out);
             $rc ? (1, $o) : (0, first_error($e));
         }
       : (0, "not reached: the move failed: $own_error");
-    { local $TODO = 'issue 18'; check($ok, "a tenant role's own connection reads its tables on the worker node", $out); }
+    check($ok, "a tenant role's own connection reads its tables on the worker node", $out);
 
     # Errors of the background workers since the tenant was distributed, one of each message.
     my @log = split /\n/, substr(slurp_file($coord->logfile), $log_offset);
@@ -303,9 +289,61 @@ check($ok, 'resume_tenant works', $out);
         my ($context) = map { /CONTEXT:\s+(.*)/ } grep { /\[$pid\] .*CONTEXT:/ } @log[ $i + 1 .. ($i + 6 < $#log ? $i + 6 : $#log) ];
         push @background, "$who: $message" . (defined $context ? " [CONTEXT: " . substr($context, 0, 140) . ']' : '');
     }
-    local $TODO = 'issue 18';
     check(!@background, 'the background workers serve the distributed tenant without errors',
         join("\n  ", scalar(@background) . ' distinct errors in the coordinator log:', @background));
+}
+
+# ---- citus_schema_move under a claim load, both ways: 4 clients claim and complete one task per
+# statement (a statement whose claim comes back empty fails: division by zero) while the tenant
+# moves to the coordinator and back. No claim may fail or come back empty while work is ready,
+# no task may complete twice, none may be lost.
+SKIP: {
+    make_tenant('mover');
+    my $runs = 30000;  # more than the clients complete meanwhile: work stays ready
+    $coord->safe_psql('postgres', qq{SET search_path = mover;
+        SELECT cloacina.register_workflow('{"name": "one", "tasks": [{"id": "t"}]}');
+        SELECT count(*) FROM cloacina.execute_batch('one', array_fill('{}'::jsonb, ARRAY[$runs]))});
+    my ($to_worker, $error) = move_to_worker('mover');
+    skip "the tenant could not be placed on the worker node: $error", 4 unless $to_worker;
+    my $script = $coord->basedir . '/claim_complete.sql';
+    open(my $fh, '>', $script) or die $!;
+    print $fh "SELECT 1 / count(*) FILTER (WHERE cloacina.complete(c.task_id, c.fence, '{}'))::int\n"
+      . "  FROM cloacina.claim('mover', NULL, 1, '1 hour') c;\n";
+    close $fh;
+    my ($load_out, $load_err) = ('', '');
+    local $ENV{PGOPTIONS} = '-c search_path=mover';
+    my $load = IPC::Run::start(
+        [ 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '300', '-f', $script,
+          '-h', $coord->host, '-p', $cport, 'postgres' ],
+        '>', \$load_out, '2>', \$load_err);
+    my $completed = sub { (try_sql(q{SELECT count(*) FROM mover.tasks WHERE status = 'completed'}))[1] };
+    my @moves;
+    for my $to ([ 'coordinator', $cport ], [ 'worker', $wport ]) {
+        my $before = $completed->();
+        wait_until(qq{SELECT count(*) >= $before + 200 FROM mover.tasks WHERE status = 'completed'}, 60);
+        my $t0 = time;
+        my ($ok, $err) = try_sql("SELECT citus_schema_move('mover', '127.0.0.1', $to->[1])");
+        push @moves, $ok && node_of('mover') eq $to->[1]
+          ? sprintf('to the %s in %d s', $to->[0], time - $t0) : "to the $to->[0] failed: $err";
+    }
+    my $after = $completed->();
+    my $still_loaded = wait_until(qq{SELECT count(*) >= $after + 200 FROM mover.tasks WHERE status = 'completed'}, 60);
+    $load->signal('INT');
+    $load->finish;
+    note('moves: ' . join('; ', @moves));
+    check(!grep({ /failed/ } @moves) && $still_loaded, 'citus_schema_move moves a tenant both ways under a 4-client claim load',
+        join('; ', @moves, $still_loaded ? () : 'the clients stopped completing tasks'));
+    my @errors = grep { /ERROR|aborted/ } split /\n/, $load_err;
+    check(!@errors, 'no claim fails or comes back empty while the tenant moves',
+        scalar(@errors) . ' errors: ' . join(' / ', @errors[ 0 .. ($#errors < 2 ? $#errors : 2) ]));
+    my $twice = (try_sql(q{SELECT count(*) FROM (SELECT 1 FROM mover.execution_events
+                             WHERE to_status = 'completed' AND task IS NOT NULL
+                             GROUP BY execution_id, task HAVING count(*) > 1) x}))[1];
+    check($twice eq '0', 'no task completed twice', "$twice tasks completed more than once");
+    my $accounted = (try_sql(q{SELECT count(*) FILTER (WHERE status = 'running') || ' running, '
+                                  || count(*) FILTER (WHERE status NOT IN ('ready', 'completed')) || ' else, '
+                                  || count(*) || ' tasks' FROM mover.tasks}))[1];
+    check($accounted eq "0 running, 0 else, $runs tasks", 'no task lost: every task is ready or completed', $accounted);
 }
 
 # ---- The seed tutorial's demo, with its three schema tenants' shards on the worker node (and

@@ -29,6 +29,8 @@ $$;
 CREATE FUNCTION cloacina._create_tenant(s text, u text, pw text)
 RETURNS TABLE(o_schema_name text, o_username text, o_password text, o_connection_string text)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    distributed boolean := cloacina._citus_distributes_schemas();
 BEGIN
     PERFORM cloacina._check_name('tenant schema name', s);
     IF u IS NOT NULL THEN
@@ -60,6 +62,9 @@ BEGIN
         END IF;
     END IF;
 
+    IF distributed THEN  -- made local, distributed with its tables at the end
+        PERFORM set_config('citus.enable_schema_based_sharding', 'off', true);
+    END IF;
     EXECUTE format('CREATE SCHEMA %I', s);
     PERFORM cloacina._create_tenant_tables(s, 'cloacina_' || cloacina._random_token(18));
     -- cloacina_admin administers every tenant, also through the tenant API
@@ -72,6 +77,10 @@ BEGIN
     END IF;
 
     INSERT INTO cloacina.tenant (schema_name, username, layout_version) VALUES (s, u, cloacina._tenant_layout());
+    IF distributed THEN
+        PERFORM set_config('citus.enable_schema_based_sharding', 'on', true);
+        PERFORM cloacina._citus_distribute_tenant(s, u, pw);
+    END IF;
 
     RETURN QUERY SELECT s, u, pw,
         CASE WHEN u IS NULL THEN NULL ELSE cloacina._connection_string(u, pw) END;
