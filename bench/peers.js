@@ -1,13 +1,17 @@
-// bench/peers.js — drivers for the peer job queues measured beside cloacina in bench/run:
-// graphile-worker and pg-boss, installed by bench/run into bench/.peers (never committed).
-// No-op handlers, the same cluster and the same job count as cloacina's burn-down.
+// bench/peers.js — drivers for the peers measured beside cloacina in bench/run: the job queues
+// graphile-worker and pg-boss, and the durable-workflow library DBOS Transact, installed by
+// bench/run into bench/.peers (never committed). No-op handlers, the same cluster.
 //
 //   node peers.js graphile-burndown  --url URL --jobs N --concurrency C [--series FILE]
 //   node peers.js graphile-latency   --url URL --jobs N --out FILE
 //   node peers.js pgboss-burndown    --url URL --jobs N --workers W --batch B [--series FILE]
+//   node peers.js dbos-burndown      --url URL --workflows N --steps S --concurrency C --poll-ms P
+//                                    [--series FILE]
+//   node peers.js dbos-latency       --url URL --workflows N --steps S --out FILE
 //
 // Each prints one JSON object on stdout. Burn-downs enqueue everything first (timed apart), then
 // start the workers and stop the clock when the last job is recorded as done in the database.
+// The DBOS commands take the URL of DBOS's own system database (not cloacina's).
 "use strict";
 const fs = require("fs");
 const path = require("path");
@@ -183,10 +187,106 @@ async function pgbossBurndown(args) {
   return { jobs, seconds, jobs_per_s: jobs / seconds, submit_seconds: submitSeconds, submit_per_s: jobs / submitSeconds };
 }
 
+// ---- DBOS Transact ------------------------------------------------------------------------
+const dbosApp = "cloacina-bench";
+const dbosQueue = "bench_queue";
+
+// Registers the workflow of S no-op steps (each checkpointed: DBOS.runStep records its output in
+// the system database before the next step starts) and configures DBOS; before DBOS.launch.
+function dbosWorkflow(args, onStart) {
+  const { DBOS } = peerRequire("@dbos-inc/dbos-sdk");
+  // DBOS logs with console.log (migrations, queues), whatever the log level; stdout is the result's.
+  console.log = console.info = console.debug = console.error;
+  const steps = Number(args.steps || 3);
+  const noop = async () => {};
+  DBOS.setConfig({ name: dbosApp, systemDatabaseUrl: args.url, logLevel: "error" });
+  const name = `bench_steps${steps}`;
+  const workflow = DBOS.registerWorkflow(async () => {
+    if (onStart) onStart();
+    for (let i = 0; i < steps; i++) await DBOS.runStep(noop, { name: `s${i}` });
+  }, { name });
+  return { DBOS, workflow, name, steps };
+}
+
+async function dbosBurndown(args) {
+  const { DBOSClient } = peerRequire("@dbos-inc/dbos-sdk");
+  const { Pool } = peerRequire("pg");
+  const workflows = Number(args.workflows);
+  const concurrency = Number(args.concurrency || 16);
+  const series = seriesRecorder(args.series);
+  let start = null;
+  // The clock starts at the first dequeue: the first workflow body to run.
+  const { DBOS, name, steps } = dbosWorkflow(args, () => { start ??= nowSeconds(); series.tick(); });
+  await DBOS.migrate(args.url);
+  const pool = new Pool({ connectionString: args.url, max: 2 });
+  // Start empty: the runs of an earlier repetition (their step outputs are not cascaded).
+  await pool.query(`TRUNCATE dbos.workflow_status, dbos.operation_outputs, dbos.workflow_input,
+                    dbos.workflow_output, dbos.workflow_events, dbos.workflow_events_history CASCADE`);
+
+  // Enqueue with a client before this process launches DBOS, so nothing is dequeued meanwhile;
+  // 16 enqueues in flight (one round trip each: DBOS has no batch enqueue).
+  const client = await DBOSClient.create({ systemDatabaseUrl: args.url, applicationName: dbosApp });
+  await client.registerQueue(dbosQueue, {
+    workerConcurrency: concurrency,
+    minPollingIntervalMs: Number(args["poll-ms"] || 1000),
+    onConflict: "always_update",
+  });
+  const submitStart = nowSeconds();
+  let next = 0;
+  await Promise.all(Array.from({ length: 16 }, async () => {
+    while (next < workflows) {
+      next += 1;
+      await client.enqueue({ queueName: dbosQueue, workflowName: name });
+    }
+  }));
+  const submitSeconds = nowSeconds() - submitStart;
+  await client.destroy();
+
+  await DBOS.launch();
+  await waitUntilDrained(pool,
+    "SELECT count(*) AS n FROM dbos.workflow_status WHERE status IN ('ENQUEUED', 'PENDING')", 1800);
+  const seconds = nowSeconds() - start;
+  series.stop();
+  await DBOS.shutdown();
+  // Every run must have succeeded with its S steps checkpointed.
+  const { rows } = await pool.query(
+    `SELECT (SELECT count(*) FROM dbos.workflow_status WHERE status = 'SUCCESS') AS ok,
+            (SELECT count(*) FROM dbos.operation_outputs) AS checkpoints`);
+  await pool.end();
+  const { ok, checkpoints } = rows[0];
+  if (Number(ok) !== workflows || Number(checkpoints) !== workflows * steps)
+    throw new Error(`expected ${workflows} successes, ${workflows * steps} checkpoints; got ${ok}, ${checkpoints}`);
+  return { workflows, steps, seconds, workflows_per_s: workflows / seconds, steps_per_s: workflows * steps / seconds,
+           submit_seconds: submitSeconds, submit_per_s: workflows / submitSeconds };
+}
+
+// Start a workflow in this process and await its result, sequentially.
+async function dbosLatency(args) {
+  const workflows = Number(args.workflows);
+  const { DBOS, workflow } = dbosWorkflow(args);
+  await DBOS.launch();
+  const once = async () => {
+    const t0 = nowSeconds();
+    const handle = await DBOS.startWorkflow(workflow)();
+    await handle.getResult();
+    return (nowSeconds() - t0) * 1e6;
+  };
+  for (let i = 0; i < 20; i++) await once();  // warm-up
+  await sleep(300);
+  const micros = [];
+  for (let i = 0; i < workflows; i++) micros.push(await once());
+  fs.writeFileSync(args.out, micros.map((m) => `${m}\n`).join(""));
+  await DBOS.shutdown();
+  micros.sort((a, b) => a - b);
+  return { workflows, p50_us: micros[Math.floor(micros.length / 2)] };
+}
+
 const commands = {
   "graphile-burndown": graphileBurndown,
   "graphile-latency": graphileLatency,
   "pgboss-burndown": pgbossBurndown,
+  "dbos-burndown": dbosBurndown,
+  "dbos-latency": dbosLatency,
 };
 
 const [command, ...rest] = process.argv.slice(2);
@@ -195,5 +295,5 @@ if (!commands[command]) {
   process.exit(2);
 }
 commands[command](parseArgs(rest)).then(
-  (result) => { console.log(JSON.stringify(result)); process.exit(0); },
+  (result) => { process.stdout.write(`${JSON.stringify(result)}\n`, () => process.exit(0)); },
   (error) => { console.error(`peers.js ${command}: ${error.stack || error}`); process.exit(1); });

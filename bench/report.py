@@ -124,8 +124,10 @@ def plots(d, plot_dir, work):
     curves = []
     for name, title in [("cloacina_one", "cloacina 1-task workflows (tasks/s)"),
                         ("cloacina_diamond", "cloacina 5-task diamonds (tasks/s)"),
+                        ("cloacina_chain3", "cloacina 3-task chains (tasks/s)"),
                         ("cloacina_sustained", "cloacina 1-task, sustained (tasks/s)"),
-                        ("graphile", "graphile-worker jobs/s"), ("pgboss", "pg-boss jobs/s")]:
+                        ("graphile", "graphile-worker jobs/s"), ("pgboss", "pg-boss jobs/s"),
+                        ("dbos_chain3", "DBOS 3-step workflows started/s")]:
         s = d.series(name)
         # a line needs two points (a smoke burn-down can finish within its first second)
         if s and len(s[sorted(s)[0]]) >= 2:
@@ -161,7 +163,8 @@ def plots(d, plot_dir, work):
 
     cdf_plot([("one", "cloacina 1-task execute -> result"), ("chain3", "cloacina 3-task chain"),
               ("pgbench", "pgbench -N, 1 client (one transaction)"),
-              ("graphile", "graphile-worker add -> handler start")],
+              ("graphile", "graphile-worker add -> handler start"),
+              ("dbos_chain3", "DBOS 3-step workflow, in-process")],
              "latency_cdf.png", "Latency distributions (repetition 1)", "milliseconds (log scale)")
     cdf_plot([("fair_sql_unloaded", "SQL tasks, unloaded"), ("fair_sql_flood", "SQL tasks, under flood"),
               ("fair_sdk_unloaded", "SDK runners, unloaded"), ("fair_sdk_flood", "SDK runners, under flood")],
@@ -264,7 +267,15 @@ def main():
         r = d.lat_ratio(f"fair_{mode}_flood", f"fair_{mode}_unloaded", 95, 95)
         goal(f"trickling p95 under flood ≤ 2 × unloaded ({label})", f"{fmt(r, 2)} ×", r <= 2,
              f"{fmt(d.lat_pct(f'fair_{mode}_flood', 95), 1)} ms vs {fmt(d.lat_pct(f'fair_{mode}_unloaded', 95), 1)} ms")
-    md.append("## Goals (issue 6)\n")
+    # DBOS Transact on its own shape (issue 16): the same 3-step workflows, the same concurrency.
+    r = d.ratio("chain3_workflows_per_s", "dbos_chain3_workflows_per_s")
+    goal("3-task chain burn-down ≥ 20 × DBOS Transact 3-step workflows/s", f"{fmt(r, 1)} ×", r >= 20,
+         f"{fmt(d.med('chain3_workflows_per_s'))} vs {fmt(d.med('dbos_chain3_workflows_per_s'))} per s; "
+         f"1-task/1-step: {fmt(d.ratio('one_workflows_per_s', 'dbos_one_workflows_per_s'), 1)} ×")
+    r = d.lat_ratio("chain3", "dbos_chain3")
+    goal("3-task chain p50 ≤ 0.5 × DBOS Transact in-process 3-step p50", f"{fmt(r, 2)} ×", r <= 0.5,
+         f"{fmt(chain_p50, 2)} ms vs {fmt(d.lat_pct('dbos_chain3', 50), 2)} ms")
+    md.append("## Goals (issues 6 and 16)\n")
     md.append(table(["goal", "measured", "verdict", "figures (medians)"], goals))
 
     # ---- scenario tables
@@ -333,17 +344,20 @@ def main():
              fmt(d.med("one_q16_workflows_per_s")), "", ""),
             ("5-task diamonds", fmt(d.med("diamond_workflows_per_s")), fmt(d.med("diamond_tasks_per_s")), "",
              f"{fmt(decay(d.series('cloacina_diamond')), 2)} ×"),
+            ("3-task chains", fmt(d.med("chain3_workflows_per_s")), fmt(3 * d.med("chain3_workflows_per_s")), "",
+             f"{fmt(decay(d.series('cloacina_chain3')), 2)} ×"),
             ("1-task workflows, sustained (1 repetition)", fmt(d.med("sustained_workflows_per_s")),
              fmt(d.med("sustained_workflows_per_s")), "", f"{fmt(decay(d.series('cloacina_sustained')), 2)} ×")]
     md.append(table(["workload", "workflows/s", "tasks/s", "submitted runs/s", "last 10 s / first 10 s"], rows))
     lost = {k: sum(d.values.get(k, {}).values())
             for k in ("one_failed", "one_unfinished", "one_q16_unfinished", "diamond_failed", "diamond_unfinished",
-                      "sustained_unfinished")}
+                      "chain3_failed", "chain3_unfinished", "sustained_unfinished")}
     if any(lost.values()):
         md.append(f"**Lost work**, summed over the repetitions: 1-task burn-down {fmt(lost['one_failed'])} tasks failed "
                   f"and {fmt(lost['one_unfinished'])} never finished ({fmt(lost['one_q16_unfinished'])} with the small "
                   f"queue); diamonds {fmt(lost['diamond_failed'])} failed, "
-                  f"{fmt(lost['diamond_unfinished'])} never finished; sustained burn-down "
+                  f"{fmt(lost['diamond_unfinished'])} never finished; chains {fmt(lost['chain3_failed'])} failed, "
+                  f"{fmt(lost['chain3_unfinished'])} never finished; sustained burn-down "
                   f"{fmt(lost['sustained_unfinished'])} never finished (no-op handlers never fail: these are engine "
                   "errors, e.g. a deadlock between concurrent `complete_batch` calls; see the run's log). A burn-down "
                   "that stops progressing for 20 s is ended and its rate counts only the tasks that ended.\n")
@@ -367,18 +381,38 @@ def main():
             ("pg-boss " + m.get("pg-boss", ""), fmt(d.med("pgboss_jobs_per_s")),
              f"{fmt(d.ratio('pgboss_jobs_per_s', 'one_workflows_per_s'), 2)} ×")]
     md.append(table(["system", "jobs/s", "relative to cloacina"], rows))
+    md.append("DBOS Transact (`@dbos-inc/dbos-sdk` " + m.get("dbos-sdk", "") + ", a durable-workflow library) is "
+              "measured on its own shape: workflows of 3 (or 1) no-op steps, each step checkpointed in its "
+              "system database (a database of its own, `dbos_bench`, on the same cluster) before the next one "
+              "starts. The workflows are enqueued first with a `DBOSClient` (timed apart), then one process "
+              "launches DBOS with the queue's worker concurrency 16; the clock runs from the first workflow "
+              "dequeued to the last recorded as succeeded, and the driver checks that every workflow succeeded "
+              "with all its steps checkpointed. DBOS dispatches from its queue by polling, at most the worker "
+              "concurrency per poll; the poll interval is set to 10 ms (default 1 s, which caps a queue at 16 "
+              "workflows/s here). cloacina runs the same shapes: its 3-task chain and 1-task burn-downs "
+              "(section 3), concurrency 16 in one process.\n")
+    rows = [("3 steps / 3-task chain", fmt(d.med("dbos_chain3_workflows_per_s")), fmt(d.med("chain3_workflows_per_s")),
+             f"{fmt(d.ratio('chain3_workflows_per_s', 'dbos_chain3_workflows_per_s'), 1)} ×",
+             fmt(d.med("dbos_chain3_submit_per_s"))),
+            ("1 step / 1-task", fmt(d.med("dbos_one_workflows_per_s")), fmt(d.med("one_workflows_per_s")),
+             f"{fmt(d.ratio('one_workflows_per_s', 'dbos_one_workflows_per_s'), 1)} ×", "")]
+    md.append(table(["shape", "DBOS workflows/s", "cloacina workflows/s", "cloacina / DBOS",
+                     "DBOS enqueued/s (one at a time, 16 in flight)"], rows))
 
     md.append("## 5. Latency\n")
     md.append("Sequential round trips with idle workers waiting: cloacina `execute` → result (the SDK's "
               "`execute`: `cloacina.execute` then `cloacina.wait`, one runner submitting, another with idle "
               "handler threads); single-client `pgbench -N` (one transaction); graphile-worker `addJob` → "
-              "handler start (one idle worker, default settings); and the floor of such a round trip for any "
+              "handler start (one idle worker, default settings); DBOS Transact's 3-step workflow started and "
+              "awaited in the process that runs it (`DBOS.startWorkflow`, then `getResult`: no queue, so "
+              "no hand-off between processes, but every step checkpointed); and the floor of such a round trip for any "
               "PostgreSQL queue (`cloacina_bench raw-latency`: insert a job and commit with NOTIFY, a woken "
               "worker claims it and commits, completes it and commits with NOTIFY, the client wakes — three "
               "commits and two hand-offs on a plain table). Milliseconds.\n")
     rows = []
     for name, label in (("one", "cloacina 1-task workflow"), ("chain3", "cloacina 3-task chain"),
                         ("pgbench", "pgbench -N, 1 client"), ("graphile", "graphile-worker add → start"),
+                        ("dbos_chain3", "DBOS Transact 3-step workflow, in-process start → result"),
                         ("rawfloor", "raw queue floor: enqueue → claimed → completed → notified")):
         rows.append((label, fmt(d.lat_pct(name, 50), 2), fmt(d.lat_pct(name, 95), 2), fmt(d.lat_pct(name, 99), 2),
                      f"{fmt(d.lat_ratio(name, 'pgbench'), 1)} ×"))
@@ -461,7 +495,8 @@ def main():
     md.append("## How to reproduce\n")
     md.append("`sudo make bench` (full, this report) or `sudo make bench-smoke` (seconds-long versions of every "
               "scenario, writes `build/bench-smoke/`). Raw measurements stay in `build/bench/`. "
-              "Sizes can be changed with `BENCH_REPS`, `BENCH_TENANTS`, `BENCH_BURN_RUNS`, `BENCH_DIAMOND_RUNS`.\n")
+              "Sizes can be changed with `BENCH_REPS`, `BENCH_TENANTS`, `BENCH_BURN_RUNS`, `BENCH_DIAMOND_RUNS`, "
+              "`BENCH_CHAIN_RUNS`, `BENCH_DBOS_RUNS`.\n")
     with open(args.report, "w") as f:
         f.write("\n".join(md))
 
