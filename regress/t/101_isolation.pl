@@ -220,6 +220,7 @@ for my $x (@tenants) {
             _create_tenant_role   => "SELECT cloacina._create_tenant_role('$y', 'evil_${x}_role', '')",
             _citus_distribute_tenant => "SELECT cloacina._citus_distribute_tenant('$y', '$user{$x}', 'x')",
             _citus_distributes_schemas => 'SELECT cloacina._citus_distributes_schemas()',
+            _citus_forget_role    => "SELECT cloacina._citus_forget_role('$user{$y}')",
             _adopt_tenant         => "SELECT * FROM cloacina._adopt_tenant('$y', NULL)",
             adopt_tenant          => "SELECT * FROM cloacina.adopt_tenant('$y')",
             _connection_string    => "SELECT cloacina._connection_string('$user{$y}', 'x')",

@@ -141,6 +141,7 @@ BEGIN
     IF registered_user IS NOT NULL THEN
         EXECUTE format('DROP OWNED BY %I', registered_user);
         EXECUTE format('DROP ROLE %I', registered_user);
+        PERFORM cloacina._citus_forget_role(registered_user);
     END IF;
     DELETE FROM cloacina.tenant t WHERE t.schema_name = s;
 END

@@ -30,5 +30,16 @@ BEGIN
 END
 $$;
 
+-- Forgets the password of a removed tenant's role u (its pg_dist_authinfo row), where Citus is
+-- installed.
+CREATE FUNCTION cloacina._citus_forget_role(u text) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_extension WHERE extname = 'citus') THEN
+        EXECUTE 'DELETE FROM pg_dist_authinfo WHERE rolename = $1' USING u;
+    END IF;
+END
+$$;
+
 REVOKE ALL ON FUNCTION cloacina._citus_distributes_schemas(),
-    cloacina._citus_distribute_tenant(text, text, text) FROM PUBLIC;
+    cloacina._citus_distribute_tenant(text, text, text), cloacina._citus_forget_role(text) FROM PUBLIC;
