@@ -10,7 +10,6 @@
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
-#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/timestamp.h"
 
@@ -24,9 +23,7 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
  * pool needs). $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease. The UPDATE takes
  * the picked ids as an array so that its plan is an index lookup whatever the generic plan
  * assumes about LIMIT $3. "deadline" is when the background worker must look at the task
- * (lease or timeout). The claims' events are written by the next statement (claim_events_sql):
- * a data-modifying CTE feeding another table's INSERT is a statement Citus cannot route
- * (docs/citus.md, rule 1).
+ * (lease or timeout). The claims' events are written apart (history.c).
  */
 #define CLAIM_SQL(kind, returned) \
 "WITH picked AS (" \
@@ -54,12 +51,6 @@ static const char *const claim_sql_tasks_sql =
 CLAIM_SQL("sql", ", c.sql, (SELECT st.role_name FROM %1$s.tenant_settings st), c.timeout_ms,"
 		  " (SELECT e.deadline FROM %1$s.executions e WHERE e.id = c.execution_id)");
 
-/* $1 worker, $2 run ids, $3 task names, $4 attempts: the events of the tasks claimed. */
-static const char *const claim_events_sql =
-"INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
-" SELECT u.execution_id, u.task, u.attempt, 'ready', 'running', 'claimed by ' || $1"
-"   FROM unnest($2::bigint[], $3::text[], $4::int[]) AS u(execution_id, task, attempt)";
-
 /* Whether any handler task of the tenant is ready now (claimed or not by others meanwhile). */
 static const char *const any_ready_sql =
 "SELECT EXISTS (SELECT 1 FROM %1$s.tasks t"
@@ -71,28 +62,21 @@ static const Interval no_time = {0};
 static void
 log_claims(const char *schema, Datum worker, SPITupleTable *claimed, uint64 n)
 {
-	ArrayBuildState *runs = initArrayResult(INT8OID, CurrentMemoryContext, false);
-	ArrayBuildState *tasks = initArrayResult(TEXTOID, CurrentMemoryContext, false);
-	ArrayBuildState *attempts = initArrayResult(INT4OID, CurrentMemoryContext, false);
-	Oid			argtypes[4] = {TEXTOID, INT8ARRAYOID, TEXTARRAYOID, INT4ARRAYOID};
-	Datum		args[4];
+	History    *history = cloacina_history_begin();
+	Datum		detail = CStringGetTextDatum(psprintf("claimed by %s", TextDatumGetCString(worker)));
 
 	for (uint64 r = 0; r < n; r++)
 	{
 		bool		isnull;
+		NullableDatum event[HISTORY_COLUMNS] = {
+			HISTORY_VALUE(SPI_getbinval(claimed->vals[r], claimed->tupdesc, 2, &isnull)),
+			HISTORY_VALUE(SPI_getbinval(claimed->vals[r], claimed->tupdesc, 4, &isnull)),
+			HISTORY_VALUE(SPI_getbinval(claimed->vals[r], claimed->tupdesc, 5, &isnull)),
+		HISTORY_TEXT("ready"), HISTORY_TEXT("running"), HISTORY_VALUE(detail)};
 
-		accumArrayResult(runs, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 2, &isnull), false,
-						 INT8OID, CurrentMemoryContext);
-		accumArrayResult(tasks, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 4, &isnull), false,
-						 TEXTOID, CurrentMemoryContext);
-		accumArrayResult(attempts, SPI_getbinval(claimed->vals[r], claimed->tupdesc, 5, &isnull), false,
-						 INT4OID, CurrentMemoryContext);
+		cloacina_history_add(history, event);
 	}
-	args[0] = worker;
-	args[1] = makeArrayResult(runs, CurrentMemoryContext);
-	args[2] = makeArrayResult(tasks, CurrentMemoryContext);
-	args[3] = makeArrayResult(attempts, CurrentMemoryContext);
-	cloacina_execute_tenant(claim_events_sql, schema, 4, argtypes, args, NULL);
+	cloacina_history_write(schema, history);
 }
 
 /*

@@ -67,6 +67,21 @@ extern void cloacina_sqlslot_empty(int worker, char *held_schema);
 extern bool cloacina_sqlslot_cancel_requested(int worker);
 extern bool cloacina_sqlslot_runs(const char *schema, int64 task_id);
 
+/* history.c: execution_events rows, written apart from the statement that changed the state */
+#define HISTORY_COLUMNS 6
+typedef struct History
+{
+	struct ArrayBuildState *columns[HISTORY_COLUMNS];	/* run, task, attempt,
+														 * from, to, detail */
+	int			n;
+} History;
+extern History *cloacina_history_begin(void);
+extern void cloacina_history_add(History *h, const NullableDatum event[HISTORY_COLUMNS]);
+#define HISTORY_VALUE(d) ((NullableDatum) {(d), false})
+#define HISTORY_TEXT(s) ((NullableDatum) {CStringGetTextDatum(s), false})
+#define HISTORY_NULL ((NullableDatum) {(Datum) 0, true})
+extern void cloacina_history_write(const char *schema, History *h);
+
 /* prepared.c: statements prepared once per backend */
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);

@@ -73,14 +73,13 @@ cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
  * The end of runs, shared by the finalize and the completion statements. Before these CTEs,
  * "ending" names the runs to end (id, status, input_context), their rows locked, and
  * "run_tasks" all their tasks as they will be (execution_id, task, status, output, error,
- * topo_index); FORCED_STATUS and FORCED_ERROR are text expressions, NULL when not forced, and
- * LOGGED_AFTER a condition that reads the CTEs whose events must come before the runs' own
- * (the statement's data-modifying CTEs otherwise run last to first).
+ * topo_index); FORCED_STATUS and FORCED_ERROR are text expressions, NULL when not forced.
  * They set each run's status (derived from its tasks unless forced), final_context (the input
- * merged with every completed task's output in topological order) and error, and log one
- * event each. "ended" names the runs ended; their waiters are woken by the caller.
+ * merged with every completed task's output in topological order) and error. "ended" names
+ * the runs ended (id, old_status, new_status); the caller logs their events and wakes their
+ * waiters.
  */
-#define END_RUNS_CTES(FORCED_STATUS, FORCED_ERROR, LOGGED_AFTER) \
+#define END_RUNS_CTES(FORCED_STATUS, FORCED_ERROR) \
 " outcome AS (" \
 "    SELECT x.execution_id," \
 "           bool_or(x.status = 'failed') AS any_failed," \
@@ -102,15 +101,12 @@ cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
 "           pending_tasks = 0, finished_at = now()" \
 "      FROM outcome o, ending r" \
 "     WHERE e.id = o.execution_id AND r.id = e.id" \
-"    RETURNING e.id, r.status AS old_status, e.status AS new_status)," \
-" ended_logged AS (" \
-"    INSERT INTO %1$s.execution_events (execution_id, from_status, to_status)" \
-"    SELECT id, old_status, new_status FROM ended WHERE " LOGGED_AFTER ")"
+"    RETURNING e.id, r.status AS old_status, e.status AS new_status)"
 
 /*
- * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current
- * and logs them; "runs" has one row per run: its completed tasks, whether they have
- * dependents, how many.
+ * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current;
+ * "runs" has one row per run: its completed tasks (and their attempts, for their events),
+ * whether they have dependents, how many.
  */
 #define COMPLETE_CTES \
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output) ORDER BY u.id)," \
@@ -122,11 +118,9 @@ cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
 "     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4" \
 "    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents," \
 "              t.output, t.topo_index)," \
-" logged AS (" \
-"    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status)" \
-"    SELECT execution_id, task, attempt, 'running', 'completed' FROM done ORDER BY id RETURNING 1)," \
 " runs AS (" \
 "    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids," \
+"           array_agg(attempt ORDER BY id) AS attempts," \
 "           bool_or(has_dependents) AS has_dependents, count(*)::int AS n" \
 "      FROM done GROUP BY execution_id)"
 
@@ -157,9 +151,9 @@ COMPLETE_CTES ","
 "    UNION ALL"
 "    SELECT execution_id, task, 'completed', output, NULL, topo_index FROM done"
 "     WHERE execution_id = ANY (ARRAY(SELECT id FROM ending))),"
-END_RUNS_CTES("NULL::text", "NULL::text", "(SELECT count(*) FROM logged) >= 0")
-" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.execution_id IN (SELECT id FROM ended)"
-"   FROM runs r"
+END_RUNS_CTES("NULL::text", "NULL::text")
+" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.attempts, en.old_status, en.new_status"
+"   FROM runs r LEFT JOIN ended en ON en.id = r.execution_id"
 "  ORDER BY r.execution_id";
 
 /*
@@ -168,7 +162,7 @@ END_RUNS_CTES("NULL::text", "NULL::text", "(SELECT count(*) FROM logged) >= 0")
  */
 static const char *const complete_inner_sql =
 COMPLETE_CTES
-" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, false"
+" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.attempts, NULL::text, NULL::text"
 "   FROM runs r"
 "  ORDER BY r.execution_id";
 
@@ -178,8 +172,27 @@ static const char *const finalize_sql =
 " run_tasks AS ("
 "    SELECT execution_id, task, status, output, error, topo_index"
 "      FROM %1$s.tasks WHERE execution_id = ANY ($1)),"
-END_RUNS_CTES("$2", "$3", "true")
-" SELECT id FROM ended";
+END_RUNS_CTES("$2", "$3")
+" SELECT id, old_status, new_status FROM ended ORDER BY id";
+
+/*
+ * The end of the run in row "r" of "rows" (its id in column "id_column", its old and new status
+ * in columns "old_status_column" and the next): its event, and its waiters woken at commit.
+ */
+static void
+log_run_end(History *history, SPITupleTable *rows, uint64 r, int id_column, int old_status_column)
+{
+	bool		isnull;
+	Datum		run_id = SPI_getbinval(rows->vals[r], rows->tupdesc, id_column, &isnull);
+	Datum		old_status = SPI_getbinval(rows->vals[r], rows->tupdesc, old_status_column, &isnull);
+	NullableDatum event[HISTORY_COLUMNS] = {HISTORY_VALUE(run_id), HISTORY_NULL, HISTORY_NULL,
+		HISTORY_VALUE(old_status),
+		HISTORY_VALUE(SPI_getbinval(rows->vals[r], rows->tupdesc, old_status_column + 1, &isnull)),
+	HISTORY_NULL};
+
+	cloacina_history_add(history, event);
+	cloacina_wake_waiters_at_commit(DatumGetInt64(run_id));
+}
 
 /* Inside an SPI connection: ends the runs "run_ids" (bigint[]), whose rows the caller holds. */
 void
@@ -189,18 +202,15 @@ cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_sta
 	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
 	Datum		args[3];
 	char		nulls[3] = {' ', forced_status ? ' ' : 'n', forced_error ? ' ' : 'n'};
+	History    *history = cloacina_history_begin();
 
 	args[0] = run_ids;
 	args[1] = forced_status ? CStringGetTextDatum(forced_status) : (Datum) 0;
 	args[2] = forced_error ? CStringGetTextDatum(forced_error) : (Datum) 0;
 	cloacina_execute_tenant(finalize_sql, schema, 3, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-
-		cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-																	SPI_tuptable->tupdesc, 1, &isnull)));
-	}
+		log_run_end(history, SPI_tuptable, r, 1, 2);
+	cloacina_history_write(schema, history);
 }
 
 /* cloacina._finalize(s, run_ids, forced_status, forced_error) */
@@ -251,26 +261,52 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
 	bool		all_have_dependents;
 	bool		isnull;
+	History    *history;
 
 	*n_accepted = 0;
 	SPI_connect();
+	history = cloacina_history_begin();
 	all_have_dependents = cloacina_lock_task_runs(schema, task_ids, fences);
 	cloacina_execute_tenant(all_have_dependents ? complete_inner_sql : complete_sql, schema, 4, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
 
+	/*
+	 * The completed tasks' events, then the ended runs': the order they
+	 * happened in.
+	 */
 	for (uint64 r = 0; r < n_runs; r++)
 	{
-		Datum	   *run_ids;
-		int			n_run_ids;
+		Datum		run_id = SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull);
+		Datum	   *task_ids,
+				   *tasks,
+				   *attempts;
+		int			n_tasks;
 
 		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 3, &isnull)),
-						  INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &run_ids, NULL, &n_run_ids);
-		for (int i = 0; i < n_run_ids && *n_accepted < n; i++)
-			accepted[(*n_accepted)++] = DatumGetInt64(run_ids[i]);
-		if (DatumGetBool(SPI_getbinval(runs->vals[r], runs->tupdesc, 5, &isnull)))
-			cloacina_wake_waiters_at_commit(DatumGetInt64(SPI_getbinval(runs->vals[r], runs->tupdesc, 1, &isnull)));
+						  INT8OID, 8, FLOAT8PASSBYVAL, TYPALIGN_DOUBLE, &task_ids, NULL, &n_tasks);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 2, &isnull)),
+						  TEXTOID, -1, false, TYPALIGN_INT, &tasks, NULL, &n_tasks);
+		deconstruct_array(DatumGetArrayTypeP(SPI_getbinval(runs->vals[r], runs->tupdesc, 5, &isnull)),
+						  INT4OID, 4, true, TYPALIGN_INT, &attempts, NULL, &n_tasks);
+		for (int i = 0; i < n_tasks; i++)
+		{
+			NullableDatum event[HISTORY_COLUMNS] = {HISTORY_VALUE(run_id), HISTORY_VALUE(tasks[i]),
+				HISTORY_VALUE(attempts[i]), HISTORY_TEXT("running"), HISTORY_TEXT("completed"),
+			HISTORY_NULL};
+
+			cloacina_history_add(history, event);
+			if (*n_accepted < n)
+				accepted[(*n_accepted)++] = DatumGetInt64(task_ids[i]);
+		}
 	}
+	for (uint64 r = 0; r < n_runs; r++)
+	{
+		(void) SPI_getbinval(runs->vals[r], runs->tupdesc, 7, &isnull);
+		if (!isnull)
+			log_run_end(history, runs, r, 1, 6);
+	}
+	cloacina_history_write(schema, history);
 
 	/*
 	 * Runs whose completed tasks have dependents: evaluate the dependents,
