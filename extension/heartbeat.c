@@ -24,9 +24,8 @@ PG_FUNCTION_INFO_V1(cloacina_heartbeat_current);
 
 /*
  * $1 task ids, $2 fences, $3 'running' (a parameter, not a literal: see complete.c), $4 now
- * in UTC (cloacina_utc_now). The
- * UPDATE visits its input sorted by id, so it locks the tasks in id order, the order
- * completions lock them in. Returns the (id, fence) pairs renewed ('ok') or whose run was
+ * in UTC (cloacina_utc_now). The UPDATE visits its input sorted by id, so it locks the tasks
+ * in id order, the order completions lock them in. Returns the (id, fence) pairs renewed ('ok') or whose run was
  * cancelled ('cancelled'); every other pair is 'lost'.
  */
 static const char *const heartbeat_sql =
