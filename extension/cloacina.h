@@ -85,6 +85,7 @@ extern void cloacina_history_write(const char *schema, History *h);
 /* prepared.c: statements prepared once per backend */
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);
+extern bool cloacina_citus_installed(void);
 
 /* tenant_path.c: shared by the C functions of the tenant path */
 typedef struct TenantPath

@@ -14,7 +14,6 @@
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
-#include "commands/extension.h"
 #include "executor/spi.h"
 #include "lib/stringinfo.h"
 #include "utils/array.h"
@@ -104,7 +103,7 @@ cloacina_history_write(const char *schema, History *h)
 	if (h->n == 0)
 		return;
 	if (routed_values < 0)
-		routed_values = OidIsValid(get_extension_oid("citus", true));
+		routed_values = cloacina_citus_installed();
 	if (!routed_values)
 	{
 		for (int c = 0; c < HISTORY_COLUMNS; c++)

@@ -109,6 +109,16 @@ forget(PreparedEntry *e)
 	}
 }
 
+/*
+ * Whether the citus extension exists in this database: the engine's statements then take the
+ * shapes Citus can route (docs/citus.md). A catalog lookup: callers ask when they prepare.
+ */
+bool
+cloacina_citus_installed(void)
+{
+	return OidIsValid(get_extension_oid("citus", true));
+}
+
 /* Executes the statement of "template" filled with "key". */
 static int
 execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *values,
@@ -125,7 +135,7 @@ execute(const char *template, const char *key, int nargs, Oid *argtypes, Datum *
 	if (entry == NULL)
 		entry = prepare(template, key,
 						psprintf(template, quote_identifier(key)),
-						nargs, argtypes, !OidIsValid(get_extension_oid("citus", true)), hash);
+						nargs, argtypes, !cloacina_citus_installed(), hash);
 	entry->last_used = ++use_counter;
 
 	PG_TRY();

@@ -23,8 +23,9 @@ PG_FUNCTION_INFO_V1(cloacina_propagate);
 
 /*
  * $1 run ids, $2 task names: task $2[i] of run $1[i] just ended (any number of runs, whose rows
- * the caller holds); $3 now() (a parameter: Citus refuses a volatile CASE, docs/citus.md). The dependents are decided from the rows as they were before this statement
- * (their dependencies' outcomes were written by earlier statements), so one UPDATE writes each
+ * the caller holds); $3 now() (a parameter: Citus refuses a volatile CASE, docs/citus.md). The
+ * dependents are decided from the rows as they were before this statement (their
+ * dependencies' outcomes were written by earlier statements), so one UPDATE writes each
  * dependent once: its countdown and, when it reached zero, its new status and input. A
  * dependent's input is the run's input merged with the outputs of its completed dependencies in
  * declaration order.
