@@ -146,7 +146,7 @@ extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finis
 
 /* complete.c: locks the runs of running tasks; ends runs (status, final context, event, waiters) */
 extern bool cloacina_complete_task(const char *schema, int64 task_id, int64 fence, Datum output);
-extern bool cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences);
+extern void cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences);
 extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
 								   const char *forced_error);
 

@@ -4,16 +4,16 @@
  * cloacina._finalize(s, run_ids, forced_status, forced_error), the end of runs.
  *
  * Both are on every task's path (design §8), so they are written in C: each statement is
- * prepared once per backend and tenant with a generic plan, and a completion whose tasks have
- * no dependents (the last task of a run, or a one-task run) costs two statements, the end of
- * its run included. Tasks with dependents hand over to propagate.c, which evaluates the
- * dependents' trigger rules.
+ * prepared once per backend and tenant with a generic plan. A completion is one statement, the
+ * end of its run included, and one more that writes its events (history.c). Tasks with
+ * dependents hand over to propagate.c, which evaluates the dependents' trigger rules.
  *
  * Locking order (shared with fail, cancel, the reaper and the SQL-task pool): the runs' rows in
  * id order first, then the tasks' rows in id order.
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -21,6 +21,7 @@
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
+#include "utils/timestamp.h"
 
 #include "cloacina.h"
 
@@ -36,61 +37,56 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
  */
 
 /*
- * $1 task ids, $2 fences, $3 'running': locks the runs of the tasks that can still be completed
- * (or failed, fail.c), in id order. The tasks are locked next, in id order too, by the
- * completion's UPDATE, which visits them in the order of its input (sorted by id, see
- * sorted_by_id; heartbeat batches go in id order as well). The last column says whether every
- * task has dependents (then none of them can end its run).
+ * $1 task ids, $2 fences, $3 'running': locks the runs of the tasks that can still be failed
+ * (fail.c), in id order. The tasks are locked next, in id order too, by the failure's UPDATE,
+ * which visits them in the order of its input (sorted by id; heartbeat batches go in id order
+ * as well).
  */
 static const char *const lock_sql =
-"WITH candidates AS MATERIALIZED ("
-"    SELECT t.execution_id, cardinality(t.dependents) > 0 AS has_dependents"
-"      FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
-"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $3),"
-" runs AS ("
-"    SELECT e.id FROM %1$s.executions e"
-"     WHERE e.id = ANY (ARRAY(SELECT execution_id FROM candidates))"
-"     ORDER BY e.id FOR UPDATE OF e)"
-" SELECT (SELECT count(*) FROM runs),"
-"        (SELECT coalesce(bool_and(has_dependents), false) FROM candidates)";
+"SELECT e.id FROM %1$s.executions e"
+" WHERE e.id = ANY (ARRAY("
+"    SELECT t.execution_id FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
+"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $3))"
+" ORDER BY e.id FOR UPDATE OF e";
 
 /*
  * Inside an SPI connection: locks the runs of the tasks "task_ids" still running under
- * "fences" (bigint[] each), in id order. Returns whether every such task has dependents.
+ * "fences" (bigint[] each), in id order.
  */
-bool
+void
 cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
 {
 	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID};
 	Datum		args[3] = {task_ids, fences, CStringGetTextDatum("running")};
-	bool		isnull;
 
 	cloacina_execute_tenant(lock_sql, schema, 3, argtypes, args, NULL);
-	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull));
 }
 
 /*
  * The end of runs, shared by the finalize and the completion statements. Before these CTEs,
  * "ending" names the runs to end (id, status, input_context), their rows locked, and
  * "run_tasks" all their tasks as they will be (execution_id, task, status, output, error,
- * topo_index); FORCED_STATUS and FORCED_ERROR are text expressions, NULL when not forced.
- * They set each run's status (derived from its tasks unless forced), final_context (the input
- * merged with every completed task's output in topological order) and error. "ended" names
- * the runs ended (id, old_status, new_status); the caller logs their events and wakes their
+ * topo_index); FORCED_STATUS and FORCED_ERROR are text expressions, NULL when not forced, and
+ * NOW the parameter that holds now() (docs/citus.md, rule 2). They set each run's status
+ * (derived from its tasks unless forced), final_context (the input merged with every completed
+ * task's output in topological order) and error. "outcome" is materialized and carries the old
+ * status, and the runs' rows are found by key (the array), whatever number of runs a plan
+ * expects: a plan that expected one rescanned the aggregate once per run. "ended" names the
+ * runs ended (id, old_status, new_status); the caller logs their events and wakes their
  * waiters.
  */
-#define END_RUNS_CTES(FORCED_STATUS, FORCED_ERROR) \
-" outcome AS (" \
-"    SELECT x.execution_id," \
+#define END_RUNS_CTES(FORCED_STATUS, FORCED_ERROR, NOW) \
+" outcome AS MATERIALIZED (" \
+"    SELECT x.execution_id, max(x.run_status) AS old_status," \
 "           bool_or(x.status = 'failed') AS any_failed," \
 "           (array_agg(format('task \"%%s\" failed: %%s', x.task, x.error) ORDER BY x.ord)" \
 "                FILTER (WHERE x.status = 'failed'))[1] AS first_error," \
 "           cloacina.context_merge_agg(x.output ORDER BY x.ord)" \
 "                FILTER (WHERE x.ord < 0 OR x.status = 'completed') AS final_context" \
-"    FROM (SELECT id AS execution_id, NULL::text AS task, NULL::text AS status," \
+"    FROM (SELECT id AS execution_id, status AS run_status, NULL::text AS task, NULL::text AS status," \
 "                 input_context AS output, NULL::text AS error, -1 AS ord FROM ending" \
 "          UNION ALL" \
-"          SELECT execution_id, task, status, output, error, topo_index FROM run_tasks) x" \
+"          SELECT execution_id, NULL, task, status, output, error, topo_index FROM run_tasks) x" \
 "    GROUP BY x.execution_id)," \
 " ended AS (" \
 "    UPDATE %1$s.executions e" \
@@ -98,81 +94,79 @@ cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
 "           final_context = o.final_context," \
 "           error = coalesce(" FORCED_ERROR ", CASE WHEN " FORCED_STATUS " = 'cancelled' THEN 'cancelled'" \
 "                                                  ELSE o.first_error END)," \
-"           pending_tasks = 0, finished_at = now()" \
-"      FROM outcome o, ending r" \
-"     WHERE e.id = o.execution_id AND r.id = e.id" \
-"    RETURNING e.id, r.status AS old_status, e.status AS new_status)"
+"           pending_tasks = 0, finished_at = " NOW \
+"      FROM outcome o" \
+"     WHERE e.id = o.execution_id AND e.id = ANY (ARRAY(SELECT execution_id FROM outcome))" \
+"    RETURNING e.id, o.old_status, e.status AS new_status)"
 
 /*
- * $1 task ids, $2 fences, $3 outputs, $4 'running': completes the tasks whose fence is current;
- * "runs" has one row per run: its completed tasks (and their attempts, for their events),
- * whether they have dependents, how many.
- */
-#define COMPLETE_CTES \
-"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output) ORDER BY u.id)," \
-" done AS (" \
-"    UPDATE %1$s.tasks t" \
-"       SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = now()," \
-"           lease_until = NULL, error = NULL" 	/* an earlier attempt's error stays in the events */ \
-"      FROM input i" \
-"     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4" \
-"    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents," \
-"              t.output, t.topo_index)," \
-" runs AS (" \
-"    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids," \
-"           array_agg(attempt ORDER BY id) AS attempts," \
-"           bool_or(has_dependents) AS has_dependents, count(*)::int AS n" \
-"      FROM done GROUP BY execution_id)"
-
-/*
- * The completion: COMPLETE_CTES, then runs without dependents among their completed tasks are
- * counted down, or end here when these were their last tasks (propagate.c does the others).
- * One row per run: its completed tasks, whether they have dependents, whether it ended. (The
- * CTEs read the rows as they were before this statement, so the tasks it completes come from
- * "done"; the runs are locked.) Each run's row is read once ("run_rows"), and a run's other
- * tasks are read only when it has any: a one-task run ends from "done" alone, without an
- * index probe into tasks per run.
+ * The completion. $1 task ids, $2 fences, $3 outputs, $4 'running', $5 now(): completes the
+ * tasks whose fence is current, then counts down the runs without dependents among their
+ * completed tasks, or ends them when these were their last tasks (propagate.c does the
+ * others). One row per run: its completed tasks (and their attempts, for their events),
+ * whether they have dependents, whether it ended.
+ *
+ * One statement, so that on Citus a completion is one routed query (docs/citus.md). It keeps
+ * the locking order by locking the runs first ("locked": an init plan of the tasks' UPDATE,
+ * so it has run before the UPDATE locks its first task). Its snapshot is older than those
+ * locks, so everything it decides from must be read under a lock, which returns a row's
+ * latest version: the runs' rows come from "locked", the tasks it completes from the UPDATE,
+ * and a run's other tasks, when it ends, are read FOR SHARE ("others"). A one-task run ends
+ * from "done" alone, without an index probe into tasks. A completed task's error is cleared:
+ * an earlier attempt's error stays in the events.
  */
 static const char *const complete_sql =
-COMPLETE_CTES ","
+"WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output) ORDER BY u.id),"
+" locked AS MATERIALIZED ("
+"    SELECT e.id, e.status, e.input_context, e.pending_tasks, e.task_count FROM %1$s.executions e"
+"     WHERE e.id = ANY (ARRAY("
+"        SELECT t.execution_id FROM input i JOIN %1$s.tasks t ON t.id = i.id AND t.fence = i.fence AND t.status = $4))"
+"     ORDER BY e.id FOR UPDATE OF e),"
+" done AS ("
+"    UPDATE %1$s.tasks t"
+"       SET status = 'completed', output = coalesce(i.output, '{}'::jsonb), finished_at = $5,"
+"           lease_until = NULL, error = NULL"
+"      FROM input i"
+"     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $4"
+"       AND t.execution_id = ANY (ARRAY(SELECT id FROM locked))"
+"    RETURNING t.id, t.execution_id, t.task, t.attempt, cardinality(t.dependents) > 0 AS has_dependents,"
+"              t.output, t.topo_index),"
+" runs AS ("
+"    SELECT execution_id, array_agg(task ORDER BY id) AS tasks, array_agg(id) AS ids,"
+"           array_agg(attempt ORDER BY id) AS attempts,"
+"           bool_or(has_dependents) AS has_dependents, count(*)::int AS n"
+"      FROM done GROUP BY execution_id),"
 " run_rows AS MATERIALIZED ("
-"    SELECT e.id, e.status, e.input_context, e.pending_tasks, e.task_count, r.n"
-"      FROM runs r JOIN %1$s.executions e ON e.id = r.execution_id"
+"    SELECT l.id, l.status, l.input_context, l.pending_tasks, l.task_count, r.n"
+"      FROM runs r JOIN locked l ON l.id = r.execution_id"
 "     WHERE NOT r.has_dependents),"
 " ending AS (SELECT id, status, input_context FROM run_rows WHERE pending_tasks <= n),"
 " counted AS ("
 "    UPDATE %1$s.executions e SET pending_tasks = e.pending_tasks - rr.n"
 "      FROM run_rows rr"
 "     WHERE e.id = rr.id AND rr.pending_tasks > rr.n),"
-" run_tasks AS ("
+" others AS ("
 "    SELECT t.execution_id, t.task, t.status, t.output, t.error, t.topo_index FROM %1$s.tasks t"
 "     WHERE t.execution_id = ANY (ARRAY(SELECT id FROM run_rows WHERE pending_tasks <= n AND task_count > n))"
 "       AND t.id <> ALL (ARRAY(SELECT id FROM done))"
+"       FOR SHARE OF t),"
+" run_tasks AS ("
+"    SELECT * FROM others"
 "    UNION ALL"
 "    SELECT execution_id, task, 'completed', output, NULL, topo_index FROM done"
 "     WHERE execution_id = ANY (ARRAY(SELECT id FROM ending))),"
-END_RUNS_CTES("NULL::text", "NULL::text")
+END_RUNS_CTES("NULL::text", "NULL::text", "$5")
 " SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.attempts, en.old_status, en.new_status"
 "   FROM runs r LEFT JOIN ended en ON en.id = r.execution_id"
 "  ORDER BY r.execution_id";
 
-/*
- * The same when every task has dependents (a DAG's inner level): no run can end, and the
- * statement leaves out the end-of-run part, whose executor set-up is most of its cost.
- */
-static const char *const complete_inner_sql =
-COMPLETE_CTES
-" SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.attempts, NULL::text, NULL::text"
-"   FROM runs r"
-"  ORDER BY r.execution_id";
-
-/* $1 run ids, $2 forced status, $3 forced error: ends the runs. */
+/* $1 run ids, $2 forced status, $3 forced error, $4 now(): ends the runs. */
 static const char *const finalize_sql =
 "WITH ending AS (SELECT id, status, input_context FROM %1$s.executions WHERE id = ANY ($1)),"
 " run_tasks AS ("
 "    SELECT execution_id, task, status, output, error, topo_index"
 "      FROM %1$s.tasks WHERE execution_id = ANY ($1)),"
-END_RUNS_CTES("$2", "$3")
+END_RUNS_CTES("$2", "$3", "$4")
 " SELECT id, old_status, new_status FROM ended ORDER BY id";
 
 /*
@@ -199,15 +193,16 @@ void
 cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
 					   const char *forced_error)
 {
-	Oid			argtypes[3] = {INT8ARRAYOID, TEXTOID, TEXTOID};
-	Datum		args[3];
-	char		nulls[3] = {' ', forced_status ? ' ' : 'n', forced_error ? ' ' : 'n'};
+	Oid			argtypes[4] = {INT8ARRAYOID, TEXTOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[4];
+	char		nulls[4] = {' ', forced_status ? ' ' : 'n', forced_error ? ' ' : 'n', ' '};
 	History    *history = cloacina_history_begin();
 
 	args[0] = run_ids;
 	args[1] = forced_status ? CStringGetTextDatum(forced_status) : (Datum) 0;
 	args[2] = forced_error ? CStringGetTextDatum(forced_error) : (Datum) 0;
-	cloacina_execute_tenant(finalize_sql, schema, 3, argtypes, args, nulls);
+	args[3] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	cloacina_execute_tenant(finalize_sql, schema, 4, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed; r++)
 		log_run_end(history, SPI_tuptable, r, 1, 2);
 	cloacina_history_write(schema, history);
@@ -254,20 +249,19 @@ static int64 *
 complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, int n,
 			   int *n_accepted)
 {
-	Oid			argtypes[4] = {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTOID};
-	Datum		args[4] = {task_ids, fences, outputs, CStringGetTextDatum("running")};
+	Oid			argtypes[5] = {INT8ARRAYOID, INT8ARRAYOID, JSONBARRAYOID, TEXTOID, TIMESTAMPTZOID};
+	Datum		args[5] = {task_ids, fences, outputs, CStringGetTextDatum("running"),
+	TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
 	SPITupleTable *runs;
 	uint64		n_runs;
 	int64	   *accepted = palloc(sizeof(int64) * Max(n, 1));
-	bool		all_have_dependents;
 	bool		isnull;
 	History    *history;
 
 	*n_accepted = 0;
 	SPI_connect();
 	history = cloacina_history_begin();
-	all_have_dependents = cloacina_lock_task_runs(schema, task_ids, fences);
-	cloacina_execute_tenant(all_have_dependents ? complete_inner_sql : complete_sql, schema, 4, argtypes, args, NULL);
+	cloacina_execute_tenant(complete_sql, schema, 5, argtypes, args, NULL);
 	runs = SPI_tuptable;		/* kept until SPI_finish */
 	n_runs = SPI_processed;
 

@@ -103,7 +103,7 @@ cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int
 
 	*n_accepted = 0;
 	SPI_connect();
-	(void) cloacina_lock_task_runs(schema, failures->task_ids, failures->fences);
+	cloacina_lock_task_runs(schema, failures->task_ids, failures->fences);
 	cloacina_execute_tenant(fail_sql, schema, 9, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed && *n_accepted < n; r++)
 	{
