@@ -108,7 +108,7 @@ cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum tas
 		if (deadline < first_deadline)
 			first_deadline = deadline;
 	}
-	if (*n_claimed > 0)
+	if (*n_claimed > 0 && cloacina_history_keeps_expected())
 		log_claims(schema, worker, claimed, *n_claimed);
 
 	/*

@@ -120,6 +120,7 @@ define_session_settings(void)
 							NULL, &cloacina_retention_s, 7 * 24 * 3600, 0, INT_MAX, PGC_SIGHUP,
 							GUC_UNIT_S, NULL, NULL, NULL);
 	cloacina_define_event_log_level();
+	cloacina_define_history_level();
 	define_limits();
 }
 

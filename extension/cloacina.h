@@ -76,6 +76,11 @@ typedef struct History
 	int			n;
 } History;
 extern History *cloacina_history_begin(void);
+#define CLOACINA_HISTORY_FULL 0
+#define CLOACINA_HISTORY_EXCEPTIONS 1
+extern int	cloacina_history_level;
+extern void cloacina_define_history_level(void);
+extern bool cloacina_history_keeps_expected(void);
 extern void cloacina_history_add(History *h, const NullableDatum event[HISTORY_COLUMNS]);
 #define HISTORY_VALUE(d) ((NullableDatum) {(d), false})
 #define HISTORY_TEXT(s) ((NullableDatum) {CStringGetTextDatum(s), false})

@@ -171,7 +171,8 @@ END_RUNS_CTES("$2", "$3", "$4")
 
 /*
  * The end of the run in row "r" of "rows" (its id in column "id_column", its old and new status
- * in columns "old_status_column" and the next): its event, and its waiters woken at commit.
+ * in columns "old_status_column" and the next): its event (unless it completed and the history
+ * keeps exceptions only), and its waiters woken at commit.
  */
 static void
 log_run_end(History *history, SPITupleTable *rows, uint64 r, int id_column, int old_status_column)
@@ -179,12 +180,12 @@ log_run_end(History *history, SPITupleTable *rows, uint64 r, int id_column, int 
 	bool		isnull;
 	Datum		run_id = SPI_getbinval(rows->vals[r], rows->tupdesc, id_column, &isnull);
 	Datum		old_status = SPI_getbinval(rows->vals[r], rows->tupdesc, old_status_column, &isnull);
+	Datum		new_status = SPI_getbinval(rows->vals[r], rows->tupdesc, old_status_column + 1, &isnull);
 	NullableDatum event[HISTORY_COLUMNS] = {HISTORY_VALUE(run_id), HISTORY_NULL, HISTORY_NULL,
-		HISTORY_VALUE(old_status),
-		HISTORY_VALUE(SPI_getbinval(rows->vals[r], rows->tupdesc, old_status_column + 1, &isnull)),
-	HISTORY_NULL};
+	HISTORY_VALUE(old_status), HISTORY_VALUE(new_status), HISTORY_NULL};
 
-	cloacina_history_add(history, event);
+	if (cloacina_history_keeps_expected() || strcmp(TextDatumGetCString(new_status), "completed") != 0)
+		cloacina_history_add(history, event);
 	cloacina_wake_waiters_at_commit(DatumGetInt64(run_id));
 }
 
@@ -289,7 +290,8 @@ complete_tasks(const char *schema, Datum task_ids, Datum fences, Datum outputs, 
 				HISTORY_VALUE(attempts[i]), HISTORY_TEXT("running"), HISTORY_TEXT("completed"),
 			HISTORY_NULL};
 
-			cloacina_history_add(history, event);
+			if (cloacina_history_keeps_expected())
+				cloacina_history_add(history, event);
 			if (*n_accepted < n)
 				accepted[(*n_accepted)++] = DatumGetInt64(task_ids[i]);
 		}

@@ -10,6 +10,14 @@
  * array parameters), which Citus routes to the tenant's node and commits in one phase: chunks
  * of a power of two rows, at most HISTORY_CHUNK (few statements for any batch, few distinct
  * ones in the prepared-statement cache). Each backend decides once; either way is correct.
+ *
+ * cloacina.history says which state changes are events. "full" (the default): every one.
+ * "exceptions": not those of the expected path, which the rows of the run and its tasks hold
+ * already (a run started, a task made ready, claimed and completed, a run completed: its
+ * status, attempt, worker, started_at, finished_at and output); every retry, failure, skip,
+ * takeover, timeout, pause, resume, cancel and forced end stays an event. Superuser-only (or
+ * set in postgresql.conf, per database or per tenant role with ALTER ROLE ... SET): it decides
+ * how much a tenant writes, and the faults suites read completions from the events.
  */
 #include "postgres.h"
 
@@ -18,6 +26,7 @@
 #include "lib/stringinfo.h"
 #include "utils/array.h"
 #include "utils/builtins.h"
+#include "utils/guc.h"
 #include "utils/memutils.h"
 
 #include "cloacina.h"
@@ -28,6 +37,33 @@
 static const char *const history_unnest_sql =
 "INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 " SELECT * FROM unnest($1, $2, $3, $4, $5, $6)";
+
+int			cloacina_history_level = CLOACINA_HISTORY_FULL;
+
+static const struct config_enum_entry history_levels[] = {
+	{"full", CLOACINA_HISTORY_FULL, false},
+	{"exceptions", CLOACINA_HISTORY_EXCEPTIONS, false},
+	{NULL, 0, false}
+};
+
+void
+cloacina_define_history_level(void)
+{
+	DefineCustomEnumVariable("cloacina.history",
+							 "Which state changes of runs and tasks are written to execution_events.",
+							 "full: every one; exceptions: not those of the expected path (a run "
+							 "started, a task made ready, claimed, completed, a run completed), "
+							 "which the rows of runs and tasks hold.",
+							 &cloacina_history_level, CLOACINA_HISTORY_FULL, history_levels,
+							 PGC_SUSET, 0, NULL, NULL, NULL);
+}
+
+/* Whether events of the expected path are written (cloacina.history = full). */
+bool
+cloacina_history_keeps_expected(void)
+{
+	return cloacina_history_level == CLOACINA_HISTORY_FULL;
+}
 
 /* Whether this backend writes VALUES chunks (Citus is installed): decided at its first write. */
 static int	routed_values = -1;

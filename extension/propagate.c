@@ -23,7 +23,8 @@ PG_FUNCTION_INFO_V1(cloacina_propagate);
 
 /*
  * $1 run ids, $2 task names: task $2[i] of run $1[i] just ended (any number of runs, whose rows
- * the caller holds); $3 now() (a parameter: Citus refuses a volatile CASE, docs/citus.md). The
+ * the caller holds); $3 now() (a parameter: Citus refuses a volatile CASE, docs/citus.md); $4
+ * whether a dependent made ready is an event (cloacina.history, history.c). The
  * dependents are decided from the rows as they were before this statement (their
  * dependencies' outcomes were written by earlier statements), so one UPDATE writes each
  * dependent once: its countdown and, when it reached zero, its new status and input. A
@@ -90,7 +91,7 @@ static const char *const propagate_sql =
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 "    SELECT execution_id, task, 0, 'waiting', status, detail FROM changed"
-"     WHERE status IN ('ready', 'skipped') ORDER BY id)"
+"     WHERE status = 'skipped' OR (status = 'ready' AND $4) ORDER BY id)"
 " SELECT array_agg(execution_id ORDER BY id) FILTER (WHERE status = 'skipped'),"
 "        array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'),"
 "        coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),"
@@ -120,8 +121,9 @@ static const char *const count_down_sql =
 void
 cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 {
-	Oid			argtypes[3] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID};
-	Datum		args[3] = {run_ids, task_names, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp())};
+	Oid			argtypes[4] = {INT8ARRAYOID, TEXTARRAYOID, TIMESTAMPTZOID, BOOLOID};
+	Datum		args[4] = {run_ids, task_names, TimestampTzGetDatum(GetCurrentTransactionStartTimestamp()),
+	BoolGetDatum(cloacina_history_keeps_expected())};
 	Datum		terminal = run_ids; /* a run's id once per task of it that
 									 * ended */
 	bool		any_ready = false;
@@ -132,7 +134,7 @@ cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 	{
 		Datum		skipped_runs;
 
-		cloacina_execute_tenant(propagate_sql, schema, 3, argtypes, args, NULL);
+		cloacina_execute_tenant(propagate_sql, schema, 4, argtypes, args, NULL);
 		skipped_runs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 		any_ready |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
 		any_sql |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));

@@ -33,7 +33,8 @@ static const char *const keyed_run_sql =
 
 /*
  * $1 workflow, $2 its version, $3 contexts, $4 priority, $5 idempotency key, $6 run_at,
- * $7 run timeout, $8 the workflow's normalised tasks, $9 the schema's run id sequence.
+ * $7 run timeout, $8 the workflow's normalised tasks, $9 the schema's run id sequence, $10
+ * whether the runs' start is an event (cloacina.history, history.c).
  * Returns the run ids in context order, the skipped roots per run, and whether handler or SQL
  * tasks became ready.
  */
@@ -47,7 +48,8 @@ static const char *const start_sql =
 "    SELECT id, $1, $2, 'running', ctx, $4, $5, $6, jsonb_array_length($8), jsonb_array_length($8),"
 "           $6 + $7 FROM new_runs),"
 " run_events AS ("
-"    INSERT INTO %1$s.execution_events (execution_id, to_status) SELECT id, 'running' FROM new_runs),"
+"    INSERT INTO %1$s.execution_events (execution_id, to_status) SELECT id, 'running' FROM new_runs"
+"     WHERE $10),"
 " new_tasks AS ("
 "    INSERT INTO %1$s.tasks (execution_id, workflow, task, position, topo_index, kind, sql,"
 "        dependencies, dependents, pending_deps, trigger_rule, condition, max_attempts,"
@@ -139,7 +141,8 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 
 	run_args[2] = PointerGetDatum(contexts);
 	run_args[8] = ObjectIdGetDatum(get_relname_relid("executions_id_seq", get_namespace_oid(schema, false)));
-	cloacina_execute_tenant(start_sql, schema, 9, run_types, run_args, run_nulls);
+	run_args[9] = BoolGetDatum(cloacina_history_keeps_expected());
+	cloacina_execute_tenant(start_sql, schema, 10, run_types, run_args, run_nulls);
 	ids = get_column(1, &isnull);
 	with_skipped_roots = get_column(2, &isnull);
 	any_ready = DatumGetBool(get_column(3, &isnull));
@@ -246,10 +249,10 @@ static ArrayType *
 start_runs(const char *schema, text *workflow, ArrayType *contexts, Jsonb *options, bool batch)
 {
 	RunOptions	opts;
-	Datum		run_args[9];
-	char		run_nulls[9] = {' ', ' ', ' ', ' ', 'n', ' ', 'n', ' ', ' '};
-	Oid			run_types[9] = {TEXTOID, TEXTOID, JSONBARRAYOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
-	INTERVALOID, JSONBOID, REGCLASSOID};
+	Datum		run_args[10];
+	char		run_nulls[10] = {' ', ' ', ' ', ' ', 'n', ' ', 'n', ' ', ' ', ' '};
+	Oid			run_types[10] = {TEXTOID, TEXTOID, JSONBARRAYOID, INT4OID, TEXTOID, TIMESTAMPTZOID,
+	INTERVALOID, JSONBOID, REGCLASSOID, BOOLOID};
 	Datum		result;
 	bool		isnull;
 

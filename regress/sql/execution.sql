@@ -340,6 +340,32 @@ SELECT count(*) AS tasks_disagreeing
                               WHERE e.execution_id = t.execution_id AND e.task = t.task
                               ORDER BY e.id DESC LIMIT 1), t.status);
 
+-- cloacina.history = exceptions: the expected path (start, made ready, claimed, completed, run
+-- completed) writes no events, the rows hold it; a retry and a failed run still do.
+SET cloacina.history = exceptions;
+SELECT cloacina.register_workflow('{"name": "quiet", "tasks": [
+    {"id": "first"},
+    {"id": "second", "dependencies": ["first"], "retry": {"attempts": 2, "delay_ms": 0}}]}') IS NOT NULL AS registered;
+SELECT cloacina.execute('quiet', '{"in": 1}') AS quiet_run \gset
+SELECT cloacina.complete(task_id, fence, '{"first": 1}') FROM cloacina.claim('w', ARRAY['quiet.first']);
+SELECT cloacina.fail(task_id, fence, 'flaky') FROM cloacina.claim('w', ARRAY['quiet.second']);
+SELECT cloacina.complete(task_id, fence, '{"second": 2}') FROM cloacina.claim('w', ARRAY['quiet.second']);
+SELECT task, attempt, from_status, to_status, detail ~ 'attempt 1 failed, retry at .*: flaky' AS retry_detail
+  FROM tenant_ex.execution_events WHERE execution_id = :quiet_run ORDER BY id;
+SELECT status, final_context, finished_at IS NOT NULL AS finished FROM tenant_ex.executions WHERE id = :quiet_run;
+SELECT task, status, attempt, worker, started_at IS NOT NULL AS started, finished_at IS NOT NULL AS finished
+  FROM tenant_ex.tasks WHERE execution_id = :quiet_run ORDER BY task;
+SELECT cloacina.execute('quiet') AS quiet_failed \gset
+SELECT cloacina.fail(task_id, fence, 'broken', retryable => false) FROM cloacina.claim('w', ARRAY['quiet.first']);
+SELECT task, from_status, to_status FROM tenant_ex.execution_events WHERE execution_id = :quiet_failed ORDER BY id;
+RESET cloacina.history;
+-- the operator's setting: a role that is not a superuser (a tenant's) cannot change it
+CREATE ROLE history_tenant_like;
+SET ROLE history_tenant_like;
+SELECT pg_temp.try('SET cloacina.history = exceptions') AS non_superuser_sets_history;
+RESET ROLE;
+DROP ROLE history_tenant_like;
+
 -- cancel everything left so that the tenant can be removed
 SELECT count(*) FILTER (WHERE cloacina.cancel(id)) AS cancelled
   FROM tenant_ex.executions WHERE status IN ('running', 'paused');
