@@ -149,9 +149,8 @@ extern void cloacina_parse_run_options(Jsonb *options, RunOptions *out);
 extern void cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names);
 extern void cloacina_propagate_run(const char *schema, Datum run_id, Datum finished);
 
-/* complete.c: locks the runs of running tasks; ends runs (status, final context, event, waiters) */
+/* complete.c: completes tasks; ends runs (status, final context, event, waiters) */
 extern bool cloacina_complete_task(const char *schema, int64 task_id, int64 fence, Datum output);
-extern void cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences);
 extern void cloacina_finalize_runs(const char *schema, Datum run_ids, const char *forced_status,
 								   const char *forced_error);
 

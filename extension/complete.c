@@ -37,32 +37,6 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
  */
 
 /*
- * $1 task ids, $2 fences, $3 'running': locks the runs of the tasks that can still be failed
- * (fail.c), in id order. The tasks are locked next, in id order too, by the failure's UPDATE,
- * which visits them in the order of its input (sorted by id; heartbeat batches go in id order
- * as well).
- */
-static const char *const lock_sql =
-"SELECT e.id FROM %1$s.executions e"
-" WHERE e.id = ANY (ARRAY("
-"    SELECT t.execution_id FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
-"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $3))"
-" ORDER BY e.id FOR UPDATE OF e";
-
-/*
- * Inside an SPI connection: locks the runs of the tasks "task_ids" still running under
- * "fences" (bigint[] each), in id order.
- */
-void
-cloacina_lock_task_runs(const char *schema, Datum task_ids, Datum fences)
-{
-	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID};
-	Datum		args[3] = {task_ids, fences, CStringGetTextDatum("running")};
-
-	cloacina_execute_tenant(lock_sql, schema, 3, argtypes, args, NULL);
-}
-
-/*
  * The end of runs, shared by the finalize and the completion statements. Before these CTEs,
  * "ending" names the runs to end (id, status, input_context), their rows locked, and
  * "run_tasks" all their tasks as they will be (execution_id, task, status, output, error,

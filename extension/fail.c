@@ -83,6 +83,33 @@ random_numbers(int n)
 }
 
 /*
+ * $1 task ids, $2 fences, $3 'running': locks the runs of the tasks that can still be failed,
+ * in id order. The tasks are locked next, in id order too, by the failure's UPDATE,
+ * which visits them in the order of its input (sorted by id; heartbeat batches go in id order
+ * as well).
+ */
+static const char *const lock_sql =
+"SELECT e.id FROM %1$s.executions e"
+" WHERE e.id = ANY (ARRAY("
+"    SELECT t.execution_id FROM unnest($1::bigint[], $2::bigint[]) AS u(id, fence)"
+"      JOIN %1$s.tasks t ON t.id = u.id AND t.fence = u.fence AND t.status = $3))"
+" ORDER BY e.id FOR UPDATE OF e";
+
+/*
+ * Inside an SPI connection: locks the runs of the tasks "task_ids" still running under
+ * "fences" (bigint[] each), in id order. (The completion does the same inside its one
+ * statement, complete.c.)
+ */
+static void
+lock_task_runs(const char *schema, Datum task_ids, Datum fences)
+{
+	Oid			argtypes[3] = {INT8ARRAYOID, INT8ARRAYOID, TEXTOID};
+	Datum		args[3] = {task_ids, fences, CStringGetTextDatum("running")};
+
+	cloacina_execute_tenant(lock_sql, schema, 3, argtypes, args, NULL);
+}
+
+/*
  * Fails the tasks of "failures" in "schema", the tenant path entered. Returns the accepted
  * task ids, sorted, and their number in *n_accepted.
  */
@@ -103,7 +130,7 @@ cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int
 
 	*n_accepted = 0;
 	SPI_connect();
-	cloacina_lock_task_runs(schema, failures->task_ids, failures->fences);
+	lock_task_runs(schema, failures->task_ids, failures->fences);
 	cloacina_execute_tenant(fail_sql, schema, 9, argtypes, args, nulls);
 	for (uint64 r = 0; r < SPI_processed && *n_accepted < n; r++)
 	{
