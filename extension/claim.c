@@ -1,13 +1,18 @@
 /*
- * claim.c: the claim of ready tasks, for cloacina.claim(worker, task_names, max_tasks, lease)
- * (handler tasks) and for the SQL-task pool (sqltask.c): one statement picks them in claim
+ * claim.c: the claim of ready tasks, for cloacina.claim(worker, task_names, max_tasks, lease,
+ * wait) (handler tasks) and for the SQL-task pool (sqltask.c): one statement picks them in claim
  * order skipping rows other workers hold, takes them with a new fence and lease, and logs them.
  * Written in C with a generic plan prepared once per backend and tenant, because the claim is
  * on every task's path (design §8).
+ *
+ * A claim given a wait that finds nothing sleeps until a transaction makes the tenant's tasks
+ * ready (wait.c) and claims again, so that a worker's wake-up and its claim are one round trip.
+ * It waits at most cloacina.max_claim_wait: its snapshot holds back vacuum meanwhile.
  */
 #include "postgres.h"
 
 #include "catalog/pg_type.h"
+#include "access/xact.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -20,7 +25,8 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
 /*
  * The claim statement, one text for both kinds of task ("kind" a literal, so that the partial
  * indexes on ready tasks apply to the generic plan; "returned" the extra columns the SQL-task
- * pool needs). $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease. The UPDATE takes
+ * pool needs). $1 worker, $2 task names (NULL: any), $3 max tasks, $4 lease, $5 now (a waiting
+ * claim's clock, not its transaction's start: docs/citus.md, rule 2). The UPDATE takes
  * the picked ids as an array so that its plan is an index lookup whatever the generic plan
  * assumes about LIMIT $3. "deadline" is when the background worker must look at the task
  * (lease or timeout). The claims' events are written apart (history.c).
@@ -28,7 +34,7 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
 #define CLAIM_SQL(kind, returned) \
 "WITH picked AS (" \
 "    SELECT t.id FROM %1$s.tasks t" \
-"     WHERE t.status = 'ready' AND t.kind = '" kind "' AND t.ready_at <= now()" \
+"     WHERE t.status = 'ready' AND t.kind = '" kind "' AND t.ready_at <= $5" \
 "       AND ($2::text[] IS NULL OR t.task = ANY ($2) OR (t.workflow || '.' || t.task) = ANY ($2))" \
 "       AND (SELECT state FROM %1$s.tenant_settings) = 'active'" \
 "     ORDER BY t.priority DESC, t.ready_at, t.id" \
@@ -37,12 +43,12 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
 " claimed AS (" \
 "    UPDATE %1$s.tasks t" \
 "       SET status = 'running', attempt = t.attempt + 1, fence = t.fence + 1, lease = $4," \
-"           lease_until = now() + $4, worker = $1, started_at = now()" \
+"           lease_until = $5 + $4, worker = $1, started_at = $5" \
 "     WHERE t.id = ANY (ARRAY(SELECT id FROM picked))" \
 "    RETURNING t.id, t.execution_id, t.workflow, t.task, t.attempt, t.fence, t.input," \
 "              t.priority, t.ready_at, t.timeout_ms, t.sql)" \
 " SELECT c.id, c.execution_id, c.workflow, c.task, c.attempt, c.fence, c.input," \
-"        least(now() + $4, now() + c.timeout_ms * interval '1 millisecond') AS deadline" returned \
+"        least($5 + $4, $5 + c.timeout_ms * interval '1 millisecond') AS deadline" returned \
 "   FROM claimed c" \
 "  ORDER BY c.priority DESC, c.ready_at, c.id"
 
@@ -81,22 +87,22 @@ log_claims(const char *schema, Datum worker, SPITupleTable *claimed, uint64 n)
 
 /*
  * Claims up to "max_tasks" ready tasks of "kind" in "schema" (the tenant path entered) for
- * "worker" with "lease"; "task_names" NULL claims any. Called inside SPI: returns the claimed
+ * "worker" with "lease" at time "now"; "task_names" NULL claims any. Called inside SPI: returns the claimed
  * rows (the columns of the claim statement), valid until SPI_finish, and their number in
  * *n_claimed. Every claim goes through here: the SDK's handler tasks and the pool's SQL tasks.
  */
 SPITupleTable *
 cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum task_names,
-					 int32 max_tasks, Datum lease, uint64 *n_claimed)
+					 int32 max_tasks, Datum lease, TimestampTz now, uint64 *n_claimed)
 {
-	Oid			argtypes[4] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID};
-	Datum		args[4] = {worker, task_names, Int32GetDatum(max_tasks), lease};
-	char		nulls[4] = {' ', task_names == (Datum) 0 ? 'n' : ' ', ' ', ' '};
+	Oid			argtypes[5] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
+	Datum		args[5] = {worker, task_names, Int32GetDatum(max_tasks), lease, TimestampTzGetDatum(now)};
+	char		nulls[5] = {' ', task_names == (Datum) 0 ? 'n' : ' ', ' ', ' ', ' '};
 	TimestampTz first_deadline = DT_NOEND;
 	SPITupleTable *claimed;
 
 	cloacina_execute_tenant(kind == CLAIM_SQL_TASK ? claim_sql_tasks_sql : claim_handler_tasks_sql,
-							schema, 4, argtypes, args, nulls);
+							schema, 5, argtypes, args, nulls);
 	claimed = SPI_tuptable;
 	*n_claimed = SPI_processed;
 	for (uint64 r = 0; r < *n_claimed; r++)
@@ -136,13 +142,41 @@ cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum tas
 	return claimed;
 }
 
-/* cloacina.claim(worker, task_names, max_tasks, lease) in "schema" */
+/*
+ * How long the claim may wait for work, in microseconds: its "wait" argument (absent in the
+ * 0.1.0 signature, which this symbol also serves), cut to cloacina.max_claim_wait.
+ */
+static int64
+claim_wait_usecs(FunctionCallInfo fcinfo)
+{
+	int64		usecs;
+
+	if (PG_NARGS() < 5 || PG_ARGISNULL(4))
+		return 0;
+	usecs = cloacina_interval_usecs(PG_GETARG_INTERVAL_P(4));
+	if (usecs < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("wait must not be negative (got %s)",
+						DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(4))))));
+	if (usecs > 0 && IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("a claim that waits needs the READ COMMITTED isolation level"),
+				 errdetail("In a transaction with one snapshot it could never see new work.")));
+	return Min(usecs, (int64) cloacina_max_claim_wait_ms * 1000);
+}
+
+/* cloacina.claim(worker, task_names, max_tasks, lease, wait) in "schema" */
 static Datum
 claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	SPITupleTable *claimed;
 	uint64		n_claimed;
+	int64		wait_usecs;
+	TimestampTz deadline;
+	WorkWait	work_wait;
 
 	if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) < 1 || PG_GETARG_INT32(2) > 1000)
 		ereport(ERROR,
@@ -156,13 +190,30 @@ claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 				 errmsg("lease must be a positive interval (got %s)",
 						PG_ARGISNULL(3) ? "NULL"
 						: DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(3))))));
+	wait_usecs = claim_wait_usecs(fcinfo);
+	deadline = GetCurrentTimestamp() + wait_usecs;
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	SPI_connect();
-	claimed = cloacina_claim_tasks(schema, CLAIM_HANDLER_TASKS,
-								   PG_ARGISNULL(0) ? CStringGetTextDatum("") : PG_GETARG_DATUM(0),
-								   PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
-								   PG_GETARG_INT32(2), PG_GETARG_DATUM(3), &n_claimed);
+	if (wait_usecs > 0)
+		cloacina_work_wait_begin(&work_wait, schema);
+	for (;;)
+	{
+		/* in READ COMMITTED each look takes a fresh snapshot */
+		claimed = cloacina_claim_tasks(schema, CLAIM_HANDLER_TASKS,
+									   PG_ARGISNULL(0) ? CStringGetTextDatum("") : PG_GETARG_DATUM(0),
+									   PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+									   PG_GETARG_INT32(2), PG_GETARG_DATUM(3),
+									   wait_usecs > 0 ? GetCurrentTimestamp()
+									   : GetCurrentTransactionStartTimestamp(),
+									   &n_claimed);
+		if (n_claimed > 0 || wait_usecs <= 0 || GetCurrentTimestamp() >= deadline)
+			break;
+		SPI_freetuptable(claimed);
+		cloacina_work_wait_sleep(&work_wait, deadline);
+	}
+	if (wait_usecs > 0)
+		cloacina_work_wait_end(&work_wait);
 	for (uint64 r = 0; r < n_claimed; r++)
 	{
 		Datum		row[CLAIM_DEADLINE_COLUMN];
@@ -175,7 +226,7 @@ claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 	return (Datum) 0;
 }
 
-/* cloacina.claim(worker, task_names, max_tasks, lease): in the caller's current schema */
+/* cloacina.claim(worker, task_names, max_tasks, lease, wait): in the caller's current schema */
 Datum
 cloacina_claim_current(PG_FUNCTION_ARGS)
 {

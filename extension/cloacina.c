@@ -33,6 +33,7 @@ int			cloacina_sql_task_timeout_ms = 5 * 60 * 1000;
 int			cloacina_sql_tenant_max_running = -1;
 int			cloacina_worker_lock_timeout_ms = 200;
 int			cloacina_worker_statement_timeout_ms = 30 * 1000;
+int			cloacina_max_claim_wait_ms = 5 * 1000;
 
 static char *connection_host = NULL;
 static int	connection_port = 0;
@@ -95,6 +96,12 @@ define_limits(void)
 							"Longest time one unit of the background workers' own work for a tenant may take.",
 							NULL, &cloacina_worker_statement_timeout_ms, 30 * 1000, 100, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.max_claim_wait",
+							"Longest time one claim waits for work; a longer wait asked for is cut to it.",
+							"A waiting claim holds its snapshot, and so holds back vacuum, while it waits; "
+							"0 makes every claim return at once.",
+							&cloacina_max_claim_wait_ms, 5 * 1000, 0, 3600 * 1000,
+							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
 }
 
 /* Settings that any backend may read or set. */

@@ -6,6 +6,7 @@
 
 #include "datatype/timestamp.h"
 #include "fmgr.h"
+#include "storage/condition_variable.h"
 #include "utils/jsonb.h"
 #include "utils/palloc.h"
 
@@ -24,6 +25,7 @@ extern int	cloacina_sql_task_timeout_ms;
 extern int	cloacina_sql_tenant_max_running;
 extern int	cloacina_worker_lock_timeout_ms;
 extern int	cloacina_worker_statement_timeout_ms;
+extern int	cloacina_max_claim_wait_ms;
 extern int	cloacina_event_log_level;
 
 /* event_log.c */
@@ -36,10 +38,20 @@ extern void cloacina_log_event(const char *schema, const char *message);
 /* context.c: the limits on a context a tenant hands in */
 extern void cloacina_check_context(Jsonb *context, const char *what);
 
-/* wait.c: wake-ups for cloacina.wait() */
+/* wait.c: wake-ups for cloacina.wait() and for claims that wait for work */
 extern void cloacina_wait_shmem_request(void);
 extern void cloacina_wait_shmem_startup(void);
 extern void cloacina_wake_waiters_at_commit(int64 execution_id);
+extern void cloacina_wake_claimers_at_commit(const char *schema);
+extern int64 cloacina_interval_usecs(const Interval *span);
+typedef struct WorkWait
+{
+	ConditionVariable *cv;		/* NULL without shared memory: a growing pause */
+	long		poll_sleep_ms;
+} WorkWait;
+extern void cloacina_work_wait_begin(WorkWait *w, const char *schema);
+extern void cloacina_work_wait_sleep(WorkWait *w, TimestampTz deadline);
+extern void cloacina_work_wait_end(WorkWait *w);
 
 /* due.c: which tenants need the background worker, and when */
 extern void cloacina_due_shmem_request(void);
@@ -127,7 +139,7 @@ typedef enum ClaimKind
 struct SPITupleTable;
 extern struct SPITupleTable *cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker,
 												  Datum task_names, int32 max_tasks, Datum lease,
-												  uint64 *n_claimed);
+												  TimestampTz now, uint64 *n_claimed);
 
 /* hint.c: wake-up hints for a tenant's workers */
 extern void cloacina_hint(const char *schema, const char *payload);

@@ -1,7 +1,8 @@
 /*
  * hint.c: the wake-up hints for a tenant's workers, NOTIFYs on the tenant's private channel
- * that its workers LISTEN on. Hints only lower latency (workers also poll), so one too many
- * costs a wasted claim and one too few a poll interval.
+ * that its workers LISTEN on; a "ready" hint also wakes the tenant's waiting claims (wait.c).
+ * Hints only lower latency (workers also poll), so one too many costs a wasted claim and one
+ * too few a poll interval.
  *
  * "ready" hints (handler tasks became ready) are sent when the transaction commits, so that a
  * claim later in the same transaction can withdraw its tenant's: a completion that claims the
@@ -46,7 +47,10 @@ send_pending_at_commit(XactEvent event, void *arg)
 	if (event == XACT_EVENT_PRE_COMMIT)
 	{
 		for (int i = 0; i < n_pending; i++)
+		{
 			Async_Notify(pending[i].channel, "ready");
+			cloacina_wake_claimers_at_commit(pending[i].schema);
+		}
 	}
 
 	/*
@@ -88,6 +92,8 @@ cloacina_hint(const char *schema, const char *payload)
 
 	if (channel != NULL)
 		Async_Notify(channel, payload);
+	if (strcmp(payload, "ready") == 0)
+		cloacina_wake_claimers_at_commit(schema);
 }
 
 /* Inside an SPI connection: tells the tenant's workers that handler tasks are ready. */

@@ -136,7 +136,8 @@ claim_one(const char *schema, const char *worker_name, ClaimedSqlTask *task, Mem
 	MemoryContext old;
 
 	claimed = cloacina_claim_tasks(path.schema, CLAIM_SQL_TASK, CStringGetTextDatum(worker_name),
-								   (Datum) 0, 1, lease, &n_claimed);
+								   (Datum) 0, 1, lease, GetCurrentTransactionStartTimestamp(),
+								   &n_claimed);
 	cloacina_leave_tenant_path(&path);
 	if (n_claimed == 0)
 		return false;

@@ -1,17 +1,21 @@
 /*
- * wait.c: cloacina.wait() and the wake-ups that end it.
+ * wait.c: cloacina.wait() and the wake-ups that end it, and those of a claim that waits for
+ * work (claim.c).
  *
  * A run's ending transaction calls cloacina_wake_waiters_at_commit(id); when that transaction
  * commits, the condition variable of the run's slot is broadcast, and every backend waiting
- * in cloacina.wait() on a run of that slot re-reads its run. Slots are shared by hashing
- * (a wake-up for another run is only a spurious re-read), so the shared state is a fixed
- * array and needs no locking. Without shared_preload_libraries there is no shared memory:
- * wait() then re-reads with a growing pause instead, which is slower but still correct.
+ * in cloacina.wait() on a run of that slot re-reads its run. Likewise a transaction that made
+ * a tenant's handler tasks ready (its "ready" hint, hint.c) broadcasts the tenant's slot, and
+ * every claim waiting in a tenant of that slot claims again. Slots are shared by hashing (a
+ * wake-up for another run or tenant is only a spurious re-read), so the shared state is a
+ * fixed array and needs no locking. Without shared_preload_libraries there is no shared
+ * memory: the waits then re-read with a growing pause instead, slower but still correct.
  */
 #include "postgres.h"
 
 #include "access/xact.h"
 #include "catalog/pg_type.h"
+#include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
@@ -30,19 +34,24 @@ PG_FUNCTION_INFO_V1(cloacina_wait_current);
 
 #define WAIT_SLOTS 128
 #define SLOT_WORDS (WAIT_SLOTS / 64)
-/* Even with wake-ups, re-read now and then: a run can also end by COMMIT PREPARED. */
+/* Even with wake-ups, wait() re-reads now and then: a run can also end by COMMIT PREPARED. */
 #define MAX_SLEEP_MS 1000
 #define MAX_POLL_SLEEP_MS 100
 
 typedef struct WaitShared
 {
-	ConditionVariable run_finished[WAIT_SLOTS];
+	ConditionVariable run_finished[WAIT_SLOTS]; /* by run */
+	ConditionVariable tasks_ready[WAIT_SLOTS];	/* by tenant */
 } WaitShared;
 
 static WaitShared *wait_shared = NULL;
 
-/* Slots whose runs ended in the current transaction, broadcast at commit. */
+/*
+ * Slots whose runs ended, and slots of tenants whose tasks became ready, in the current
+ * transaction: broadcast at commit.
+ */
 static uint64 slots_to_wake[SLOT_WORDS];
+static uint64 tenant_slots_to_wake[SLOT_WORDS];
 static bool xact_callback_registered = false;
 
 void
@@ -61,7 +70,10 @@ cloacina_wait_shmem_startup(void)
 	if (!found)
 	{
 		for (int i = 0; i < WAIT_SLOTS; i++)
+		{
 			ConditionVariableInit(&wait_shared->run_finished[i]);
+			ConditionVariableInit(&wait_shared->tasks_ready[i]);
+		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -72,27 +84,41 @@ slot_of(int64 execution_id)
 	return (int) ((uint64) execution_id % WAIT_SLOTS);
 }
 
+static int
+tenant_slot_of(const char *schema)
+{
+	return (int) (hash_bytes((const unsigned char *) schema, strlen(schema)) % WAIT_SLOTS);
+}
+
 static void
 wake_waiters_at_commit(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && wait_shared != NULL)
 	{
 		for (int i = 0; i < WAIT_SLOTS; i++)
+		{
 			if (slots_to_wake[i / 64] & (UINT64CONST(1) << (i % 64)))
 				ConditionVariableBroadcast(&wait_shared->run_finished[i]);
+			if (tenant_slots_to_wake[i / 64] & (UINT64CONST(1) << (i % 64)))
+				ConditionVariableBroadcast(&wait_shared->tasks_ready[i]);
+		}
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||
 		event == XACT_EVENT_PREPARE)
+	{
 		memset(slots_to_wake, 0, sizeof(slots_to_wake));
+		memset(tenant_slots_to_wake, 0, sizeof(tenant_slots_to_wake));
+	}
 }
 
-/* The run "execution_id" ended in this transaction: wake its waiters when it commits. */
-void
-cloacina_wake_waiters_at_commit(int64 execution_id)
+/*
+ * Marks "slot" of "slots" for the broadcast at commit. Registering the callback from another
+ * callback (hint.c's at pre-commit) is safe: it is called from the commit on.
+ */
+static void
+wake_at_commit(uint64 *slots, int slot)
 {
-	int			slot = slot_of(execution_id);
-
 	if (wait_shared == NULL)
 		return;
 	if (!xact_callback_registered)
@@ -100,7 +126,75 @@ cloacina_wake_waiters_at_commit(int64 execution_id)
 		RegisterXactCallback(wake_waiters_at_commit, NULL);
 		xact_callback_registered = true;
 	}
-	slots_to_wake[slot / 64] |= UINT64CONST(1) << (slot % 64);
+	slots[slot / 64] |= UINT64CONST(1) << (slot % 64);
+}
+
+/* The run "execution_id" ended in this transaction: wake its waiters when it commits. */
+void
+cloacina_wake_waiters_at_commit(int64 execution_id)
+{
+	wake_at_commit(slots_to_wake, slot_of(execution_id));
+}
+
+/* Handler tasks of "schema" became ready in this transaction: wake its waiting claims at commit. */
+void
+cloacina_wake_claimers_at_commit(const char *schema)
+{
+	wake_at_commit(tenant_slots_to_wake, tenant_slot_of(schema));
+}
+
+/*
+ * Sleeps until "cv" is broadcast (NULL: there is no shared memory, so a pause that grows from
+ * 1 ms at each call, *poll_sleep_ms keeping it) or "deadline" comes, and at most "max_sleep_ms".
+ */
+static void
+sleep_for_wakeup(ConditionVariable *cv, TimestampTz deadline, long max_sleep_ms, long *poll_sleep_ms)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	long		sleep_ms = (deadline == DT_NOEND) ? max_sleep_ms
+		: Min((deadline - now + 999) / 1000, max_sleep_ms);
+
+	if (cv != NULL)
+		ConditionVariableTimedSleep(cv, sleep_ms, PG_WAIT_EXTENSION);
+	else
+	{
+		sleep_ms = Min(sleep_ms, *poll_sleep_ms);
+		*poll_sleep_ms = Min(*poll_sleep_ms * 2, MAX_POLL_SLEEP_MS);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 sleep_ms, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	CHECK_FOR_INTERRUPTS();
+}
+
+/*
+ * A claim's wait for work in "schema": begin before its first look (so that a wake-up between
+ * a look and the sleep is not lost), sleep between looks, end once it has claimed or given up.
+ */
+void
+cloacina_work_wait_begin(WorkWait *w, const char *schema)
+{
+	w->cv = wait_shared != NULL ? &wait_shared->tasks_ready[tenant_slot_of(schema)] : NULL;
+	w->poll_sleep_ms = 1;
+	if (w->cv != NULL)
+		ConditionVariablePrepareToSleep(w->cv);
+}
+
+/*
+ * Work that became ready without a broadcast (a hint lost, a COMMIT PREPARED) is seen at the
+ * deadline: the caller's wait is its poll interval.
+ */
+void
+cloacina_work_wait_sleep(WorkWait *w, TimestampTz deadline)
+{
+	sleep_for_wakeup(w->cv, deadline, LONG_MAX, &w->poll_sleep_ms);
+}
+
+void
+cloacina_work_wait_end(WorkWait *w)
+{
+	if (w->cv != NULL)
+		ConditionVariableCancelSleep();
 }
 
 static bool
@@ -111,8 +205,8 @@ is_terminal(const char *status)
 }
 
 /* Microseconds in an interval, counting a month as 30 days like PostgreSQL does. */
-static int64
-interval_usecs(const Interval *span)
+int64
+cloacina_interval_usecs(const Interval *span)
 {
 	return span->time + (int64) span->day * USECS_PER_DAY +
 		(int64) span->month * DAYS_PER_MONTH * USECS_PER_DAY;
@@ -138,7 +232,7 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema)
 	execution_id = PG_GETARG_INT64(0);
 	if (!PG_ARGISNULL(1))
 	{
-		int64		usecs = interval_usecs(PG_GETARG_INTERVAL_P(1));
+		int64		usecs = cloacina_interval_usecs(PG_GETARG_INTERVAL_P(1));
 
 		if (usecs < 0)
 			ereport(ERROR,
@@ -171,7 +265,6 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema)
 		bool		isnull;
 		char	   *status;
 		TimestampTz now;
-		long		sleep_ms;
 
 		/* in READ COMMITTED each read takes a fresh snapshot */
 		cloacina_read_run_status(schema, Int64GetDatum(execution_id), false);
@@ -184,20 +277,7 @@ wait_for_run(FunctionCallInfo fcinfo, const char *schema)
 			break;
 		}
 		SPI_freetuptable(SPI_tuptable);
-
-		sleep_ms = (deadline == DT_NOEND) ? MAX_SLEEP_MS
-			: Min((deadline - now + 999) / 1000, MAX_SLEEP_MS);
-		if (cv != NULL)
-			ConditionVariableTimedSleep(cv, sleep_ms, PG_WAIT_EXTENSION);
-		else
-		{
-			sleep_ms = Min(sleep_ms, poll_sleep_ms);
-			poll_sleep_ms = Min(poll_sleep_ms * 2, MAX_POLL_SLEEP_MS);
-			(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 sleep_ms, PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
-		CHECK_FOR_INTERRUPTS();
+		sleep_for_wakeup(cv, deadline, MAX_SLEEP_MS, &poll_sleep_ms);
 	}
 
 	if (cv != NULL)

@@ -1411,3 +1411,14 @@ $$;
 
 REVOKE ALL ON FUNCTION cloacina._citus_distributes_schemas(),
     cloacina._citus_distribute_tenant(text, text, text), cloacina._citus_forget_role(text) FROM PUBLIC;
+
+-- A claim can wait server-side for work (wait, cut to cloacina.max_claim_wait): a worker's
+-- wake-up and its claim are one round trip. The C symbol reads the wait only when given.
+DROP FUNCTION cloacina.claim(text, text[], int, interval);
+CREATE FUNCTION cloacina.claim(worker text, task_names text[] DEFAULT NULL, max_tasks int DEFAULT 1,
+                               lease interval DEFAULT '30 seconds', wait interval DEFAULT NULL)
+RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
+              fence bigint, context jsonb)
+AS 'MODULE_PATHNAME', 'cloacina_claim_current' LANGUAGE C;
+COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval, interval) IS
+    'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence; when none is ready, waits for one up to wait (at most cloacina.max_claim_wait)';

@@ -363,8 +363,22 @@ RESET cloacina.history;
 CREATE ROLE history_tenant_like;
 SET ROLE history_tenant_like;
 SELECT pg_temp.try('SET cloacina.history = exceptions') AS non_superuser_sets_history;
+SELECT pg_temp.try('SET cloacina.max_claim_wait = ''1h''') AS non_superuser_sets_claim_wait;
 RESET ROLE;
 DROP ROLE history_tenant_like;
+
+-- A claim that waits for work: a ready task is claimed at once; with none, it returns nothing
+-- once its wait, cut to cloacina.max_claim_wait, is over. A negative wait is an error, and a
+-- transaction with one snapshot cannot wait (it would never see new work).
+SELECT cloacina.execute('single', '{"waited": false}') IS NOT NULL AS started;
+SELECT task, context FROM cloacina.claim('w', ARRAY['single.step'], 5, '30 seconds', '1 hour');
+SET cloacina.max_claim_wait = '20ms';
+SELECT count(*) AS claimed_after_waiting FROM cloacina.claim('w', ARRAY['single.step'], 1, '30 seconds', '1 hour');
+RESET cloacina.max_claim_wait;
+SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 1, '30 seconds', '-1 second')$$);
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT pg_temp.try($$SELECT * FROM cloacina.claim('w', NULL, 1, '30 seconds', '1 second')$$);
+ROLLBACK;
 
 -- cancel everything left so that the tenant can be removed
 SELECT count(*) FILTER (WHERE cloacina.cancel(id)) AS cancelled

@@ -169,6 +169,20 @@ int Connection::backend_pid() const noexcept { return conn_ ? PQbackendPID(conn_
 
 int Connection::socket() const noexcept { return conn_ ? PQsocket(conn_.get()) : -1; }
 
+void Canceller::Deleter::operator()(pg_cancel* handle) const noexcept { PQfreeCancel(handle); }
+
+bool Canceller::cancel() const noexcept {
+    char error[256];
+    return handle_ && PQcancel(handle_.get(), error, sizeof error) == 1;
+}
+
+Canceller Connection::canceller() const {
+    Canceller c;
+    if (conn_) c.handle_.reset(PQgetCancel(conn_.get()));
+    if (!c.handle_) throw BrokenConnection("cannot cancel statements of a closed connection", "08003");
+    return c;
+}
+
 namespace {
 std::string text_or_empty(const char* value) { return value ? value : ""; }
 }  // namespace

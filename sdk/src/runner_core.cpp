@@ -95,7 +95,7 @@ RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_
       pool(options, config.db_pool_size),
       worker_name_(config.worker_name) {
     with_retry(pool, [&](Connection& c) {
-        require_supported_server(c);
+        claims_wait_ = server_version_at_least(require_supported_server(c), 0, 2);
         // notify_channel() raises 3F000 unless current_schema() is a tenant: fail here, not later.
         Result r = c.exec("SELECT current_schema(), cloacina.notify_channel()");
         if (r.rows() != 1 || r.is_null(0, 0))
@@ -108,7 +108,7 @@ RunnerCore::RunnerCore(ConnectionOptions options_in, DefaultRunnerConfig config_
     });
 }
 
-void RunnerCore::require_supported_server(Connection& c) {
+std::string RunnerCore::require_supported_server(Connection& c) {
     std::string server;
     try {
         server = std::string(c.exec("SELECT cloacina.version()").text(0, 0));
@@ -122,6 +122,7 @@ void RunnerCore::require_supported_server(Connection& c) {
             "; this SDK (" CLOACINA_SDK_VERSION ") works with versions " + std::string(kOldestSupportedServer) +
             " to " + std::to_string(CLOACINA_SDK_VERSION_MAJOR) + "." + std::to_string(CLOACINA_SDK_VERSION_MINOR) +
             ": use an SDK of the server's version, or ALTER EXTENSION cloacina UPDATE");
+    return server;
 }
 
 void RunnerCore::log(LogLevel level, std::string_view message) const {

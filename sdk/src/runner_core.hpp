@@ -32,6 +32,8 @@ public:
 
     [[nodiscard]] const std::string& schema() const noexcept { return schema_; }
     [[nodiscard]] const std::string& worker_name() const noexcept { return worker_name_; }
+    /// Whether the server's claim() can wait for work (extension 0.2 and later).
+    [[nodiscard]] bool claims_wait() const noexcept { return claims_wait_; }
     void log(LogLevel level, std::string_view message) const;
     /// Sends `record`, with this runner's tenant and worker name filled in, to the runner's logger
     /// (or the process-wide hook).
@@ -57,11 +59,13 @@ public:
     std::string workflow_of(std::int64_t id) const;
 
 private:
-    /// Throws IncompatibleServer unless the server's cloacina.version() is one this SDK works with.
-    static void require_supported_server(Connection& connection);
+    /// Throws IncompatibleServer unless the server's cloacina.version() is one this SDK works with;
+    /// returns that version.
+    static std::string require_supported_server(Connection& connection);
     WorkflowResult assemble(std::int64_t id, const Result& rows);
     std::string schema_;
     std::string worker_name_;
+    bool claims_wait_ = false;
     mutable std::mutex names_mutex_;
     std::unordered_map<std::int64_t, std::string> workflow_names_;
 };

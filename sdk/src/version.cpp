@@ -28,4 +28,9 @@ bool server_version_supported(std::string_view server_version) noexcept {
     return server.first >= 0 && server >= oldest && server <= sdk;
 }
 
+bool server_version_at_least(std::string_view server_version, int major, int minor) noexcept {
+    const auto server = major_minor(server_version);
+    return server.first >= 0 && server >= std::pair<int, int>{major, minor};
+}
+
 }  // namespace cloacina

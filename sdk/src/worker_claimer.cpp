@@ -20,6 +20,10 @@ namespace {
 constexpr std::string_view kClaimSql =
     "SELECT task_id, execution_id, workflow, task, attempt, fence, context "
     "FROM cloacina.claim($1::text, $2::text[], $3::int, $4::interval)";
+constexpr std::string_view kWaitingClaimSql =
+    "SELECT task_id, execution_id, workflow, task, attempt, fence, context "
+    "FROM cloacina.claim($1::text, $2::text[], $3::int, $4::interval, $5::interval)";
+constexpr std::string_view kQueryCanceled = "57014";
 
 }  // namespace
 
@@ -59,6 +63,10 @@ void Claimer::wake() noexcept {
 
 void Claimer::stop() {
     stop_.request();
+    {
+        std::lock_guard lock(waiting_claim_mutex_);
+        if (waiting_claim_) waiting_claim_->cancel();
+    }
     wake();
     if (thread_.joinable()) thread_.join();
 }
@@ -88,18 +96,41 @@ void Claimer::wait_for_wakeup(Connection& connection, WakeupListener& listener, 
 }
 
 std::vector<ClaimedTask> Claimer::claim(Connection& connection, const std::vector<std::string>& names,
-                                        std::size_t limit) {
+                                        std::size_t limit, std::chrono::milliseconds wait) {
     ++counters_.claim_round_trips;
-    Result r = connection.exec(kClaimSql, {Param(core_.worker_name()), Param(array_literal(names)),
-                                           Param(static_cast<int>(limit)), Param(interval(core_.config.lease))});
+    std::vector<Param> params{Param(core_.worker_name()), Param(array_literal(names)), Param(static_cast<int>(limit)),
+                              Param(interval(core_.config.lease))};
+    std::optional<Result> r;
+    if (wait.count() <= 0) {
+        r = connection.exec(kClaimSql, params);
+    } else {
+        {
+            std::lock_guard lock(waiting_claim_mutex_);
+            if (stop_.requested()) return {};
+            waiting_claim_ = connection.canceller();
+        }
+        params.emplace_back(interval(wait));
+        try {
+            r = connection.exec(kWaitingClaimSql, params);
+        } catch (const SqlError& e) {
+            std::lock_guard lock(waiting_claim_mutex_);
+            waiting_claim_.reset();
+            // stop() cancelled the wait: the claim rolled back, nothing was taken
+            if (stop_.requested() && e.sqlstate() == kQueryCanceled) return {};
+            throw;
+        }
+        std::lock_guard lock(waiting_claim_mutex_);
+        waiting_claim_.reset();
+    }
     std::vector<ClaimedTask> tasks;
-    for (int i = 0; i < r.rows(); ++i) tasks.push_back(claimed_task(r, i));
+    for (int i = 0; i < r->rows(); ++i) tasks.push_back(claimed_task(*r, i));
     return tasks;
 }
 
 void Claimer::loop(Connection& connection, WakeupListener& listener) {
     const auto& cfg = core_.config;
     auto idle_wait = cfg.poll_interval_min;
+    bool wait_in_claim = false;  // the last claim left nothing ready: the next one waits for work
     while (!stop_.requested()) {
         try {
             const auto names = handlers_.names();
@@ -112,13 +143,17 @@ void Claimer::loop(Connection& connection, WakeupListener& listener) {
             }
             std::vector<ClaimedTask> tasks;
             try {
-                if (plan.limit > 0) tasks = claim(connection, names, plan.limit);
+                if (plan.limit > 0)
+                    tasks = claim(connection, names, plan.limit,
+                                  wait_in_claim ? cfg.poll_interval : std::chrono::milliseconds(0));
             } catch (...) {
                 ledger_.accept(tasks, plan.limit);  // gives the reservation back
                 throw;
             }
             ledger_.accept(tasks, plan.limit);
             handle_notifications(listener.consume(connection), ready_hint);
+            const bool claim_waited = wait_in_claim;
+            wait_in_claim = false;
             const bool short_claim = tasks.size() < plan.limit;
             if (!tasks.empty()) {
                 idle_wait = cfg.poll_interval_min;
@@ -133,10 +168,21 @@ void Claimer::loop(Connection& connection, WakeupListener& listener) {
                 idle_wait = cfg.poll_interval_min;
                 continue;
             }
-            // Nothing to claim: wait for a hint, backing off towards poll_interval (the backstop).
+            // Nothing to claim: the next claim waits on the server, where a transaction that makes
+            // tasks ready wakes it, so the wake-up and the claim are one round trip. Not through a
+            // pooler, which the wait would keep from sharing the server connection.
+            const bool server_waits = core_.claims_wait() && !cfg.pooled && plan.limit > 0;
+            if (server_waits && !claim_waited) {
+                wait_in_claim = true;
+                continue;
+            }
+            // Wait here for a hint, backing off towards poll_interval (the backstop); also after a
+            // waiting claim that came back empty, so that a server that cuts waits short
+            // (cloacina.max_claim_wait = 0) is not asked again and again.
             wait_for_wakeup(connection, listener, idle_wait, ready_hint);
             idle_wait = ready_hint ? cfg.poll_interval_min
                                    : std::min<std::chrono::milliseconds>(idle_wait * 2, cfg.poll_interval);
+            wait_in_claim = server_waits && !ready_hint;
         } catch (const BrokenConnection& e) {
             core_.log(LogLevel::Warn, std::string("claimer lost its connection: ") + e.what());
             if (!reconnect(connection, "claimer", core_, counters_, &stop_)) break;

@@ -1,6 +1,8 @@
 // worker_claimer.hpp (private) — the claimer: claims batches of the tasks the worker has handlers
-// for, never more than its free slots (slots.hpp), and sleeps between claims until a slot frees, a
-// 'ready' notification arrives (WakeupListener, listener.hpp) or its poll interval passes.
+// for, never more than its free slots (slots.hpp). With free slots and nothing ready it waits
+// inside the claim, on the server, until work comes or its poll interval passes (not through a
+// pooler, nor on a server of 0.1: there it sleeps until a 'ready' notification arrives,
+// WakeupListener in listener.hpp); with no free slot it sleeps until one frees.
 #pragma once
 
 #include "cloacina/connection.hpp"
@@ -8,6 +10,8 @@
 
 #include <chrono>
 #include <memory>
+#include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -43,7 +47,9 @@ public:
 
 private:
     void loop(Connection& connection, WakeupListener& listener);
-    std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit);
+    /// Claims up to `limit` tasks; when none is ready, waits on the server up to `wait` for one.
+    std::vector<ClaimedTask> claim(Connection& connection, const std::vector<std::string>& names, std::size_t limit,
+                                   std::chrono::milliseconds wait);
     /// Waits up to `timeout` for wake() or a notification; `ready_hint`: worth a claim now.
     void wait_for_wakeup(Connection& connection, WakeupListener& listener, std::chrono::milliseconds timeout,
                          bool& ready_hint);
@@ -55,6 +61,8 @@ private:
     Heartbeater& heartbeater_;
     WorkerCounters& counters_;
     StopSignal stop_;
+    std::mutex waiting_claim_mutex_;
+    std::optional<Canceller> waiting_claim_;  ///< set while a claim waits on the server: stop() cancels it
     int wake_pipe_[2] = {-1, -1};
     std::thread thread_;
 };

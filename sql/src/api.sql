@@ -63,12 +63,12 @@ AS 'MODULE_PATHNAME', 'cloacina_task_results_current' LANGUAGE C STABLE;
 COMMENT ON FUNCTION cloacina.task_results(bigint) IS 'The tasks of a run in topological order, with their outcome';
 
 CREATE FUNCTION cloacina.claim(worker text, task_names text[] DEFAULT NULL, max_tasks int DEFAULT 1,
-                               lease interval DEFAULT '30 seconds')
+                               lease interval DEFAULT '30 seconds', wait interval DEFAULT NULL)
 RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, attempt int,
               fence bigint, context jsonb)
 AS 'MODULE_PATHNAME', 'cloacina_claim_current' LANGUAGE C;
-COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval) IS
-    'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence';
+COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval, interval) IS
+    'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence; when none is ready, waits for one up to wait (at most cloacina.max_claim_wait)';
 
 CREATE FUNCTION cloacina.heartbeat(task_id bigint, fence bigint) RETURNS text
 AS 'MODULE_PATHNAME', 'cloacina_heartbeat_current' LANGUAGE C;

@@ -26,6 +26,7 @@
 
 struct pg_conn;
 struct pg_result;
+struct pg_cancel;
 
 namespace cloacina {
 
@@ -95,6 +96,22 @@ struct ConnectionOptions {
     std::string application_name = "cloacina-sdk";
 };
 
+/// Cancels the statement running on a connection, from any thread (libpq's PQcancel). Made by
+/// Connection::canceller() on the thread that uses the connection; valid while that session lasts.
+class Canceller {
+public:
+    /// Asks the server to cancel the statement in progress, if there is one; false when the
+    /// request could not be sent.
+    bool cancel() const noexcept;
+
+private:
+    friend class Connection;
+    struct Deleter {
+        void operator()(pg_cancel* handle) const noexcept;
+    };
+    std::unique_ptr<pg_cancel, Deleter> handle_;
+};
+
 class Connection {
 public:
     explicit Connection(ConnectionOptions options);
@@ -118,6 +135,8 @@ public:
     void reconnect();
     /// The backend's process id (for diagnostics and tests).
     [[nodiscard]] int backend_pid() const noexcept;
+    /// A Canceller for the statements of the current session; throws BrokenConnection when closed.
+    [[nodiscard]] Canceller canceller() const;
     /// The socket to poll for input (LISTEN), -1 when closed.
     [[nodiscard]] int socket() const noexcept;
     /// Where this connection went (libpq's PQhost, PQport, PQdb): a host name, an address, or a
