@@ -447,6 +447,10 @@ def main():
     md.append(table(["tenants", "1-task p50 ms", "p95", "p99", "p50 / 1 tenant"], rows))
     md.append(f"Idle background-worker CPU: {fmt(d.med('idle_cpu_pct_1'), 2)} % of a core at 1 tenant, "
               f"{fmt(d.med('idle_cpu_pct_n'), 2)} % at {n_tenants:,} tenants.\n")
+    if d.values.get("backend_kib_n"):
+        md.append(f"Memory of one backend after it read the tables of every tenant (`tenant_stats()`): "
+                  f"{fmt(d.med('backend_kib_1') / 1024, 1)} MiB at 1 tenant, "
+                  f"{fmt(d.med('backend_kib_n') / 1024, 1)} MiB at {n_tenants:,} tenants.\n")
 
     md.append("## 7. Fairness\n")
     md.append("Three trickling tenants each start 5 runs/s (`pgbench -R 5`, `bench/sql/trickle.sql`) while a "

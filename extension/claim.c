@@ -11,8 +11,8 @@
  */
 #include "postgres.h"
 
-#include "catalog/pg_type.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
@@ -87,9 +87,10 @@ log_claims(const char *schema, Datum worker, SPITupleTable *claimed, uint64 n)
 
 /*
  * Claims up to "max_tasks" ready tasks of "kind" in "schema" (the tenant path entered) for
- * "worker" with "lease" at time "now"; "task_names" NULL claims any. Called inside SPI: returns the claimed
- * rows (the columns of the claim statement), valid until SPI_finish, and their number in
- * *n_claimed. Every claim goes through here: the SDK's handler tasks and the pool's SQL tasks.
+ * "worker" with "lease" at time "now"; "task_names" NULL claims any. Called inside SPI:
+ * returns the claimed rows (the columns of the claim statement), valid until SPI_finish, and
+ * their number in *n_claimed. Every claim goes through here: the SDK's handler tasks and the
+ * pool's SQL tasks.
  */
 SPITupleTable *
 cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum task_names,

@@ -18,6 +18,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "funcapi.h"
+#include "port/pg_bitutils.h"
 #include "miscadmin.h"
 #include "storage/condition_variable.h"
 #include "storage/ipc.h"
@@ -34,6 +35,13 @@ PG_FUNCTION_INFO_V1(cloacina_wait_current);
 
 #define WAIT_SLOTS 128
 #define SLOT_WORDS (WAIT_SLOTS / 64)
+/*
+ * Many tenant slots: a commit wakes the claims waiting in every tenant of its slot, and with
+ * few slots one tenant's stream of commits would make other tenants' waiting claims look again
+ * and again (a spurious look costs an empty claim statement).
+ */
+#define TENANT_SLOTS 4096
+#define TENANT_SLOT_WORDS (TENANT_SLOTS / 64)
 /* Even with wake-ups, wait() re-reads now and then: a run can also end by COMMIT PREPARED. */
 #define MAX_SLEEP_MS 1000
 #define MAX_POLL_SLEEP_MS 100
@@ -41,7 +49,7 @@ PG_FUNCTION_INFO_V1(cloacina_wait_current);
 typedef struct WaitShared
 {
 	ConditionVariable run_finished[WAIT_SLOTS]; /* by run */
-	ConditionVariable tasks_ready[WAIT_SLOTS];	/* by tenant */
+	ConditionVariable tasks_ready[TENANT_SLOTS];	/* by tenant */
 } WaitShared;
 
 static WaitShared *wait_shared = NULL;
@@ -51,7 +59,7 @@ static WaitShared *wait_shared = NULL;
  * transaction: broadcast at commit.
  */
 static uint64 slots_to_wake[SLOT_WORDS];
-static uint64 tenant_slots_to_wake[SLOT_WORDS];
+static uint64 tenant_slots_to_wake[TENANT_SLOT_WORDS];
 static bool xact_callback_registered = false;
 
 void
@@ -70,10 +78,9 @@ cloacina_wait_shmem_startup(void)
 	if (!found)
 	{
 		for (int i = 0; i < WAIT_SLOTS; i++)
-		{
 			ConditionVariableInit(&wait_shared->run_finished[i]);
+		for (int i = 0; i < TENANT_SLOTS; i++)
 			ConditionVariableInit(&wait_shared->tasks_ready[i]);
-		}
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -87,7 +94,16 @@ slot_of(int64 execution_id)
 static int
 tenant_slot_of(const char *schema)
 {
-	return (int) (hash_bytes((const unsigned char *) schema, strlen(schema)) % WAIT_SLOTS);
+	return (int) (hash_bytes((const unsigned char *) schema, strlen(schema)) % TENANT_SLOTS);
+}
+
+/* Broadcasts the condition variable of every slot marked in "marked" ("words" words). */
+static void
+broadcast_marked(const uint64 *marked, int words, ConditionVariable *slots)
+{
+	for (int w = 0; w < words; w++)
+		for (uint64 bits = marked[w]; bits != 0; bits &= bits - 1)
+			ConditionVariableBroadcast(&slots[w * 64 + pg_rightmost_one_pos64(bits)]);
 }
 
 static void
@@ -95,13 +111,8 @@ wake_waiters_at_commit(XactEvent event, void *arg)
 {
 	if (event == XACT_EVENT_COMMIT && wait_shared != NULL)
 	{
-		for (int i = 0; i < WAIT_SLOTS; i++)
-		{
-			if (slots_to_wake[i / 64] & (UINT64CONST(1) << (i % 64)))
-				ConditionVariableBroadcast(&wait_shared->run_finished[i]);
-			if (tenant_slots_to_wake[i / 64] & (UINT64CONST(1) << (i % 64)))
-				ConditionVariableBroadcast(&wait_shared->tasks_ready[i]);
-		}
+		broadcast_marked(slots_to_wake, SLOT_WORDS, wait_shared->run_finished);
+		broadcast_marked(tenant_slots_to_wake, TENANT_SLOT_WORDS, wait_shared->tasks_ready);
 	}
 	if (event == XACT_EVENT_COMMIT || event == XACT_EVENT_ABORT ||
 		event == XACT_EVENT_PARALLEL_COMMIT || event == XACT_EVENT_PARALLEL_ABORT ||

@@ -25,9 +25,10 @@ std::string with_long_claim_wait(const std::string& url) {
 /// Whether backend `pid` is sleeping in a claim's wait (the condition variable's wait event).
 bool waiting_in_claim(Connection& observer, int pid) {
     return observer
-        .exec("SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active' "
-              "AND wait_event_type = 'Extension')",
-              {Param(pid)})
+        .exec(
+            "SELECT EXISTS (SELECT FROM pg_stat_activity WHERE pid = $1 AND state = 'active' "
+            "AND wait_event_type = 'Extension')",
+            {Param(pid)})
         .boolean(0, 0);
 }
 
@@ -66,8 +67,7 @@ BOOST_FIXTURE_TEST_CASE(a_commit_that_makes_a_task_ready_wakes_the_waiting_claim
     BOOST_REQUIRE(rows.rows() == 1);
     BOOST_TEST(rows.text(0, 0) == "step");
     BOOST_TEST(rows.int64(0, 1) == 1);
-    BOOST_TEST(observer.exec("SELECT status FROM cloacina.execution_status($1)", {Param(run)}).text(0, 0) ==
-               "running");
+    BOOST_TEST(observer.exec("SELECT status FROM cloacina.execution_status($1)", {Param(run)}).text(0, 0) == "running");
     BOOST_TEST(observer
                    .exec("SELECT count(*) FROM " + schema + ".tasks WHERE execution_id = $1 AND status = 'running'",
                          {Param(run)})
@@ -95,10 +95,10 @@ BOOST_FIXTURE_TEST_CASE(a_claim_waiting_for_another_tenant_is_not_taken_from, Fi
     const std::int64_t run = other_tenant.exec("SELECT cloacina.execute('one')").int64(0, 0);
     BOOST_REQUIRE(claimed.wait_for(30s) == std::future_status::ready);
     BOOST_TEST(claimed.get() == 0);
-    BOOST_TEST(other_tenant
-                   .exec("SELECT count(*) FROM " + other + ".tasks WHERE execution_id = $1 AND status = 'ready'",
-                         {Param(run)})
-                   .int64(0, 0) == 1);
+    BOOST_TEST(
+        other_tenant
+            .exec("SELECT count(*) FROM " + other + ".tasks WHERE execution_id = $1 AND status = 'ready'", {Param(run)})
+            .int64(0, 0) == 1);
     other_tenant.exec("SELECT cloacina.cancel($1)", {Param(run)});
 }
 

@@ -109,18 +109,21 @@ std::vector<ClaimedTask> Claimer::claim(Connection& connection, const std::vecto
             if (stop_.requested()) return {};
             waiting_claim_ = connection.canceller();
         }
+        struct Forget {  // whatever the claim's outcome, stop() has nothing left to cancel
+            Claimer& claimer;
+            ~Forget() {
+                std::lock_guard lock(claimer.waiting_claim_mutex_);
+                claimer.waiting_claim_.reset();
+            }
+        } forget{*this};
         params.emplace_back(interval(wait));
         try {
             r = connection.exec(kWaitingClaimSql, params);
         } catch (const SqlError& e) {
-            std::lock_guard lock(waiting_claim_mutex_);
-            waiting_claim_.reset();
             // stop() cancelled the wait: the claim rolled back, nothing was taken
             if (stop_.requested() && e.sqlstate() == kQueryCanceled) return {};
             throw;
         }
-        std::lock_guard lock(waiting_claim_mutex_);
-        waiting_claim_.reset();
     }
     std::vector<ClaimedTask> tasks;
     for (int i = 0; i < r->rows(); ++i) tasks.push_back(claimed_task(*r, i));
