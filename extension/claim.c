@@ -178,6 +178,8 @@ claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 	int64		wait_usecs;
 	TimestampTz deadline;
 	WorkWait	work_wait;
+	Datum		worker;
+	Datum		task_names;
 
 	if (PG_ARGISNULL(2) || PG_GETARG_INT32(2) < 1 || PG_GETARG_INT32(2) > 1000)
 		ereport(ERROR,
@@ -193,6 +195,8 @@ claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 						: DatumGetCString(DirectFunctionCall1(interval_out, PG_GETARG_DATUM(3))))));
 	wait_usecs = claim_wait_usecs(fcinfo);
 	deadline = GetCurrentTimestamp() + wait_usecs;
+	worker = PG_ARGISNULL(0) ? CStringGetTextDatum("") : PG_GETARG_DATUM(0);
+	task_names = PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1);
 
 	InitMaterializedSRF(fcinfo, MAT_SRF_USE_EXPECTED_DESC);
 	SPI_connect();
@@ -201,9 +205,7 @@ claim_handler_tasks(FunctionCallInfo fcinfo, const char *schema)
 	for (;;)
 	{
 		/* in READ COMMITTED each look takes a fresh snapshot */
-		claimed = cloacina_claim_tasks(schema, CLAIM_HANDLER_TASKS,
-									   PG_ARGISNULL(0) ? CStringGetTextDatum("") : PG_GETARG_DATUM(0),
-									   PG_ARGISNULL(1) ? (Datum) 0 : PG_GETARG_DATUM(1),
+		claimed = cloacina_claim_tasks(schema, CLAIM_HANDLER_TASKS, worker, task_names,
 									   PG_GETARG_INT32(2), PG_GETARG_DATUM(3),
 									   wait_usecs > 0 ? GetCurrentTimestamp()
 									   : GetCurrentTransactionStartTimestamp(),
