@@ -34,6 +34,7 @@ int			cloacina_sql_tenant_max_running = -1;
 int			cloacina_worker_lock_timeout_ms = 200;
 int			cloacina_worker_statement_timeout_ms = 30 * 1000;
 int			cloacina_max_claim_wait_ms = 5 * 1000;
+int			cloacina_cached_tenants = 1000;
 
 static char *connection_host = NULL;
 static int	connection_port = 0;
@@ -102,6 +103,12 @@ define_limits(void)
 							"0 makes every claim return at once.",
 							&cloacina_max_claim_wait_ms, 5 * 1000, 0, 3600 * 1000,
 							PGC_SUSET, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.cached_tenants",
+							"Most tenants whose tables one backend keeps in its caches; one more empties them.",
+							"A backend keeps about 115 kB of cache per tenant whose tables it has read "
+							"and never lets it go on its own; 0 means no bound.",
+							&cloacina_cached_tenants, 1000, 0, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 }
 
 /* Settings that any backend may read or set. */

@@ -26,6 +26,7 @@ extern int	cloacina_sql_tenant_max_running;
 extern int	cloacina_worker_lock_timeout_ms;
 extern int	cloacina_worker_statement_timeout_ms;
 extern int	cloacina_max_claim_wait_ms;
+extern int	cloacina_cached_tenants;
 extern int	cloacina_event_log_level;
 
 /* event_log.c */
@@ -103,6 +104,9 @@ extern void cloacina_history_write(const char *schema, History *h);
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);
 extern bool cloacina_citus_installed(void);
+
+/* tenant_caches.c: the caches of a backend that serves many tenants, bounded */
+extern void cloacina_tenant_served(Oid namespace_oid);
 
 /* tenant_path.c: shared by the C functions of the tenant path */
 typedef struct TenantPath

@@ -16,6 +16,7 @@
 #include "access/xact.h"
 #include "catalog/namespace.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -31,6 +32,7 @@
 
 PG_FUNCTION_INFO_V1(cloacina_due);
 PG_FUNCTION_INFO_V1(cloacina_preloaded_fn);
+PG_FUNCTION_INFO_V1(cloacina_scheduler_status);
 
 typedef struct TenantDue
 {
@@ -44,6 +46,8 @@ typedef struct TenantDue
 	int			failed_ticks;	/* ticks in a row that failed: the backoff of
 								 * the next */
 	uint64		last_served;	/* breaks ties between equally loaded tenants */
+	uint64		last_taken;		/* breaks ties between tenants due at the same
+								 * time: the longest untaken first */
 } TenantDue;
 
 typedef struct DueShared
@@ -54,6 +58,7 @@ typedef struct DueShared
 	bool		overflow;		/* an entry did not fit: the scheduler must
 								 * scan everything */
 	uint64		serve_counter;
+	uint64		take_counter;
 	Latch	   *sql_worker_latch[CLOACINA_MAX_SQL_WORKERS];
 	char		sql_worker_tenant[CLOACINA_MAX_SQL_WORKERS][NAMEDATALEN];
 } DueShared;
@@ -123,6 +128,7 @@ entry_for(const char *schema)
 		e->weight = 1;
 		e->failed_ticks = 0;
 		e->last_served = 0;
+		e->last_taken = 0;
 	}
 	return e;
 }
@@ -185,6 +191,13 @@ cloacina_due_push(const char *schema, TimestampTz due, bool sql_ready)
 
 	if (due_shared == NULL || strlen(schema) >= NAMEDATALEN)
 		return;
+
+	/*
+	 * A time in the past means now: an older one (a run_at a tenant chose,
+	 * say) would put the tenant ahead of tenants that have waited longer, as
+	 * the scheduler takes the most overdue first.
+	 */
+	due = Max(due, GetCurrentTimestamp());
 	/* One pending entry per schema and transaction: keep the earliest time. */
 	foreach(lc, pending)
 	{
@@ -267,33 +280,102 @@ cloacina_due_set_scheduler_latch(void)
 	LWLockRelease(due_shared->lock);
 }
 
+/* A due tenant that cloacina_due_take may pick. */
+typedef struct DueCandidate
+{
+	TimestampTz due;
+	uint64		last_taken;
+	TenantDue  *entry;
+} DueCandidate;
+
+/* Whether a is to be ticked before b: due earlier, or at the same time and taken longer ago. */
+static inline bool
+before(const DueCandidate *a, const DueCandidate *b)
+{
+	return a->due < b->due || (a->due == b->due && a->last_taken < b->last_taken);
+}
+
+/* Adds "c" to the heap "heap" of *n candidates, whose top is the one to be ticked last. */
+static void
+heap_push(DueCandidate *heap, int *n, DueCandidate c)
+{
+	int			i = (*n)++;
+
+	while (i > 0 && before(&heap[(i - 1) / 2], &c))
+	{
+		heap[i] = heap[(i - 1) / 2];
+		i = (i - 1) / 2;
+	}
+	heap[i] = c;
+}
+
+/* Replaces the top of the heap "heap" of n candidates, the one to be ticked last, by "c". */
+static void
+heap_replace_top(DueCandidate *heap, int n, DueCandidate c)
+{
+	int			i = 0;
+
+	for (;;)
+	{
+		int			child = 2 * i + 1;
+
+		if (child >= n)
+			break;
+		if (child + 1 < n && before(&heap[child], &heap[child + 1]))
+			child++;
+		if (!before(&c, &heap[child]))
+			break;
+		heap[i] = heap[child];
+		i = child;
+	}
+	heap[i] = c;
+}
+
+static int
+compare_candidates(const void *a, const void *b)
+{
+	return before(a, b) ? -1 : before(b, a) ? 1 : 0;
+}
+
 /*
- * Copies into "schemas" the tenants due at "now" (all of them after an overflow) and marks them
- * not due: the tick that follows sets their next time, and anything a backend pushes meanwhile
- * is kept because it can only make the time earlier. Returns how many were taken.
+ * Copies into "schemas" the tenants due at "now", the most overdue first, at most max_schemas of
+ * them, and marks them not due: the tick that follows sets their next time, and anything a
+ * backend pushes meanwhile is kept because it can only make the time earlier. Returns how many
+ * were taken. Most overdue first, and of those due at the same time the one taken longest ago,
+ * not in the table's order: when more tenants are due than the scheduler can tick before they
+ * are due again, every tenant still has its turn (in table order the same tenants were taken
+ * every time and the others never: regress/t/007_overdue_first.pl).
  */
 int
 cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int max_schemas)
 {
 	HASH_SEQ_STATUS seq;
 	TenantDue  *e;
+	DueCandidate *picked = palloc(sizeof(DueCandidate) * max_schemas);
 	int			n = 0;
 
 	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, due_table);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
+		DueCandidate c = {e->due, e->last_taken, e};
+
 		if (e->due > now)
 			continue;
-		if (n == max_schemas)
-		{
-			hash_seq_term(&seq);
-			break;
-		}
-		strlcpy(schemas[n++], e->schema, NAMEDATALEN);
-		e->due = DT_NOEND;
+		if (n < max_schemas)
+			heap_push(picked, &n, c);
+		else if (before(&c, &picked[0]))
+			heap_replace_top(picked, n, c);
+	}
+	qsort(picked, n, sizeof(DueCandidate), compare_candidates);
+	for (int i = 0; i < n; i++)
+	{
+		strlcpy(schemas[i], picked[i].entry->schema, NAMEDATALEN);
+		picked[i].entry->due = DT_NOEND;
+		picked[i].entry->last_taken = ++due_shared->take_counter;
 	}
 	LWLockRelease(due_shared->lock);
+	pfree(picked);
 	return n;
 }
 
@@ -303,6 +385,8 @@ cloacina_due_after_tick(const char *schema, TimestampTz next_due, bool sql_ready
 {
 	TenantDue  *e;
 
+	/* A time in the past means now, as in cloacina_due_push. */
+	next_due = Max(next_due, GetCurrentTimestamp());
 	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
 	e = entry_for(schema);
 	if (e != NULL)
@@ -474,4 +558,51 @@ cloacina_due_release_sql_tenant(int worker, bool maybe_more)
 		schema[0] = '\0';
 	}
 	LWLockRelease(due_shared->lock);
+}
+
+/*
+ * cloacina.scheduler_status(): the tenants the scheduler tracks, how many are due now (waiting
+ * for their tick) and how long the most overdue has waited. A due count that stays high and a
+ * wait of more than a few seconds say the scheduler cannot keep up.
+ */
+Datum
+cloacina_scheduler_status(PG_FUNCTION_ARGS)
+{
+	TupleDesc	desc;
+	HASH_SEQ_STATUS seq;
+	TenantDue  *e;
+	int			tracked = 0;
+	int			due = 0;
+	TimestampTz oldest = DT_NOEND;
+	TimestampTz now = GetCurrentTimestamp();
+	Datum		values[3];
+	bool		nulls[3] = {false, false, false};
+
+	if (due_shared == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cloacina's scheduler is not running: cloacina is not in shared_preload_libraries")));
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "cloacina.scheduler_status must return a record");
+
+	LWLockAcquire(due_shared->lock, LW_SHARED);
+	hash_seq_init(&seq, due_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		tracked++;
+		if (e->due <= now)
+		{
+			due++;
+			oldest = Min(oldest, e->due);
+		}
+	}
+	LWLockRelease(due_shared->lock);
+
+	values[0] = Int32GetDatum(tracked);
+	values[1] = Int32GetDatum(due);
+	if (due > 0)
+		values[2] = Float8GetDatum((double) (now - oldest) / USECS_PER_SEC);
+	else
+		nulls[2] = true;
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(BlessTupleDesc(desc), values, nulls)));
 }

@@ -99,7 +99,8 @@ is_tenant_schema(const char *schema, Oid namespace_oid)
 /*
  * The one tenant check: "schema" must be a tenant (SQLSTATE 3F000 otherwise, with the hint
  * that names the way in) that the caller may use (refused as PostgreSQL refuses it, before any
- * of its tables is touched). Returns the schema's oid.
+ * of its tables is touched), and counted for the bound on this backend's caches
+ * (tenant_caches.c). Returns the schema's oid.
  */
 Oid
 cloacina_require_tenant(const char *schema)
@@ -118,6 +119,7 @@ cloacina_require_tenant(const char *schema)
 	if (pg_namespace_aclcheck(namespace_oid, GetUserId(), ACL_USAGE) != ACLCHECK_OK)
 #endif
 		aclcheck_error(ACLCHECK_NO_PRIV, OBJECT_SCHEMA, schema);
+	cloacina_tenant_served(namespace_oid);
 	return namespace_oid;
 }
 

@@ -808,15 +808,18 @@ $$;
 -- run and advances next_run_at in the caller's transaction; the unique key makes a slot fire at
 -- most once. Slots missed while the scheduler was not running ("startup") or by more than five
 -- seconds are catch-up slots: "skip" drops them (the next future slot fires), "run_all" fires
--- each of them once, at most max_catchup per schedule. With overlap "skip", a slot whose
--- schedule's previous run is unfinished does not fire. A suspended tenant fires nothing. Each
--- fire and skip is logged at cloacina.event_log_level.
+-- each of them once, at most max_catchup per schedule. Except at startup, the latest slot due
+-- fires however late the tick (a busy scheduler reaches thousands of tenants due at the same
+-- second one after the other: "skip" drops backlogs, not the slot that is due now). With
+-- overlap "skip", a slot whose schedule's previous run is unfinished does not fire. A
+-- suspended tenant fires nothing. Each fire and skip is logged at cloacina.event_log_level.
 CREATE OR REPLACE FUNCTION cloacina._fire_schedules(s text, startup boolean, max_catchup int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     grace constant interval := interval '5 seconds';
     sc record;
     slot timestamptz;
+    next_slot timestamptz;
     fired int := 0;
     n int;
     eid bigint;
@@ -832,6 +835,7 @@ BEGIN
         slot := sc.next_run_at;
         n := 0;
         WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
+            next_slot := cloacina._cron_next(sc.spec, sc.timezone, slot);
             busy_run := NULL;
             IF to_jsonb(sc) ->> 'overlap' = 'skip' THEN  -- (no such column before layout 2)
                 EXECUTE format($q$SELECT e.id FROM (SELECT execution_id FROM %1$I.schedule_fires
@@ -843,7 +847,8 @@ BEGIN
             IF busy_run IS NOT NULL THEN
                 PERFORM cloacina._log_event(s, format('schedule %s skipped slot %s: its run %s is unfinished',
                                                       quote_literal(sc.name), slot, busy_run));
-            ELSIF sc.catchup = 'run_all' OR NOT (startup OR now() - slot > grace) THEN
+            ELSIF sc.catchup = 'run_all'
+                  OR NOT startup AND (now() - slot <= grace OR next_slot IS NULL OR next_slot > now()) THEN
                 EXECUTE format('INSERT INTO %I.schedule_fires (schedule_id, slot, execution_id) VALUES ($1, $2, 0) '
                                'ON CONFLICT DO NOTHING RETURNING true', s) INTO inserted USING sc.id, slot;
                 IF inserted THEN
@@ -857,7 +862,7 @@ BEGIN
                     n := n + 1;
                 END IF;
             END IF;
-            slot := cloacina._cron_next(sc.spec, sc.timezone, slot);
+            slot := next_slot;
         END LOOP;
         IF slot IS NOT NULL AND slot <= now() THEN
             -- run_all hit its cap: the rest of the backlog is dropped, continue from now
@@ -1422,3 +1427,14 @@ RETURNS TABLE(task_id bigint, execution_id bigint, workflow text, task text, att
 AS 'MODULE_PATHNAME', 'cloacina_claim_current' LANGUAGE C;
 COMMENT ON FUNCTION cloacina.claim(text, text[], int, interval, interval) IS
     'Claims up to max_tasks ready handler tasks (by task id or workflow.task) with a lease and a new fence; when none is ready, waits for one up to wait (at most cloacina.max_claim_wait)';
+
+-- What the background worker's scheduler is behind on (extension/due.c): the tenants it tracks,
+-- those due now and waiting for their tick, and how long the most overdue has waited (NULL when
+-- none is due). Admins only: it counts every tenant.
+CREATE FUNCTION cloacina.scheduler_status(OUT tracked_tenants int, OUT due_tenants int,
+                                          OUT oldest_due_seconds double precision)
+    AS 'MODULE_PATHNAME', 'cloacina_scheduler_status' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cloacina.scheduler_status() IS
+    'The tenants the scheduler tracks, how many are due now and how long the most overdue has waited: a wait of more than a few seconds says it cannot keep up';
+REVOKE ALL ON FUNCTION cloacina.scheduler_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cloacina.scheduler_status() TO cloacina_admin;

@@ -69,6 +69,16 @@ SELECT pg_temp.try($$SELECT cloacina.schedule('bad', 'nightly', '* * * * *', 'UT
 SELECT pg_temp.try($$SELECT cloacina.schedule('bad name', 'nightly', '* * * * *')$$);
 SELECT pg_temp.try($$SELECT cloacina.schedule('never', 'nightly', '0 0 30 2 *')$$);
 SELECT count(*) AS schedules FROM tenant_cron.schedules;
+-- A tick that comes late (a busy scheduler) still fires the latest slot due; "skip" drops only
+-- the older ones. At startup (the scheduler was not running) it fires none of them.
+SELECT cloacina.schedule('hourly', 'nightly', '0 * * * *') IS NOT NULL AS scheduled;
+UPDATE tenant_cron.schedules SET next_run_at = date_trunc('hour', now()) - interval '2 hours' WHERE name = 'hourly';
+SELECT cloacina._fire_schedules('tenant_cron', true) AS fired_at_startup;
+UPDATE tenant_cron.schedules SET next_run_at = date_trunc('hour', now()) - interval '2 hours' WHERE name = 'hourly';
+SELECT cloacina._fire_schedules('tenant_cron', false) AS fired_late;
+SELECT f.slot = date_trunc('hour', now()) AS latest_slot, s.next_run_at > now() AS next_in_future
+  FROM tenant_cron.schedule_fires f JOIN tenant_cron.schedules s ON s.id = f.schedule_id WHERE s.name = 'hourly';
+SELECT cloacina.unschedule('hourly') AS removed_hourly;
 SELECT cloacina.unschedule('nightly-report') AS removed, cloacina.unschedule('nightly-report') AS removed_again;
 RESET search_path;
-SELECT cloacina.remove_tenant('tenant_cron');
+SELECT cloacina.remove_tenant('tenant_cron', cancel_unfinished => true);

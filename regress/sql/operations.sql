@@ -162,6 +162,13 @@ RESET ROLE;
 CREATE ROLE ops_admin LOGIN IN ROLE cloacina_admin;
 SET ROLE ops_admin;
 SELECT schema_name, ready_tasks, active_runs FROM cloacina.tenant_stats() WHERE schema_name LIKE 'tenant_ops%' ORDER BY 1;
+-- The scheduler's backlog: every tenant is tracked; an admin sees it, a tenant does not.
+SELECT tracked_tenants >= 2 AS tracks_tenants, due_tenants >= 0 AS due_counted,
+       (oldest_due_seconds IS NULL) = (due_tenants = 0) AS wait_only_when_due
+  FROM cloacina.scheduler_status();
+RESET ROLE;
+SET ROLE ops_user;
+SELECT pg_temp.try('SELECT * FROM cloacina.scheduler_status()') AS tenant_scheduler_status;
 RESET ROLE;
 DROP ROLE ops_admin;
 
@@ -189,6 +196,22 @@ SET search_path = tenant_ops;
 SELECT pg_temp.try($$SELECT * FROM cloacina.schedules$$) AS old_layout;
 RESET search_path;
 UPDATE cloacina.tenant SET layout_version = cloacina._tenant_layout() WHERE schema_name = 'tenant_ops';
+
+-- A backend's caches keep the tables of at most cloacina.cached_tenants tenants (each holds
+-- 11 indexes): reading 40 tenants with a bound of 5 keeps few, without a bound all of them.
+SELECT count(*) AS probe_tenants FROM generate_series(1, 40) g, cloacina.create_tenant('cache_probe_' || g);
+SET cloacina.cached_tenants = 5;
+SELECT count(*) AS read FROM cloacina.tenant_stats() WHERE schema_name LIKE 'cache_probe%';
+SELECT count(*) < 200 AS bounded FROM pg_backend_memory_contexts WHERE name = 'index info';
+SET cloacina.cached_tenants = 0;
+SELECT count(*) AS read FROM cloacina.tenant_stats() WHERE schema_name LIKE 'cache_probe%';
+SELECT count(*) >= 440 AS unbounded FROM pg_backend_memory_contexts WHERE name = 'index info';
+RESET cloacina.cached_tenants;
+SELECT count(*) AS removed FROM generate_series(1, 40) g, cloacina.remove_tenant('cache_probe_' || g);
+-- A tenant cannot lift the bound for its own sessions.
+SET ROLE ops_user;
+SELECT pg_temp.try('SET cloacina.cached_tenants = 0') AS tenant_sets_cached_tenants;
+RESET ROLE;
 
 SELECT cloacina.remove_tenant('tenant_ops', cancel_unfinished => true);
 SELECT cloacina.remove_tenant('tenant_ops_other');

@@ -81,14 +81,16 @@ my $queries_file = $ENV{CLOACINA_EXPORTER_QUERIES}
   or BAIL_OUT('CLOACINA_EXPORTER_QUERIES is not set: it must name docs/monitoring/postgres_exporter.yaml (scripts/test exports it)');
 my $queries = slurp_file($queries_file);
 my %query = $queries =~ /^(\w+):\n  query: \|\n((?:    .*\n)+)/mg;
-is(scalar(keys %query), 2, 'the exporter file has its two queries');
-for my $name (sort keys %query) {
+is(scalar(keys %query), 3, 'the exporter file has its three queries');
+for my $name (grep { $_ ne 'cloacina_scheduler' } sort keys %query) {
     my $rows = $node->safe_psql('postgres', "SET ROLE exporter; SELECT count(*) FROM ($query{$name}) q WHERE schema_name = 'ops'");
     cmp_ok($rows, '>=', 1, "exporter query $name runs and shows the tenant");
 }
+is($node->safe_psql('postgres', "SET ROLE exporter; SELECT tracked_tenants >= 1 AND due_tenants >= 0 AND oldest_due_seconds >= 0 FROM ($query{cloacina_scheduler}) q"),
+   't', 'exporter query cloacina_scheduler runs and counts the tenant');
 SKIP: {
     my $exporter = '/usr/bin/prometheus-postgres-exporter';
-    skip 'postgres_exporter is not installed', 2 unless -x $exporter;
+    skip 'postgres_exporter is not installed', 3 unless -x $exporter;
     my $port = PostgreSQL::Test::Cluster::get_free_port();
     my $dsn = sprintf('host=%s port=%d user=exporter dbname=postgres sslmode=disable', $node->host, $node->port);
     my $h = IPC::Run::start([ $exporter, '--disable-default-metrics', '--disable-settings-metrics',
@@ -108,6 +110,7 @@ SKIP: {
     like($body, qr/^cloacina_workflow_completed_runs\{.*schema_name="ops".*workflow="slow".*\} [1-9]/m,
          'postgres_exporter serves the workflow figures')
       or diag("exporter stderr: $err");
+    like($body, qr/^cloacina_scheduler_tracked_tenants(\{.*\})? [1-9]/m, 'postgres_exporter serves the scheduler figures');
 }
 
 $node->stop;

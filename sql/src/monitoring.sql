@@ -106,6 +106,17 @@ $$;
 COMMENT ON FUNCTION cloacina.workflow_stats(interval) IS
     'tenant_stats() per workflow: one row per workflow of every tenant the caller may see';
 
+-- What the background worker's scheduler is behind on (extension/due.c): the tenants it tracks,
+-- those due now and waiting for their tick, and how long the most overdue has waited (NULL when
+-- none is due). Admins only: it counts every tenant.
+CREATE FUNCTION cloacina.scheduler_status(OUT tracked_tenants int, OUT due_tenants int,
+                                          OUT oldest_due_seconds double precision)
+    AS 'MODULE_PATHNAME', 'cloacina_scheduler_status' LANGUAGE C VOLATILE;
+COMMENT ON FUNCTION cloacina.scheduler_status() IS
+    'The tenants the scheduler tracks, how many are due now and how long the most overdue has waited: a wait of more than a few seconds says it cannot keep up';
+REVOKE ALL ON FUNCTION cloacina.scheduler_status() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cloacina.scheduler_status() TO cloacina_admin;
+
 -- Graphviz DOT. Task and workflow names are identifiers (letters, digits, "_", "-"), so they
 -- need no escaping inside quotes.
 CREATE FUNCTION cloacina._dot_graph(title text, nodes text[], edges text[]) RETURNS text
