@@ -20,6 +20,7 @@
 #   j. a dense DAG of 400 tasks (each depends on all earlier ones)
 #   k. SQL tasks of A that catch the cancel of their timeout and carry on (their workers end
 #      themselves and start again)
+#   l. 10,000 schedules of A firing every second (each tick of A fires or skips 100 at most)
 # After each attack the server must not have restarted and no backend may have been killed.
 # Prints "availability: N attacks, S stalls, worst B figure X × unloaded": S counts the attacks
 # during which a bound of B was missed or the server restarted, X is the worst ratio of B's SQL
@@ -601,6 +602,21 @@ attack('i. advisory locks on create_tenant\'s and B\'s idempotency keys', sub {
     session_close($b);
     return $a;
 }, sub { session_close($_[0]) });
+
+attack('l. 10,000 every-second schedules of A', sub {
+    my $a = session_open('a_user');
+    # overlap skip: after its first run each schedule skips (and logs) every slot, the most
+    # work a slot costs the scheduler without a run
+    my $r = session_query($a, q{DO $$ BEGIN FOR i IN 1 .. 10000 LOOP
+        PERFORM cloacina.schedule('flood_' || i, 'wf', '* * * * * *', overlap => 'skip');
+        END LOOP; END $$}, 120);
+    ok($r->{ok}, 'l: A made 10,000 schedules firing every second') or diag($r->{error});
+    return $a;
+}, sub {
+    my ($a) = @_;
+    session_query($a, q{DELETE FROM a.schedules WHERE name LIKE 'flood\_%'}, 60);
+    session_close($a);
+});
 
 attack('j. a dense DAG of 400 tasks', sub {
     my @tasks = map { my $i = $_; sprintf('{"id": "t%d", "dependencies": [%s]}', $i, join(', ', map { qq("t$_") } 0 .. $i - 1)) } 0 .. 399;

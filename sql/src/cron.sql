@@ -289,12 +289,16 @@ $$;
 -- each of them once, at most max_catchup per schedule. Except at startup, the latest slot due
 -- fires however late the tick (a busy scheduler reaches thousands of tenants due at the same
 -- second one after the other: "skip" drops backlogs, not the slot that is due now). With
--- overlap "skip", a slot whose schedule's previous run is unfinished does not fire. A
+-- overlap "skip", a slot whose schedule's previous run is unfinished does not fire. Except at
+-- startup, one call looks at per_tick schedules at most and stops once it fired per_tick slots:
+-- the schedules left are still due, so the scheduler comes back to them after the tenants that
+-- waited longer (a tenant with thousands of schedules cannot hold the scheduler for long). A
 -- suspended tenant fires nothing. Each fire and skip is logged at cloacina.event_log_level.
 CREATE FUNCTION cloacina._fire_schedules(s text, startup boolean, max_catchup int DEFAULT 100) RETURNS int
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     grace constant interval := interval '5 seconds';
+    per_tick constant int := 100;
     sc record;
     slot timestamptz;
     next_slot timestamptz;
@@ -309,7 +313,9 @@ BEGIN
     IF st <> 'active' THEN
         RETURN 0;
     END IF;
-    FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at FOR UPDATE SKIP LOCKED', s) LOOP
+    FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED', s)
+              USING CASE WHEN NOT startup THEN per_tick END LOOP
+        EXIT WHEN NOT startup AND fired >= per_tick;
         slot := sc.next_run_at;
         n := 0;
         WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
