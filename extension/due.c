@@ -17,6 +17,7 @@
 #include "catalog/namespace.h"
 #include "fmgr.h"
 #include "funcapi.h"
+#include "lib/binaryheap.h"
 #include "miscadmin.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
@@ -46,8 +47,6 @@ typedef struct TenantDue
 	int			failed_ticks;	/* ticks in a row that failed: the backoff of
 								 * the next */
 	uint64		last_served;	/* breaks ties between equally loaded tenants */
-	uint64		last_taken;		/* breaks ties between tenants due at the same
-								 * time: the longest untaken first */
 } TenantDue;
 
 typedef struct DueShared
@@ -58,7 +57,6 @@ typedef struct DueShared
 	bool		overflow;		/* an entry did not fit: the scheduler must
 								 * scan everything */
 	uint64		serve_counter;
-	uint64		take_counter;
 	Latch	   *sql_worker_latch[CLOACINA_MAX_SQL_WORKERS];
 	char		sql_worker_tenant[CLOACINA_MAX_SQL_WORKERS][NAMEDATALEN];
 } DueShared;
@@ -128,7 +126,6 @@ entry_for(const char *schema)
 		e->weight = 1;
 		e->failed_ticks = 0;
 		e->last_served = 0;
-		e->last_taken = 0;
 	}
 	return e;
 }
@@ -280,102 +277,54 @@ cloacina_due_set_scheduler_latch(void)
 	LWLockRelease(due_shared->lock);
 }
 
-/* A due tenant that cloacina_due_take may pick. */
-typedef struct DueCandidate
-{
-	TimestampTz due;
-	uint64		last_taken;
-	TenantDue  *entry;
-} DueCandidate;
-
-/* Whether a is to be ticked before b: due earlier, or at the same time and taken longer ago. */
-static inline bool
-before(const DueCandidate *a, const DueCandidate *b)
-{
-	return a->due < b->due || (a->due == b->due && a->last_taken < b->last_taken);
-}
-
-/* Adds "c" to the heap "heap" of *n candidates, whose top is the one to be ticked last. */
-static void
-heap_push(DueCandidate *heap, int *n, DueCandidate c)
-{
-	int			i = (*n)++;
-
-	while (i > 0 && before(&heap[(i - 1) / 2], &c))
-	{
-		heap[i] = heap[(i - 1) / 2];
-		i = (i - 1) / 2;
-	}
-	heap[i] = c;
-}
-
-/* Replaces the top of the heap "heap" of n candidates, the one to be ticked last, by "c". */
-static void
-heap_replace_top(DueCandidate *heap, int n, DueCandidate c)
-{
-	int			i = 0;
-
-	for (;;)
-	{
-		int			child = 2 * i + 1;
-
-		if (child >= n)
-			break;
-		if (child + 1 < n && before(&heap[child], &heap[child + 1]))
-			child++;
-		if (!before(&c, &heap[child]))
-			break;
-		heap[i] = heap[child];
-		i = child;
-	}
-	heap[i] = c;
-}
-
+/* Orders the binary heap of cloacina_due_take: the tenant due last on top. */
 static int
-compare_candidates(const void *a, const void *b)
+compare_due(Datum a, Datum b, void *arg)
 {
-	return before(a, b) ? -1 : before(b, a) ? 1 : 0;
+	TimestampTz x = ((TenantDue *) DatumGetPointer(a))->due;
+	TimestampTz y = ((TenantDue *) DatumGetPointer(b))->due;
+
+	return (x > y) - (x < y);
 }
 
 /*
  * Copies into "schemas" the tenants due at "now", the most overdue first, at most max_schemas of
  * them, and marks them not due: the tick that follows sets their next time, and anything a
  * backend pushes meanwhile is kept because it can only make the time earlier. Returns how many
- * were taken. Most overdue first, and of those due at the same time the one taken longest ago,
- * not in the table's order: when more tenants are due than the scheduler can tick before they
- * are due again, every tenant still has its turn (in table order the same tenants were taken
- * every time and the others never: regress/t/007_overdue_first.pl).
+ * were taken. Most overdue first, not in the table's order: when more tenants are due than the
+ * scheduler can tick before they are due again, every tenant still has its turn (in table order
+ * the same tenants were taken every time and the others never: regress/t/007_overdue_first.pl).
+ * A heap of max_schemas keeps the most overdue in one pass over the table.
  */
 int
 cloacina_due_take(TimestampTz now, char (*schemas)[NAMEDATALEN], int max_schemas)
 {
 	HASH_SEQ_STATUS seq;
 	TenantDue  *e;
-	DueCandidate *picked = palloc(sizeof(DueCandidate) * max_schemas);
-	int			n = 0;
+	binaryheap *picked = binaryheap_allocate(max_schemas, compare_due, NULL);
+	int			n;
 
 	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
 	hash_seq_init(&seq, due_table);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{
-		DueCandidate c = {e->due, e->last_taken, e};
-
 		if (e->due > now)
 			continue;
-		if (n < max_schemas)
-			heap_push(picked, &n, c);
-		else if (before(&c, &picked[0]))
-			heap_replace_top(picked, n, c);
+		if (picked->bh_size < max_schemas)
+			binaryheap_add(picked, PointerGetDatum(e));
+		else if (e->due < ((TenantDue *) DatumGetPointer(binaryheap_first(picked)))->due)
+			binaryheap_replace_first(picked, PointerGetDatum(e));
 	}
-	qsort(picked, n, sizeof(DueCandidate), compare_candidates);
-	for (int i = 0; i < n; i++)
+	/* the heap yields the tenant due last first: fill from the end */
+	n = picked->bh_size;
+	for (int i = n - 1; i >= 0; i--)
 	{
-		strlcpy(schemas[i], picked[i].entry->schema, NAMEDATALEN);
-		picked[i].entry->due = DT_NOEND;
-		picked[i].entry->last_taken = ++due_shared->take_counter;
+		e = (TenantDue *) DatumGetPointer(binaryheap_remove_first(picked));
+		strlcpy(schemas[i], e->schema, NAMEDATALEN);
+		e->due = DT_NOEND;
 	}
 	LWLockRelease(due_shared->lock);
-	pfree(picked);
+	binaryheap_free(picked);
 	return n;
 }
 
