@@ -6,9 +6,10 @@
 //                           [--series FILE]
 //       submits N runs (execute_batch, timed apart), then starts R runners sharing C handler
 //       threads and measures how fast they drain the queue; FILE gets "second<TAB>tasks" lines.
-//   cloacina_bench latency --url URL --schema S --workflow one|chain3 --runs N --out FILE
+//   cloacina_bench latency --url URL --schema S --workflow one|chain3 --runs N --out FILE [--starts FILE2]
 //       N sequential execute -> result round trips with idle workers waiting; FILE gets one
-//       latency (microseconds) per line.
+//       latency (microseconds) per line, FILE2 the time from execute to the first handler's start
+//       (the interval graphile-worker's latency test measures: add -> start).
 //   cloacina_bench raw-latency --url URL --runs N --out FILE
 //       the floor of that round trip for any PostgreSQL queue: a client inserts a job and
 //       commits (NOTIFY), a worker woken by it claims the job and commits, completes it and
@@ -41,8 +42,15 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-// The benchmark workflows: no-op handlers, so that only the engine is measured.
-void no_op(Context&) {}
+// When the first handler since the latency driver last reset it to 0 started (Clock ticks).
+std::atomic<Clock::rep> first_handler_start{0};
+
+// The benchmark workflows: no-op handlers, so that only the engine is measured. Each notes its
+// start for the latency driver (one compare-and-swap).
+void no_op(Context&) {
+    Clock::rep unset = 0;
+    first_handler_start.compare_exchange_strong(unset, Clock::now().time_since_epoch().count());
+}
 
 const WorkflowRegistration bench_one = Workflow::builder("bench_one").task(Task("t").handler(no_op));
 
@@ -209,16 +217,25 @@ int latency(const Args& args) {
     // Warm up connections and plans, then let the workers go idle (waiting on LISTEN).
     for (int i = 0; i < 20; ++i) (void)client.execute(workflow, Context());
     std::this_thread::sleep_for(std::chrono::milliseconds(300));
-    std::vector<double> micros;
+    std::vector<double> micros, start_micros;
     micros.reserve(static_cast<std::size_t>(runs));
+    start_micros.reserve(static_cast<std::size_t>(runs));
     for (long i = 0; i < runs; ++i) {
+        first_handler_start = 0;
         const auto start = Clock::now();
         const WorkflowResult result = client.execute(workflow, Context());
         micros.push_back(std::chrono::duration<double, std::micro>(Clock::now() - start).count());
         if (result.status != WorkflowStatus::Completed) throw std::runtime_error("a run did not complete");
+        if (first_handler_start.load() == 0) throw std::runtime_error("a run completed without its handler");
+        const Clock::time_point started{Clock::duration{first_handler_start.load()}};
+        start_micros.push_back(std::chrono::duration<double, std::micro>(started - start).count());
     }
     std::ofstream out(args.get("out"));
     for (double m : micros) out << m << '\n';
+    if (args.values.count("starts")) {
+        std::ofstream starts(args.get("starts"));
+        for (double m : start_micros) starts << m << '\n';
+    }
     client.shutdown();
     worker.shutdown();
     std::sort(micros.begin(), micros.end());
