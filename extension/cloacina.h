@@ -195,6 +195,7 @@ extern void cloacina_read_run_status(const char *schema, Datum execution_id, boo
 extern void cloacina_unit_settings(void);
 extern void cloacina_unit_arm_timeout(void);
 extern void cloacina_unit_begin(const char *activity);
+extern void cloacina_unit_begin_block(const char *activity);
 extern void cloacina_unit_commit(void);
 extern void cloacina_unit_abandon(void);
 extern void cloacina_unit_recover(MemoryContext scratch);

@@ -326,13 +326,37 @@ record_outcome(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome
 	return accepted;
 }
 
+/*
+ * record_outcome in transaction 2, as the role the task's SQL ran as: on Citus a transaction
+ * may not write the tenant's shards as two users (the task's writes and the outcome are one
+ * remote transaction), and the role has every right the outcome needs (the tenant API runs as
+ * it). A tenant without a role ran no SQL.
+ */
+static bool
+record_outcome_as_tenant(const char *schema, ClaimedSqlTask *task, SqlTaskOutcome *outcome)
+{
+	Oid			saved_user;
+	int			saved_sec_context;
+	bool		accepted;
+
+	if (task->role_name == NULL)
+		return record_outcome(schema, task, outcome);
+	GetUserIdAndSecContext(&saved_user, &saved_sec_context);
+	SetUserIdAndSecContext(get_role_oid(task->role_name, false),
+						   saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	/* if it fails, the unit's abort restores the user */
+	accepted = record_outcome(schema, task, outcome);
+	SetUserIdAndSecContext(saved_user, saved_sec_context);
+	return accepted;
+}
+
 /* Transaction 1: claims a task and fills the worker's slot before the claim commits. */
 static bool
 claim_task(const char *schema, const char *worker_name, ClaimedSqlTask *task, MemoryContext keep)
 {
 	bool		found;
 
-	cloacina_unit_begin(psprintf("cloacina: claiming a SQL task of tenant %s", schema));
+	cloacina_unit_begin_block(psprintf("cloacina: claiming a SQL task of tenant %s", schema));
 	found = claim_one(schema, worker_name, task, keep);
 	if (found)
 		cloacina_sqlslot_fill(my_worker, schema, task->task_id, task->execution_id);
@@ -353,7 +377,7 @@ record_failure(const char *schema, ClaimedSqlTask *task, const char *why, Memory
 	outcome.error = psprintf("the worker could not record the attempt: %s", why);
 	PG_TRY();
 	{
-		cloacina_unit_begin(psprintf("cloacina: recording a failed SQL task of tenant %s", schema));
+		cloacina_unit_begin_block(psprintf("cloacina: recording a failed SQL task of tenant %s", schema));
 		(void) record_outcome(schema, task, &outcome);
 		cloacina_unit_commit();
 	}
@@ -372,12 +396,12 @@ run_task(const char *schema, ClaimedSqlTask *task, MemoryContext scratch)
 	{
 		SqlTaskOutcome outcome;
 
-		cloacina_unit_begin(psprintf("cloacina: SQL task " INT64_FORMAT " of tenant %s",
-									 task->task_id, schema));
+		cloacina_unit_begin_block(psprintf("cloacina: SQL task " INT64_FORMAT " of tenant %s",
+										   task->task_id, schema));
 		outcome = run_as_tenant(schema, task);
 		cloacina_unit_arm_timeout();
 		release_session_locks();
-		if (record_outcome(schema, task, &outcome))
+		if (record_outcome_as_tenant(schema, task, &outcome))
 		{
 			if (!outcome.ok)
 				cloacina_log_event(schema, psprintf("SQL task " INT64_FORMAT " of run " INT64_FORMAT " failed: %s",

@@ -166,7 +166,8 @@ my $seeded = make_tenant('dist', 'dist_user', q{
     SELECT count(cloacina.register_workflow(d::jsonb)) FROM unnest(ARRAY[
         '{"name": "chain", "tasks": [{"id": "a"}, {"id": "b", "dependencies": ["a"]}]}',
         '{"name": "flaky", "tasks": [{"id": "f", "retry": {"attempts": 3, "delay_ms": 0}}]}',
-        '{"name": "sqlwf", "tasks": [{"id": "q", "kind": "sql", "sql": "SELECT jsonb_build_object(''n'', 42)"}]}',
+        '{"name": "sqlwf", "tasks": [{"id": "q", "kind": "sql",
+          "sql": "INSERT INTO sql_task_log VALUES ($2, 42); SELECT jsonb_build_object(''n'', n) FROM sql_task_log WHERE run = $2"}]}',
         '{"name": "lost", "tasks": [{"id": "t", "retry": {"attempts": 2, "delay_ms": 0}}]}',
         '{"name": "tick", "tasks": [{"id": "noop"}]}']) d;
     SELECT cloacina.execute('chain') FROM generate_series(1, 3);
@@ -176,6 +177,9 @@ my $seeded = make_tenant('dist', 'dist_user', q{
     SELECT cloacina.execute('lost');
     SELECT 'chain', task_id, fence, execution_id FROM cloacina.claim('seed', ARRAY['chain.a'], 2, '1 hour');
     SELECT 'flaky', task_id, fence, execution_id FROM cloacina.claim('seed', ARRAY['flaky.f'], 1, '1 hour');
+    -- a table of the tenant's own, which its SQL task writes (as the tenant role)
+    CREATE TABLE sql_task_log (run bigint PRIMARY KEY, n int);
+    GRANT SELECT, INSERT ON sql_task_log TO dist_user;
     SELECT cloacina.suspend_tenant('dist');  -- the SQL run and the schedule wait for the move
     SELECT 'sqlrun', cloacina.execute('sqlwf');
     SELECT cloacina.schedule('every_second', 'tick', '* * * * * *');
@@ -187,7 +191,8 @@ my ($to_pause) = $seeded =~ /^paused\|(\d+)$/m;
 my ($to_cancel) = $seeded =~ /^cancelled\|(\d+)$/m;
 die "seeding failed:\n$seeded" unless @claimed == 2 && $flaky && $sql_run && $to_pause && $to_cancel;
 
-is($distributed_tables->('dist'), $tenant_tables, 'the tenant used below has all its tables distributed');
+is($distributed_tables->('dist'), $tenant_tables + 1,
+    'the tenant used below has all its tables distributed, sql_task_log with them');
 my ($moved, $move_error) = move_to_worker('dist');
 check($moved, 'citus_schema_move moves the seeded tenant to the coordinator and back to the worker node', $move_error);
 
@@ -249,6 +254,9 @@ check($ok, 'resume_tenant works', $out);
         'the background worker runs a SQL task (as the tenant role) to completion',
         (try_sql(qq{SELECT status || ' after ' || attempt || ' attempts: ' || coalesce(error, '')
                       FROM dist.tasks WHERE execution_id = $sql_run}))[1]);
+    ($ok, $out) = try_sql(qq{SELECT (SELECT count(*) FROM dist.sql_task_log WHERE run = $sql_run)
+                                 || ' row, output ' || (SELECT output::text FROM dist.tasks WHERE execution_id = $sql_run)});
+    check($ok && $out eq '1 row, output {"n": 42}', "the SQL task's write and its completion commit together", $out);
 
     check(wait_until(q{SELECT count(*) >= 2 FROM dist.schedule_fires}, 20),
         'an every-second schedule fires', 'schedule_fires: ' . (try_sql(q{SELECT count(*) FROM dist.schedule_fires}))[1]);
