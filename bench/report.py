@@ -290,7 +290,7 @@ def main():
     if r is None:
         goal("sustained burn-down of 10 minutes: last minute ≥ 0.9 × first", "not run", False,
              f"this run's sustained burn-down lasted {span} s; BENCH_SUSTAINED_RUNS=9000000 makes it "
-             "last over 10 minutes")
+             "last 10 minutes or more on this machine")
     else:
         goal("sustained burn-down of 10 minutes: last minute ≥ 0.9 × first", f"{fmt(r, 2)} ×", r >= 0.9,
              f"{span} full minutes, {fmt(d.med('sustained_workflows_per_s'))} per s over all")
@@ -422,8 +422,9 @@ def main():
     md.append("Sequential round trips with idle workers waiting: cloacina `execute` → result (the SDK's "
               "`execute`: `cloacina.execute` then `cloacina.wait`, one runner submitting, another with idle "
               "handler threads), and its first part, `execute` → the handler's start (the interval "
-              "graphile-worker's row measures: two commits and one hand-off); single-client `pgbench -N` (one transaction); graphile-worker `addJob` → "
-              "handler start (one idle worker, default settings); DBOS Transact's 3-step workflow started and "
+              "graphile-worker's row measures: two commits and one hand-off); single-client `pgbench -N` "
+              "(one transaction); graphile-worker `addJob` → handler start (one idle worker, default "
+              "settings); DBOS Transact's 3-step workflow started and "
               "awaited in the process that runs it (`DBOS.startWorkflow`, then `getResult`: no queue, so "
               "no hand-off between processes, but every step checkpointed); and the floor of such a round trip for any "
               "PostgreSQL queue (`cloacina_bench raw-latency`: insert a job and commit with NOTIFY, a woken "

@@ -70,7 +70,9 @@ SELECT pg_temp.try($$SELECT cloacina.schedule('bad name', 'nightly', '* * * * *'
 SELECT pg_temp.try($$SELECT cloacina.schedule('never', 'nightly', '0 0 30 2 *')$$);
 SELECT count(*) AS schedules FROM tenant_cron.schedules;
 -- A tick that comes late (a busy scheduler) still fires the latest slot due; "skip" drops only
--- the older ones. At startup (the scheduler was not running) it fires none of them.
+-- the older ones. At startup (the scheduler was not running) it fires none of them. One
+-- transaction, so that now() is the same hour throughout.
+BEGIN;
 SELECT cloacina.schedule('hourly', 'nightly', '0 * * * *') IS NOT NULL AS scheduled;
 UPDATE tenant_cron.schedules SET next_run_at = date_trunc('hour', now()) - interval '2 hours' WHERE name = 'hourly';
 SELECT cloacina._fire_schedules('tenant_cron', true) AS fired_at_startup;
@@ -78,15 +80,18 @@ UPDATE tenant_cron.schedules SET next_run_at = date_trunc('hour', now()) - inter
 SELECT cloacina._fire_schedules('tenant_cron', false) AS fired_late;
 SELECT f.slot = date_trunc('hour', now()) AS latest_slot, s.next_run_at > now() AS next_in_future
   FROM tenant_cron.schedule_fires f JOIN tenant_cron.schedules s ON s.id = f.schedule_id WHERE s.name = 'hourly';
+COMMIT;
 SELECT cloacina.unschedule('hourly') AS removed_hourly;
 -- One tick fires at most 100 slots: a tenant with many schedules due is served in parts, and
 -- the scheduler serves tenants that waited longer in between.
+BEGIN;
 SELECT count(cloacina.schedule('many_' || g, 'nightly', '0 * * * *')) AS many_schedules FROM generate_series(1, 150) g;
 UPDATE tenant_cron.schedules SET next_run_at = date_trunc('hour', now()) WHERE name LIKE 'many\_%';
 SELECT cloacina._fire_schedules('tenant_cron', false) AS first_tick, cloacina._fire_schedules('tenant_cron', false) AS second_tick,
        cloacina._fire_schedules('tenant_cron', false) AS third_tick;
 SELECT count(*) AS fired_once FROM tenant_cron.schedule_fires f JOIN tenant_cron.schedules s ON s.id = f.schedule_id
  WHERE s.name LIKE 'many\_%' AND f.slot = date_trunc('hour', now());
+COMMIT;
 SELECT count(cloacina.unschedule('many_' || g)) AS unscheduled FROM generate_series(1, 150) g;
 SELECT cloacina.unschedule('nightly-report') AS removed, cloacina.unschedule('nightly-report') AS removed_again;
 RESET search_path;

@@ -114,12 +114,14 @@ SELECT m, cloacina._cron_parse(m) = cloacina._cron_parse(e) AS same_as
                ('@annually', '0 0 1 1 *'), (' @HOURLY ', '0 * * * *')) v(m, e);
 SELECT pg_temp.try($$SELECT cloacina._cron_parse('@reboot')$$) AS reboot;
 SELECT pg_temp.try($$SELECT cloacina._cron_parse('@every 5m')$$) AS every;
+BEGIN;  -- one now() for the schedule and the check of its next slot
 SELECT cloacina.schedule('hourly', 'gated', '@hourly', 'UTC', '{}', 'skip', 'skip') > 0 AS scheduled;
 SELECT cloacina.schedule('yearly', 'gated', '0 0 1 1 *') > 0 AS scheduled;
 SELECT pg_temp.try($$SELECT cloacina.schedule('bad', 'gated', '@daily', 'UTC', '{}', 'skip', 'queue')$$) AS bad_overlap;
 SELECT name, cron, overlap, paused, next_run_at = date_trunc('hour', now()) + interval '1 hour' AS next_is_top_of_hour,
        last_slot, last_status
   FROM cloacina.schedules ORDER BY name;
+COMMIT;
 SELECT cloacina.pause_schedule('hourly') AS paused, cloacina.pause_schedule('hourly') AS paused_again;
 SELECT name, paused, next_run_at FROM cloacina.schedules WHERE name = 'hourly';
 SELECT next_run_at FROM tenant_ops.schedules WHERE name = 'hourly';
