@@ -833,6 +833,14 @@ DECLARE
 BEGIN
     EXECUTE format('SELECT state FROM %I.tenant_settings', s) INTO st;
     IF st <> 'active' THEN
+        -- Suspended: its schedules pause, and a slot that comes due is skipped. Left due, it
+        -- would be the tick's next due time, in the past, and the tenant ticked again at once
+        -- for as long as it stays suspended.
+        FOR sc IN EXECUTE format('SELECT id, spec, timezone FROM %I.schedules WHERE next_run_at <= now() '
+                                 'ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED', s) USING per_tick LOOP
+            EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
+                USING sc.id, coalesce(cloacina._cron_next(sc.spec, sc.timezone, now()), 'infinity');
+        END LOOP;
         RETURN 0;
     END IF;
     FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED', s)

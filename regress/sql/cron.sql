@@ -93,6 +93,22 @@ SELECT count(*) AS fired_once FROM tenant_cron.schedule_fires f JOIN tenant_cron
  WHERE s.name LIKE 'many\_%' AND f.slot = date_trunc('hour', now());
 COMMIT;
 SELECT count(cloacina.unschedule('many_' || g)) AS unscheduled FROM generate_series(1, 150) g;
+-- A suspended tenant's schedules pause: a slot that comes due is skipped, and the tick reports
+-- the next one as its due time, not the skipped one in the past (which brought the scheduler
+-- back to the tenant at once, for as long as it stayed suspended).
+BEGIN;
+SELECT cloacina.schedule('minutely', 'nightly', '* * * * *') IS NOT NULL AS scheduled;
+SELECT cloacina.suspend_tenant('tenant_cron');
+UPDATE tenant_cron.schedules SET next_run_at = now() - interval '1 minute' WHERE name = 'minutely';
+SELECT cloacina._fire_schedules('tenant_cron', false) AS fired_while_suspended;
+SELECT next_run_at > now() AS next_slot_ahead,
+       (SELECT count(*) FROM tenant_cron.schedule_fires WHERE schedule_id = s.id) AS fires
+  FROM tenant_cron.schedules s WHERE name = 'minutely';
+UPDATE tenant_cron.schedules SET next_run_at = now() - interval '1 minute' WHERE name = 'minutely';
+SELECT next_due > now() AS tick_due_ahead FROM cloacina._tenant_tick('tenant_cron', false, NULL);
+SELECT cloacina.resume_tenant('tenant_cron');
+COMMIT;
+SELECT cloacina.unschedule('minutely') AS removed_minutely;
 SELECT cloacina.unschedule('nightly-report') AS removed, cloacina.unschedule('nightly-report') AS removed_again;
 RESET search_path;
 SELECT cloacina.remove_tenant('tenant_cron', cancel_unfinished => true);
