@@ -832,23 +832,15 @@ DECLARE
     busy_run bigint;
 BEGIN
     EXECUTE format('SELECT state FROM %I.tenant_settings', s) INTO st;
-    IF st <> 'active' THEN
-        -- Suspended: its schedules pause, and a slot that comes due is skipped. Left due, it
-        -- would be the tick's next due time, in the past, and the tenant ticked again at once
-        -- for as long as it stays suspended.
-        FOR sc IN EXECUTE format('SELECT id, spec, timezone FROM %I.schedules WHERE next_run_at <= now() '
-                                 'ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED', s) USING per_tick LOOP
-            EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
-                USING sc.id, coalesce(cloacina._cron_next(sc.spec, sc.timezone, now()), 'infinity');
-        END LOOP;
-        RETURN 0;
-    END IF;
     FOR sc IN EXECUTE format('SELECT * FROM %I.schedules WHERE next_run_at <= now() ORDER BY next_run_at LIMIT $1 FOR UPDATE SKIP LOCKED', s)
               USING CASE WHEN NOT startup THEN per_tick END LOOP
         EXIT WHEN NOT startup AND fired >= per_tick;
         slot := sc.next_run_at;
         n := 0;
-        WHILE slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
+        -- Suspended: its schedules pause, and the slots due are skipped (below, the schedule
+        -- moves on to its next slot from now). Left due, the past slot would be the tick's next
+        -- due time and the tenant ticked again at once for as long as it stays suspended.
+        WHILE st = 'active' AND slot IS NOT NULL AND slot <= now() AND n < max_catchup LOOP
             next_slot := cloacina._cron_next(sc.spec, sc.timezone, slot);
             busy_run := NULL;
             IF to_jsonb(sc) ->> 'overlap' = 'skip' THEN  -- (no such column before layout 2)
@@ -879,7 +871,8 @@ BEGIN
             slot := next_slot;
         END LOOP;
         IF slot IS NOT NULL AND slot <= now() THEN
-            -- run_all hit its cap: the rest of the backlog is dropped, continue from now
+            -- run_all hit its cap, or the tenant is suspended: the rest of the backlog is
+            -- dropped, continue from now
             slot := cloacina._cron_next(sc.spec, sc.timezone, now());
         END IF;
         EXECUTE format('UPDATE %I.schedules SET next_run_at = $2 WHERE id = $1', s)
