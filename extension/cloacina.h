@@ -55,6 +55,12 @@ extern void cloacina_work_wait_sleep(WorkWait *w, TimestampTz deadline);
 extern void cloacina_work_wait_end(WorkWait *w);
 
 /* due.c: which tenants need the background worker, and when */
+typedef struct CloacinaDue
+{
+	char		schema[NAMEDATALEN];
+	TimestampTz due;			/* DT_NOEND: nothing due */
+	bool		sql_ready;
+} CloacinaDue;
 extern void cloacina_due_shmem_request(void);
 extern void cloacina_due_shmem_startup(void);
 extern void cloacina_due_set_scheduler_latch(void);
@@ -71,6 +77,13 @@ extern bool cloacina_due_pick_sql_tenant(int worker, char *schema);
 extern void cloacina_due_after_failed_tick(const char *schema);
 extern void cloacina_due_now(const char *schema);
 extern void cloacina_due_release_sql_tenant(int worker, bool maybe_more);
+extern void cloacina_due_set_relay(bool relay);
+extern int	cloacina_due_take_all(CloacinaDue *entries, int max_entries);
+extern void cloacina_due_put_back(const CloacinaDue *entries, int n);
+
+/* relay.c: a Citus worker node hands its due times to the coordinator */
+extern bool cloacina_relay_node(bool relaying, MemoryContext scratch);
+extern bool cloacina_relay_pass(MemoryContext scratch);
 
 /* sqlslot.c: the SQL task each worker of the SQL-task pool runs */
 extern void cloacina_sqlslot_shmem_request(void);

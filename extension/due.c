@@ -56,6 +56,9 @@ typedef struct DueShared
 	TimestampTz scheduler_wakeup;	/* when the scheduler plans to look again */
 	bool		overflow;		/* an entry did not fit: the scheduler must
 								 * scan everything */
+	bool		relay;			/* a Citus worker node: due times go to the
+								 * coordinator (relay.c), nothing is served
+								 * here */
 	uint64		serve_counter;
 	Latch	   *sql_worker_latch[CLOACINA_MAX_SQL_WORKERS];
 	char		sql_worker_tenant[CLOACINA_MAX_SQL_WORKERS][NAMEDATALEN];
@@ -65,12 +68,7 @@ static DueShared *due_shared = NULL;
 static HTAB *due_table = NULL;
 
 /* Due times pushed by the current transaction, applied at commit. */
-typedef struct PendingDue
-{
-	char		schema[NAMEDATALEN];
-	TimestampTz due;
-	bool		sql_ready;
-} PendingDue;
+typedef CloacinaDue PendingDue;
 
 static List *pending = NIL;
 static bool xact_callback_registered = false;
@@ -163,6 +161,16 @@ apply_pending_at_commit(XactEvent event, void *arg)
 				e->sql_ready = true;
 				wake_sql = true;
 			}
+		}
+
+		/*
+		 * a relaying scheduler passes every push on at once; no SQL is run
+		 * here
+		 */
+		if (due_shared->relay)
+		{
+			wake_scheduler = true;
+			wake_sql = false;
 		}
 		LWLockRelease(due_shared->lock);
 		if (wake_scheduler && due_shared->scheduler_latch != NULL)
@@ -390,6 +398,66 @@ cloacina_due_now(const char *schema)
 		SetLatch(due_shared->scheduler_latch);
 }
 
+/*
+ * Whether this node's scheduler relays (relay.c) rather than serves. While it does, every commit
+ * that pushes a due time wakes it, and the SQL-task pool takes no tenant.
+ */
+void
+cloacina_due_set_relay(bool relay)
+{
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	due_shared->relay = relay;
+	LWLockRelease(due_shared->lock);
+}
+
+/*
+ * Moves out of the table every entry with something due or ready SQL work, at most max_entries
+ * of them, for the relay to pass on; returns how many.
+ */
+int
+cloacina_due_take_all(CloacinaDue *entries, int max_entries)
+{
+	HASH_SEQ_STATUS seq;
+	TenantDue  *e;
+	int			n = 0;
+
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	hash_seq_init(&seq, due_table);
+	while ((e = hash_seq_search(&seq)) != NULL)
+	{
+		if (e->due == DT_NOEND && !e->sql_ready)
+			continue;
+		strlcpy(entries[n].schema, e->schema, NAMEDATALEN);
+		entries[n].due = e->due;
+		entries[n].sql_ready = e->sql_ready;
+		hash_search(due_table, e->schema, HASH_REMOVE, NULL);
+		if (++n == max_entries)
+		{
+			hash_seq_term(&seq);
+			break;
+		}
+	}
+	LWLockRelease(due_shared->lock);
+	return n;
+}
+
+/* Puts back what cloacina_due_take_all took, when it could not be passed on. */
+void
+cloacina_due_put_back(const CloacinaDue *entries, int n)
+{
+	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < n; i++)
+	{
+		TenantDue  *e = entry_for(entries[i].schema);
+
+		if (e == NULL)
+			continue;
+		e->due = Min(e->due, entries[i].due);
+		e->sql_ready |= entries[i].sql_ready;
+	}
+	LWLockRelease(due_shared->lock);
+}
+
 /* Drops the entry of a tenant that no longer exists. */
 void
 cloacina_due_forget(const char *schema)
@@ -466,6 +534,11 @@ cloacina_due_pick_sql_tenant(int worker, char *schema)
 	TenantDue  *best = NULL;
 
 	LWLockAcquire(due_shared->lock, LW_EXCLUSIVE);
+	if (due_shared->relay)
+	{
+		LWLockRelease(due_shared->lock);
+		return false;
+	}
 	hash_seq_init(&seq, due_table);
 	while ((e = hash_seq_search(&seq)) != NULL)
 	{

@@ -9,6 +9,9 @@
  * Between passes it sleeps on its latch until the next due time, at most cloacina.naptime. One
  * tenant's error is logged and does not stop the others; every wait on a tenant's locks is
  * bounded (unit.c), and a tenant whose tick fails is looked at again with backoff.
+ *
+ * On a worker node of a Citus cluster the scheduler serves no tenant: it relays what this node's
+ * backends push to the coordinator's scheduler (relay.c).
  */
 #include "postgres.h"
 
@@ -41,6 +44,8 @@ PGDLLEXPORT void cloacina_sql_worker_main(Datum main_arg);
 #define SQL_READY_RECHECK_MS 2000
 /* tenants migrated per pass, each in a transaction of its own, before due work comes again */
 #define MIGRATE_BATCH 100
+/* a relaying scheduler's shortest pause between passes: each pass opens a connection */
+#define RELAY_MIN_INTERVAL_MS 100
 
 void
 cloacina_register_workers(void)
@@ -267,11 +272,55 @@ migrate_some_tenants(MemoryContext scratch)
 	list_free_deep(schemas);
 }
 
+/* Whether this node relays (a Citus worker node); a node that stops relaying serves everyone. */
+static bool
+update_relaying(bool relaying, MemoryContext scratch)
+{
+	bool		relay = cloacina_relay_node(relaying, scratch);
+
+	cloacina_due_set_relay(relay);
+	if (relaying && !relay)
+		tick_all_tenants(true, scratch);
+	return relay;
+}
+
+/*
+ * A relaying scheduler's pass, unless a failed one set a later retry; returns when to try next
+ * (0: at the next wake-up).
+ */
+static TimestampTz
+relay_step(TimestampTz retry_at, MemoryContext scratch)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (cloacina_due_take_overflow())
+		ereport(WARNING,
+				(errmsg("cloacina: more tenants than cloacina.max_tenants (%d)", cloacina_max_tenants),
+				 errhint("Raise cloacina.max_tenants; until then some due times pushed on this node are lost.")));
+	if (now < retry_at)
+		return retry_at;
+	return cloacina_relay_pass(scratch) ? 0 : TimestampTzPlusMilliseconds(now, cloacina_naptime_ms);
+}
+
+/*
+ * Every push wakes a relaying scheduler: it pauses RELAY_MIN_INTERVAL_MS after each pass, so that
+ * pushes gather, then sleeps until a push wakes it, the retry, or a naptime. Returns the latter.
+ */
+static TimestampTz
+relay_pause(TimestampTz now, TimestampTz retry_at)
+{
+	(void) WaitLatch(NULL, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH, RELAY_MIN_INTERVAL_MS, PG_WAIT_EXTENSION);
+	CHECK_FOR_INTERRUPTS();
+	return retry_at > now ? retry_at : TimestampTzPlusMilliseconds(now, cloacina_naptime_ms);
+}
+
 void
 cloacina_scheduler_main(Datum main_arg)
 {
 	MemoryContext scratch;
 	bool		started = false;
+	bool		relaying = false;
+	TimestampTz relay_retry_at = 0;
 	char		(*due)[NAMEDATALEN];
 	TimestampTz next_migration_pass = 0;
 
@@ -304,7 +353,7 @@ cloacina_scheduler_main(Datum main_arg)
 					(errmsg("cloacina scheduler reloaded its settings: naptime %d ms, retention %d s",
 							cloacina_naptime_ms, cloacina_retention_s)));
 			/* due times depend on the retention: look at every tenant again */
-			if (started)
+			if (started && !relaying)
 				tick_all_tenants(false, scratch);
 		}
 
@@ -312,10 +361,17 @@ cloacina_scheduler_main(Datum main_arg)
 		{
 			if (extension_installed())
 			{
-				tick_all_tenants(true, scratch);
+				relaying = cloacina_relay_node(false, scratch);
+				cloacina_due_set_relay(relaying);
+				if (relaying)
+					ereport(LOG, (errmsg("cloacina scheduler relays to the Citus coordinator")));
+				else
+					tick_all_tenants(true, scratch);
 				started = true;
 			}
 		}
+		else if (relaying)
+			relay_retry_at = relay_step(relay_retry_at, scratch);
 		else
 		{
 			if (cloacina_due_take_overflow())
@@ -339,10 +395,15 @@ cloacina_scheduler_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		if (started && now >= next_migration_pass)
 		{
-			migrate_some_tenants(scratch);
+			relaying = update_relaying(relaying, scratch);
+			if (!relaying)
+				migrate_some_tenants(scratch);
 			next_migration_pass = TimestampTzPlusMilliseconds(now, cloacina_naptime_ms);
 		}
-		next = cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms));
+		if (relaying)
+			next = relay_pause(now, relay_retry_at);
+		else
+			next = cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms));
 		sleep_ms = (next <= now) ? 0 : (long) ((next - now + 999) / 1000);
 		if (sleep_ms > 0)
 		{

@@ -287,8 +287,59 @@ check($ok, 'resume_tenant works', $out);
       : (0, "not reached: the move failed: $own_error");
     check($ok, "a tenant role's own connection reads its tables on the worker node", $out);
 
+    # Served from the node that holds it: the tenant's login connects to the worker node, where
+    # its statements run without a round trip through the coordinator (the registry is on every
+    # node). What it leaves to the background worker (a lease that expires, a SQL task) still
+    # reaches the coordinator's, which serves every tenant: the worker node relays it.
+    ($ok, $out) = try_sql(q{SELECT cloacina._is_registered('own')}, $worker);
+    check($ok && $out eq 't', 'the worker node knows the tenants (the registry is a reference table)', $out);
+    my $on_node = $conn =~ s/port=\d+/port=$wport/r =~ s/:$cport\b/:$wport/r;
+    # The operator's step for a tenant served by a worker node (docs/operations.md, "Citus"): its
+    # role's password in that node's pg_dist_authinfo too (create_tenant writes the coordinator's).
+    my ($own_password) = $conn =~ m{^postgres(?:ql)?://[^:/]+:([^@]+)@} or die "no password in $conn";
+    $own_password =~ s/%([0-9A-Fa-f]{2})/chr(hex($1))/ge;
+    die "unexpected characters in the generated password" if $own_password =~ /['\\]/;
+    $worker->safe_psql('postgres', qq{INSERT INTO pg_dist_authinfo (nodeid, rolename, authinfo)
+                                      VALUES (0, 'own_user', 'password=$own_password')});
+    my $as_tenant_on_node = sub {
+        my ($o, $e) = ('', '');
+        my $rc = IPC::Run::run([ 'psql', '-XAtq', '-v', 'ON_ERROR_STOP=1', '-d', $on_node, '-c', $_[0] ],
+            '>', \$o, '2>', \$e);
+        chomp $o;
+        return $rc ? (1, $o) : (0, first_error($e));
+    };
+    ($ok, $out) = $as_tenant_on_node->(q{
+        SELECT count(cloacina.register_workflow(d::jsonb)) FROM unnest(ARRAY[
+            '{"name": "here", "tasks": [{"id": "t", "retry": {"attempts": 2, "delay_ms": 0}}]}',
+            '{"name": "heresql", "tasks": [{"id": "q", "kind": "sql", "sql": "SELECT jsonb_build_object(''n'', 7)"}]}']) d;
+        SELECT cloacina.execute('here');
+        SELECT task_id FROM cloacina.claim('gone', ARRAY['here.t'], 1, '1 second');
+        SELECT cloacina.execute('heresql');
+    });
+    my (undef, $here_run, $here_task, $heresql_run) = $ok ? split(/\n/, $out) : ();
+    check($ok && $here_task, "a tenant role's connection to the worker node registers, executes and claims",
+        $out);
+    check($here_task && wait_until(qq{SELECT status = 'ready' AND attempt = 1 FROM own.tasks WHERE id = $here_task}, 20),
+        "a lease taken on the worker node expires: the coordinator's background worker takes the task back",
+        $here_task ? 'the task is ' . (try_sql("SELECT status || ' ' || attempt FROM own.tasks WHERE id = $here_task"))[1]
+                   : 'not reached');
+    ($ok, $out) = $here_task
+      ? $as_tenant_on_node->(q{
+            SELECT cloacina.complete(task_id, fence, '{"done": true}') FROM cloacina.claim('back', ARRAY['here.t'], 1)})
+      : (0, 'not reached');
+    check($ok && $out eq 't' && wait_until(qq{SELECT status = 'completed' FROM own.executions WHERE id = $here_run}, 5),
+        'another claim on the worker node takes the task over and completes the run',
+        "complete: $out; the run: " . (try_sql("SELECT status FROM own.executions WHERE id = $here_run"))[1]);
+    check($heresql_run && wait_until(qq{SELECT status = 'completed' FROM own.executions WHERE id = $heresql_run}, 30),
+        'a SQL task of a run started on the worker node is run by the background worker',
+        $heresql_run ? 'the run is ' . (try_sql("SELECT status FROM own.executions WHERE id = $heresql_run"))[1]
+                     : 'not reached');
+    check(slurp_file($worker->logfile) =~ /cloacina scheduler relays to the Citus coordinator/,
+        "the worker node's background worker relays to the coordinator's", 'no such line in its log');
+
     # Errors of the background workers since the tenant was distributed, one of each message.
-    my @log = split /\n/, substr(slurp_file($coord->logfile), $log_offset);
+    my @log = (split(/\n/, substr(slurp_file($coord->logfile), $log_offset)),
+               split(/\n/, slurp_file($worker->logfile)));
     my (%seen, @background);
     for my $i (0 .. $#log) {
         next unless $log[$i] =~ /\[(\d+)\] (cloacina (?:scheduler|sql worker)) (?:ERROR|WARNING):\s+(.*)/;
@@ -298,7 +349,7 @@ check($ok, 'resume_tenant works', $out);
         push @background, "$who: $message" . (defined $context ? " [CONTEXT: " . substr($context, 0, 140) . ']' : '');
     }
     check(!@background, 'the background workers serve the distributed tenant without errors',
-        join("\n  ", scalar(@background) . ' distinct errors in the coordinator log:', @background));
+        join("\n  ", scalar(@background) . ' distinct errors in the nodes\' logs:', @background));
 }
 
 # ---- citus_schema_move under a claim load, both ways: 4 clients claim and complete one task per

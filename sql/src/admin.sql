@@ -263,6 +263,9 @@ BEGIN
                   DETAIL = 'Dropping the extension would leave every tenant''s schema and role behind, unserved.',
                   HINT = 'Remove them first with CALL cloacina.remove_all_tenants(); (it cancels their unfinished runs).';
     END IF;
+    IF current_query() ~* '\mcloacina\M' THEN
+        PERFORM cloacina._citus_drop_registry_shards();
+    END IF;
 END
 $$;
 CREATE EVENT TRIGGER cloacina_refuse_drop_with_tenants ON ddl_command_start
