@@ -52,7 +52,11 @@ cloacina_relay_node(bool relaying, MemoryContext scratch)
 	PG_TRY();
 	{
 		cloacina_unit_begin("cloacina: is this node a Citus worker");
-		/* the function is new in 0.2.0: a server still on 0.1.0's SQL serves as before */
+
+		/*
+		 * the function is new in 0.2.0: a server still on 0.1.0's SQL serves
+		 * as before
+		 */
 		if (SPI_execute("SELECT to_regprocedure('cloacina._citus_relay_node()') IS NOT NULL",
 						true, 1) != SPI_OK_SELECT)
 			elog(ERROR, "could not look for cloacina._citus_relay_node");

@@ -354,8 +354,10 @@ check($ok, 'resume_tenant works', $out);
 
 # ---- citus_schema_move under a claim load, both ways: 4 clients claim and complete one task per
 # statement (a statement whose claim comes back empty fails: division by zero) while the tenant
-# moves to the coordinator and back. No claim may fail or come back empty while work is ready,
-# no task may complete twice, none may be lost.
+# moves to the coordinator and back; two are connected to the coordinator and two to the worker
+# node (served by the node that holds the tenant, then a hop away from it, then by it again).
+# No claim may fail or come back empty while work is ready, no task may complete twice, none may
+# be lost.
 SKIP: {
     make_tenant('mover');
     my $runs = 30000;  # more than the clients complete meanwhile: work stays ready
@@ -364,16 +366,24 @@ SKIP: {
         SELECT count(*) FROM cloacina.execute_batch('one', array_fill('{}'::jsonb, ARRAY[$runs]))});
     my ($to_worker, $error) = move_to_worker('mover');
     skip "the tenant could not be placed on the worker node: $error", 4 unless $to_worker;
-    my $script = $coord->basedir . '/claim_complete.sql';
-    open(my $fh, '>', $script) or die $!;
-    print $fh "SELECT 1 / count(*) FILTER (WHERE cloacina.complete(c.task_id, c.fence, '{}'))::int\n"
-      . "  FROM cloacina.claim('mover', NULL, 1, '1 hour') c;\n";
-    close $fh;
-    my ($load_out, $load_err) = ('', '');
-    my $load = IPC::Run::start(
-        [ 'env', 'PGOPTIONS=-c search_path=mover', 'pgbench', '-n', '-c', '4', '-j', '2', '-T', '300', '-f', $script,
-          '-h', $coord->host, '-p', $cport, 'postgres' ],
-        '>', \$load_out, '2>', \$load_err);
+    # claim_complete_<who>.sql: the clients of the coordinator claim as 'mover', the worker
+    # node's as 'mover_on_node'
+    my %script;
+    for my $who ('mover', 'mover_on_node') {
+        $script{$who} = $coord->basedir . "/claim_complete_$who.sql";
+        open(my $fh, '>', $script{$who}) or die $!;
+        print $fh "SELECT 1 / count(*) FILTER (WHERE cloacina.complete(c.task_id, c.fence, '{}'))::int\n"
+          . "  FROM cloacina.claim('$who', NULL, 1, '1 hour') c;\n";
+        close $fh;
+    }
+    my ($load_out, $load_err, $node_load_err) = ('', '', '');
+    my @loads = map {
+        my ($port, $who, $err) = @$_;
+        IPC::Run::start(
+            [ 'env', 'PGOPTIONS=-c search_path=mover', 'pgbench', '-n', '-c', '2', '-T', '300', '-f', $script{$who},
+              '-h', $coord->host, '-p', $port, 'postgres' ],
+            '>', \$load_out, '2>', $err);
+    } ([ $cport, 'mover', \$load_err ], [ $wport, 'mover_on_node', \$node_load_err ]);
     my $completed = sub { (try_sql(q{SELECT count(*) FROM mover.tasks WHERE status = 'completed'}))[1] };
     my @moves;
     for my $to ([ 'coordinator', $cport ], [ 'worker', $wport ]) {
@@ -386,11 +396,16 @@ SKIP: {
     }
     my $after = $completed->();
     my $still_loaded = wait_until(qq{SELECT count(*) >= $after + 200 FROM mover.tasks WHERE status = 'completed'}, 60);
-    $load->kill_kill;  # pgbench -T ends on its own only after 300 s
+    $_->kill_kill for @loads;  # pgbench -T ends on its own only after 300 s
     note('moves: ' . join('; ', @moves));
     check(!grep({ /failed/ } @moves) && $still_loaded, 'citus_schema_move moves a tenant both ways under a 4-client claim load',
         join('; ', @moves, $still_loaded ? () : 'the clients stopped completing tasks'));
-    my @errors = grep { /ERROR|aborted/ } split /\n/, $load_err;
+    my @errors = ((map { "coordinator: $_" } grep { /ERROR|error|aborted/ } split /\n/, $load_err),
+                  (map { "worker node: $_" } grep { /ERROR|error|aborted/ } split /\n/, $node_load_err));
+    my $by_node = (try_sql(q{SELECT count(*) FROM mover.tasks WHERE worker = 'mover_on_node' AND status = 'completed'}))[1];
+    push @errors, "the worker node's clients completed no task" unless $by_node;
+    note("tasks completed during the moves by the worker node's clients: $by_node, in all: "
+      . $completed->());
     check(!@errors, 'no claim fails or comes back empty while the tenant moves',
         scalar(@errors) . ' errors: ' . join(' / ', @errors[ 0 .. ($#errors < 2 ? $#errors : 2) ]));
     my $twice = (try_sql(q{SELECT count(*) FROM (SELECT 1 FROM mover.execution_events
