@@ -361,8 +361,7 @@ cloacina_scheduler_main(Datum main_arg)
 		{
 			if (extension_installed())
 			{
-				relaying = cloacina_relay_node(false, scratch);
-				cloacina_due_set_relay(relaying);
+				relaying = update_relaying(false, scratch);
 				if (relaying)
 					ereport(LOG, (errmsg("cloacina scheduler relays to the Citus coordinator")));
 				else
