@@ -88,6 +88,12 @@ PG_FUNCTION_INFO_V1(cloacina_finalize);
  * and a run's other tasks, when it ends, are read FOR SHARE ("others"). A one-task run ends
  * from "done" alone, without an index probe into tasks. A completed task's error is cleared:
  * an earlier attempt's error stays in the events.
+ *
+ * The last join is a FULL JOIN where a LEFT JOIN says the same (every ended run is in "runs"):
+ * a generic plan expects one row from a CTE and would join by nested loop, which rescans
+ * "ended" once per run, quadratic in the batch (a tenth of the statement's time at 100 tasks,
+ * 9 of 11 ms in propagate.c's statement at 300 dependents); a FULL JOIN cannot be a nested
+ * loop. propagate.c does the same.
  */
 static const char *const complete_sql =
 "WITH input AS (SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[]) AS u(id, fence, output) ORDER BY u.id),"
@@ -131,7 +137,7 @@ static const char *const complete_sql =
 "     WHERE execution_id = ANY (ARRAY(SELECT id FROM ending))),"
 END_RUNS_CTES("NULL::text", "NULL::text", "$5")
 " SELECT r.execution_id, r.tasks, r.ids, r.has_dependents, r.attempts, en.old_status, en.new_status"
-"   FROM runs r LEFT JOIN ended en ON en.id = r.execution_id"
+"   FROM runs r FULL JOIN ended en ON en.id = r.execution_id"
 "  ORDER BY r.execution_id";
 
 /* $1 run ids, $2 forced status, $3 forced error, $4 now(): ends the runs. */

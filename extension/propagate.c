@@ -29,7 +29,8 @@ PG_FUNCTION_INFO_V1(cloacina_propagate);
  * dependencies' outcomes were written by earlier statements), so one UPDATE writes each
  * dependent once: its countdown and, when it reached zero, its new status and input. A
  * dependent's input is the run's input merged with the outputs of its completed dependencies in
- * declaration order.
+ * declaration order. "writes" joins with a FULL JOIN what a LEFT JOIN would say ("decided" is
+ * part of "cand"), so that it cannot be a nested loop (complete.c says why).
  */
 static const char *const propagate_sql =
 "WITH d AS ("
@@ -77,7 +78,7 @@ static const char *const propagate_sql =
 " writes AS MATERIALIZED ("		/* one narrow row per dependent: the UPDATE
 								 * copies whole rows of what it joins */
 "    SELECT c.id, c.pending, dc.status, dc.input, dc.detail"
-"      FROM cand c LEFT JOIN decided dc ON dc.id = c.id),"
+"      FROM cand c FULL JOIN decided dc ON dc.id = c.id),"
 " changed AS ("
 "    UPDATE %1$s.tasks t"
 "       SET pending_deps = w.pending,"
