@@ -79,12 +79,56 @@ BOOST_AUTO_TEST_CASE(the_completer_reserves_what_the_claimer_left) {
     SlotAccounting slots(4, 0, 8);
     const auto plan = slots.plan_claim(true);
     BOOST_TEST(plan.limit == 4u);
-    BOOST_TEST(slots.reserve(8) == 0u);  // the claimer's claim in flight holds every slot
+    BOOST_TEST(slots.reserve(8).limit == 0u);  // the claimer's claim in flight holds every slot
     (void)slots.accept(4, 1);
-    BOOST_TEST(slots.reserve(8) == 3u);
-    BOOST_TEST(slots.reserve(8) == 0u);
+    BOOST_TEST(slots.reserve(8).limit == 3u);
+    BOOST_TEST(slots.reserve(8).limit == 0u);
     (void)slots.accept(3, 0);
-    BOOST_TEST(slots.reserve(2) == 2u);
+    BOOST_TEST(slots.reserve(2).limit == 2u);
+}
+
+BOOST_AUTO_TEST_CASE(a_result_that_makes_work_keeps_its_slot_for_its_completion) {
+    // One idle worker of 2 handlers runs task a of a chain; b is not ready yet.
+    SlotAccounting slots(2, 0, 2);
+    claim(slots, 1);
+    slots.start();
+    BOOST_TEST(!slots.finish(true, true));  // a's result will claim b: no slot for the claimer
+    BOOST_TEST(slots.kept() == 1u);
+    BOOST_TEST(slots.free_slots() == 1u);
+    // The claimer's claim, waiting on the server for work, reserves what is free ...
+    const auto waiting = slots.plan_claim(true);
+    BOOST_TEST(waiting.limit == 1u);
+    // ... and the completion of a still claims b in the slot a kept.
+    const auto r = slots.reserve(2, 1);
+    BOOST_TEST(r.limit == 1u);
+    BOOST_TEST(!r.wake_claimer);
+    BOOST_TEST(slots.kept() == 0u);
+    (void)slots.accept(r.limit, 1);
+    BOOST_TEST(slots.unfinished() == 1u);
+    BOOST_TEST(slots.submitted(1) == slots.claimer_waits());
+}
+
+BOOST_AUTO_TEST_CASE(kept_slots_given_up_without_a_claim_wake_the_claimer) {
+    SlotAccounting slots(1, 0, 4);
+    claim(slots, 1);
+    slots.start();
+    BOOST_TEST(!slots.finish(true, true));
+    BOOST_TEST(slots.plan_claim(true).wait_for_slots);  // the one slot is kept
+    // Shutting down: the completion claims nothing, and the kept slot is free again.
+    slots.close();
+    const auto r = slots.reserve(4, 1);
+    BOOST_TEST(r.limit == 0u);
+    BOOST_TEST(r.wake_claimer);
+    BOOST_TEST(slots.free_slots() == 1u);
+    // A result that reached the server without a reservation gives its slot up once.
+    SlotAccounting other(1, 0, 4);
+    claim(other, 1);
+    other.start();
+    (void)other.finish(true, true);
+    BOOST_TEST(other.plan_claim(true).wait_for_slots);
+    BOOST_TEST(other.release_kept(1));
+    BOOST_TEST(!other.release_kept(1));
+    BOOST_TEST(other.free_slots() == 1u);
 }
 
 BOOST_AUTO_TEST_CASE(busy_handlers_refill_the_queue_in_batches) {
@@ -150,10 +194,10 @@ BOOST_AUTO_TEST_CASE(a_waiting_claimer_is_woken_by_every_transition_that_frees_a
     claim(slots, 1);
     slots.start();
     BOOST_TEST(slots.plan_claim(true).wait_for_slots);
-    BOOST_TEST(slots.finish(true));      // the handler returned
-    BOOST_TEST(slots.submitted(1));      // its result went out
-    BOOST_TEST(slots.reserve(1) == 1u);  // the completer claims with a completion ...
-    BOOST_TEST(slots.accept(1, 0));      // ... and finds nothing: its slot is free again
+    BOOST_TEST(slots.finish(true));            // the handler returned
+    BOOST_TEST(slots.submitted(1));            // its result went out
+    BOOST_TEST(slots.reserve(1).limit == 1u);  // the completer claims with a completion ...
+    BOOST_TEST(slots.accept(1, 0));            // ... and finds nothing: its slot is free again
 
     // Once the claimer plans again and finds slots, nothing wakes it.
     BOOST_TEST(!slots.plan_claim(false).wait_for_slots);
@@ -168,7 +212,7 @@ BOOST_AUTO_TEST_CASE(a_waiting_claimer_is_woken_by_every_transition_that_frees_a
 BOOST_AUTO_TEST_CASE(a_claim_that_fills_its_reservation_wakes_nobody) {
     SlotAccounting slots(2, 0, 1);
     (void)slots.plan_claim(true);  // reserves 1 of 2
-    BOOST_TEST(slots.reserve(1) == 1u);
+    BOOST_TEST(slots.reserve(1).limit == 1u);
     BOOST_TEST(slots.plan_claim(true).wait_for_slots);
     BOOST_TEST(!slots.accept(1, 1));  // every reserved slot is taken now
     BOOST_TEST(slots.accept(1, 0));   // this one frees its slot
@@ -196,7 +240,7 @@ BOOST_AUTO_TEST_CASE(shutdown_closes_the_claims_and_gives_tasks_back) {
     claim(slots, 3);
     slots.start();
     slots.close();
-    BOOST_TEST(slots.reserve(8) == 0u);
+    BOOST_TEST(slots.reserve(8).limit == 0u);
     BOOST_TEST(slots.plan_claim(true).limit == 0u);
     // The two queued tasks are given back unstarted; the running one's result is discarded.
     slots.drop_queued();
@@ -218,7 +262,7 @@ BOOST_AUTO_TEST_CASE(random_schedules_never_overcommit) {
     for (const auto [handlers, prefetch, batch] : {Shape{1, 0, 1}, Shape{4, 0, 8}, Shape{2, 6, 8}, Shape{3, 5, 2}}) {
         SlotAccounting slots(handlers, prefetch, batch);
         std::mt19937 random(static_cast<unsigned>(handlers * 100 + prefetch * 10 + batch));
-        std::size_t queued = 0, running = 0, held_results = 0, reserved = 0;
+        std::size_t queued = 0, running = 0, held_results = 0, kept = 0, reserved = 0;
         std::size_t claim_in_flight = 0;  // at most one claim of each kind in flight, as in the worker
         std::size_t completer_claim = 0;
         for (int step = 0; step < 20000; ++step) {
@@ -247,22 +291,30 @@ BOOST_AUTO_TEST_CASE(random_schedules_never_overcommit) {
                     break;
                 case 3:
                     if (running > 0) {
-                        (void)slots.finish(true);
+                        const bool keeps = random() % 2;
+                        (void)slots.finish(true, keeps);
                         --running;
                         ++held_results;
+                        kept += keeps;
                     }
                     break;
                 case 4:
-                    if (held_results > 0) {
-                        const std::size_t n = 1 + random() % held_results;
+                    if (held_results > kept) {  // results that kept no slot, or gave it up
+                        const std::size_t n = 1 + random() % (held_results - kept);
                         (void)slots.submitted(n);
                         held_results -= n;
                     }
                     break;
                 case 5:
                     if (completer_claim == 0) {
-                        completer_claim = slots.reserve(batch);
+                        const std::size_t giving_up = kept == 0 ? 0 : random() % (kept + 1);
+                        const auto r = slots.reserve(batch, giving_up);
+                        // What they kept, they get, unless results wait beyond a capacity's worth.
+                        if (held_results - kept + giving_up <= slots.capacity())
+                            BOOST_REQUIRE(r.limit >= std::min(giving_up, batch));
+                        completer_claim = r.limit;
                         reserved += completer_claim;
+                        kept -= giving_up;
                     }
                     break;
                 case 6:
@@ -275,8 +327,10 @@ BOOST_AUTO_TEST_CASE(random_schedules_never_overcommit) {
                     }
                     break;
             }
-            const std::size_t backlog = held_results - std::min(held_results, slots.capacity());
-            BOOST_REQUIRE(queued + running + reserved + backlog <= slots.capacity());
+            const std::size_t unkept = held_results - kept;
+            const std::size_t backlog = unkept - std::min(unkept, slots.capacity());
+            BOOST_REQUIRE(queued + running + reserved + kept + backlog <= slots.capacity());
+            BOOST_REQUIRE(slots.kept() == kept);
             BOOST_REQUIRE(slots.unfinished() == queued + running);
             BOOST_REQUIRE(slots.running() == running);
             BOOST_REQUIRE(slots.reserved() == reserved);

@@ -14,8 +14,10 @@ std::size_t SlotAccounting::free_slots() const noexcept {
     // Results waiting for the completer still hold their tasks (and are heartbeated). Beyond one
     // capacity's worth they take slots too: otherwise a claimer faster than the completer holds
     // ever more tasks, and ever larger heartbeat transactions block the completions.
-    const std::size_t backlog = results_held_ - std::min(results_held_, capacity_);
-    return capacity_ - std::min(capacity_, unfinished_ + reserved_ + backlog);
+    // A result that keeps its slot counts once, as kept.
+    const std::size_t unkept = results_held_ - std::min(results_held_, kept_);
+    const std::size_t backlog = unkept - std::min(unkept, capacity_);
+    return capacity_ - std::min(capacity_, unfinished_ + reserved_ + kept_ + backlog);
 }
 
 SlotAccounting::ClaimPlan SlotAccounting::plan_claim(bool has_names) noexcept {
@@ -35,10 +37,20 @@ SlotAccounting::ClaimPlan SlotAccounting::plan_claim(bool has_names) noexcept {
     return plan;
 }
 
-std::size_t SlotAccounting::reserve(std::size_t wanted) noexcept {
-    const std::size_t n = closed_ ? 0 : std::min(free_slots(), wanted);
-    reserved_ += n;
-    return n;
+SlotAccounting::Reservation SlotAccounting::reserve(std::size_t wanted, std::size_t kept) noexcept {
+    kept = std::min(kept_, kept);
+    kept_ -= kept;
+    Reservation r;
+    r.limit = closed_ ? 0 : std::min(free_slots(), wanted);
+    reserved_ += r.limit;
+    r.wake_claimer = kept > r.limit && claimer_waits_;
+    return r;
+}
+
+bool SlotAccounting::release_kept(std::size_t kept) noexcept {
+    kept = std::min(kept_, kept);
+    kept_ -= kept;
+    return kept > 0 && claimer_waits_;
 }
 
 bool SlotAccounting::accept(std::size_t reserved, std::size_t claimed) noexcept {
@@ -55,10 +67,14 @@ void SlotAccounting::start() noexcept {
 
 void SlotAccounting::drop_queued() noexcept { unfinished_ -= std::min<std::size_t>(unfinished_, 1); }
 
-bool SlotAccounting::finish(bool result_held) noexcept {
+bool SlotAccounting::finish(bool result_held, bool keeps_slot) noexcept {
     unfinished_ -= std::min<std::size_t>(unfinished_, 1);
     running_ -= std::min<std::size_t>(running_, 1);
     if (result_held) ++results_held_;
+    if (result_held && keeps_slot) {
+        ++kept_;
+        return false;  // the slot stays taken
+    }
     return claimer_waits_;
 }
 

@@ -85,14 +85,14 @@ void Completer::submit(const std::vector<Completion>& batch, Connection& connect
     }
     std::size_t accepted_ok = 0, accepted_bad = 0;
     if (!ok_ids.empty()) {
-        // Tasks with dependents claim with their completion (while handler slots are free and
-        // not while shutting down: the ledger reserves none then): what they make ready is
-        // claimed at once. The last tasks of runs do not: their runs' waiters are woken when the
-        // completion commits.
+        // Tasks with dependents claim with their completion, in the slots their results kept
+        // and any others free (none while shutting down): what they make ready is claimed at
+        // once. The last tasks of runs do not: their runs' waiters are woken when the completion
+        // commits.
         const bool makes_ready =
             std::any_of(batch.begin(), batch.end(), [](const Completion& c) { return c.success && c.has_dependents; });
         const auto names = makes_ready ? handlers_.names() : std::vector<std::string>{};
-        const std::size_t limit = names.empty() ? 0 : ledger_.reserve(core_.config.claim_batch);
+        const std::size_t limit = ledger_.reserve_for_completion(batch, names.empty() ? 0 : core_.config.claim_batch);
         std::vector<ClaimedTask> claimed;
         try {
             Result r =

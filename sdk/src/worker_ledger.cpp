@@ -19,9 +19,14 @@ SlotAccounting::ClaimPlan TaskLedger::plan_claim(bool has_names) {
     return slots_.plan_claim(has_names);
 }
 
-std::size_t TaskLedger::reserve(std::size_t wanted) {
-    std::lock_guard lock(mutex_);
-    return slots_.reserve(wanted);
+std::size_t TaskLedger::reserve_for_completion(const std::vector<Completion>& batch, std::size_t wanted) {
+    SlotAccounting::Reservation reservation;
+    {
+        std::lock_guard lock(mutex_);
+        reservation = slots_.reserve(wanted, take_kept_slots(batch));
+    }
+    if (reservation.wake_claimer) hooks_.wake_claimer();
+    return reservation.limit;
 }
 
 void TaskLedger::accept(std::vector<ClaimedTask>& tasks, std::size_t reserved) {
@@ -91,7 +96,9 @@ void TaskLedger::finish(Completion result) {
             if (released) held_.erase(it);  // shutdown gave the task back: the result is discarded
         }
         result_held = !released;
-        wake_claimer = slots_.finish(result_held);
+        const bool keeps_slot = result_held && it != held_.end() && result.success && result.has_dependents;
+        if (keeps_slot) it->second.keeps_slot = true;
+        wake_claimer = slots_.finish(result_held, keeps_slot);
         if (result_held) results_.push_back(std::move(result));
     }
     if (result_held) results_cv_.notify_all();
@@ -113,10 +120,23 @@ std::vector<Completion> TaskLedger::take_results(std::size_t max) {
     return batch;
 }
 
+std::size_t TaskLedger::take_kept_slots(const std::vector<Completion>& batch) {
+    std::size_t kept = 0;
+    for (const auto& c : batch) {
+        auto it = held_.find(c.task_id);
+        if (it != held_.end() && it->second.keeps_slot) {
+            it->second.keeps_slot = false;
+            ++kept;
+        }
+    }
+    return kept;
+}
+
 void TaskLedger::forget(const std::vector<Completion>& batch) {
     bool wake_claimer;
     {
         std::lock_guard lock(mutex_);
+        wake_claimer = slots_.release_kept(take_kept_slots(batch));  // in case no reservation took them
         std::size_t submitted = 0;
         for (const auto& c : batch) {
             auto it = held_.find(c.task_id);
@@ -125,7 +145,7 @@ void TaskLedger::forget(const std::vector<Completion>& batch) {
                 ++submitted;
             }
         }
-        wake_claimer = slots_.submitted(submitted);
+        wake_claimer = slots_.submitted(submitted) || wake_claimer;
     }
     if (wake_claimer) hooks_.wake_claimer();  // a backlog of results may have held its slots
 }

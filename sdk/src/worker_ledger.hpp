@@ -61,7 +61,9 @@ public:
 
     // ---- claims: the claimer and the completer --------------------------------------------------
     [[nodiscard]] SlotAccounting::ClaimPlan plan_claim(bool has_names);
-    [[nodiscard]] std::size_t reserve(std::size_t wanted);
+    /// Reserves up to `wanted` slots for the claim that rides on the completion of `batch`,
+    /// which may use the slots its results kept (SlotAccounting::finish).
+    [[nodiscard]] std::size_t reserve_for_completion(const std::vector<Completion>& batch, std::size_t wanted);
     /// Holds the claimed tasks and queues them for the handlers (moving them out of `tasks`).
     /// `reserved` is the claim's reservation, given back whether or not tasks came: call it after
     /// a failed claim too.
@@ -124,9 +126,13 @@ private:
         std::int64_t fence = 0;
         CancellationSource cancellation;
         std::optional<Clock::time_point> deadline;
-        bool finished = false;  ///< handler returned; result not yet submitted
-        bool released = false;  ///< given back by shutdown; the handler's result is discarded
+        bool finished = false;    ///< handler returned; result not yet submitted
+        bool released = false;    ///< given back by shutdown; the handler's result is discarded
+        bool keeps_slot = false;  ///< finished, and its slot is kept for its completion's claim
     };
+
+    /// Under the lock: how many of `batch`'s results kept their slot, which they give up now.
+    std::size_t take_kept_slots(const std::vector<Completion>& batch);
 
     const HandlerTable& handlers_;
     const Hooks hooks_;
