@@ -100,3 +100,35 @@ BOOST_AUTO_TEST_CASE(branches_run_in_parallel) {
     BOOST_REQUIRE(result.status == WorkflowStatus::Completed);
     BOOST_TEST(result.final_context.at<bool>("parallel_2"));
 }
+
+BOOST_AUTO_TEST_CASE(an_idle_worker_claims_the_next_step_with_the_completion) {
+    // An idle runner's claimer waits on the server with its free slots reserved. The completion
+    // of a task with dependents must still claim what it makes ready, in the same transaction
+    // (the slot its result kept): the next step then starts at the moment the previous one
+    // completed (the same transaction's timestamp), not after a second claim.
+    const std::string url = database_url();
+    TenantGuard tenant{unique_name("chainstep"), ""};
+    auto registry = std::make_shared<Registry>();
+    registry->add(Workflow::builder("chain")
+                      .task(Task("a").handler([](Context&) {}))
+                      .task(Task("b").depends_on("a").handler([](Context&) {}))
+                      .task(Task("c").depends_on("b").handler([](Context&) {}))
+                      .build());
+    DefaultRunner runner = DefaultRunner::with_schema(
+        url, tenant.schema, fast_config(registry).max_concurrent_tasks(4).claim_batch(4).build());
+    constexpr int kRuns = 20;
+    for (int i = 0; i < kRuns; ++i)
+        BOOST_REQUIRE(runner.execute("chain", Context()).status == WorkflowStatus::Completed);
+
+    Connection admin(url);
+    admin.exec("SET search_path = " + tenant.schema);
+    const Result steps = admin.exec(
+        "SELECT count(*) FILTER (WHERE b.started_at = a.finished_at), "
+        "       count(*) FILTER (WHERE c.started_at = b.finished_at), count(*) "
+        "  FROM tasks a JOIN tasks b ON b.execution_id = a.execution_id AND b.task = 'b' "
+        "               JOIN tasks c ON c.execution_id = a.execution_id AND c.task = 'c' "
+        " WHERE a.task = 'a'");
+    BOOST_TEST(steps.int64(0, 2) == kRuns);
+    BOOST_TEST(steps.int64(0, 0) == kRuns, "b claimed with a's completion in " << steps.int64(0, 0) << " runs");
+    BOOST_TEST(steps.int64(0, 1) == kRuns, "c claimed with b's completion in " << steps.int64(0, 1) << " runs");
+}
