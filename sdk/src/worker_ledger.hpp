@@ -78,8 +78,9 @@ public:
     };
     /// Waits for a queued task; nullopt once shutdown closed the queue and it is empty.
     [[nodiscard]] std::optional<Assignment> next_task();
-    /// A handler returned: its slot is free, and its result waits for the completer (the task
-    /// stays held and heartbeated until then), unless shutdown gave the task back meanwhile.
+    /// A handler returned: its slot is free (kept for its completion's claim when the task has
+    /// dependents and succeeded), and its result waits for the completer (the task stays held and
+    /// heartbeated until then), unless shutdown gave the task back meanwhile.
     void finish(Completion result);
 
     // ---- the completer ---------------------------------------------------------------------------
