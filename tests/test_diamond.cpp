@@ -120,9 +120,10 @@ BOOST_AUTO_TEST_CASE(an_idle_worker_claims_the_next_step_with_the_completion) {
     for (int i = 0; i < kRuns; ++i)
         BOOST_REQUIRE(runner.execute("chain", Context()).status == WorkflowStatus::Completed);
 
-    Connection admin(url);
-    admin.exec("SET search_path = " + tenant.schema);
-    const Result steps = admin.exec(
+    // The schema for each statement, not the session: behind PgBouncer a session's setting
+    // would stay with the server connection and reach other clients.
+    Connection in_tenant(ConnectionOptions{url, "", tenant.schema, "test_diamond"});
+    const Result steps = in_tenant.exec(
         "SELECT count(*) FILTER (WHERE b.started_at = a.finished_at), "
         "       count(*) FILTER (WHERE c.started_at = b.finished_at), count(*) "
         "  FROM tasks a JOIN tasks b ON b.execution_id = a.execution_id AND b.task = 'b' "
