@@ -136,15 +136,17 @@ void TaskLedger::forget(const std::vector<Completion>& batch) {
     bool wake_claimer;
     {
         std::lock_guard lock(mutex_);
-        wake_claimer = slots_.release_kept(take_kept_slots(batch));  // in case no reservation took them
-        std::size_t submitted = 0;
+        std::size_t submitted = 0, still_kept = 0;
         for (const auto& c : batch) {
             auto it = held_.find(c.task_id);
-            if (it != held_.end() && it->second.finished) {
+            if (it == held_.end()) continue;
+            still_kept += it->second.keeps_slot;  // no reservation took its slot
+            if (it->second.finished) {
                 held_.erase(it);
                 ++submitted;
             }
         }
+        wake_claimer = slots_.release_kept(still_kept);
         wake_claimer = slots_.submitted(submitted) || wake_claimer;
     }
     if (wake_claimer) hooks_.wake_claimer();  // a backlog of results may have held its slots
