@@ -12,10 +12,12 @@
 #include "postgres.h"
 
 #include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
 #include "utils/timestamp.h"
 
 #include "cloacina.h"
@@ -30,14 +32,17 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
  * the picked ids as an array so that its plan is an index lookup whatever the generic plan
  * assumes about LIMIT $3. "deadline" is when the background worker must look at the task
  * (lease or timeout). The claims' events are written apart (history.c).
+ * Handler tasks are picked in the order of the index tasks_claim_key, from the tenant's claim
+ * floor ($6, $7, $8: claim_floor.c); a tenant that has not yet migrated to it (its layout 1)
+ * and SQL tasks in the order of their claim-order indexes, from the start.
  */
-#define CLAIM_SQL(kind, returned) \
+#define CLAIM_SQL(kind, from, order, returned) \
 "WITH picked AS (" \
 "    SELECT t.id FROM %1$s.tasks t" \
-"     WHERE t.status = 'ready' AND t.kind = '" kind "' AND t.ready_at <= $5" \
+"     WHERE t.status = 'ready' AND t.kind = '" kind "' AND t.ready_at <= $5" from \
 "       AND ($2::text[] IS NULL OR t.task = ANY ($2) OR (t.workflow || '.' || t.task) = ANY ($2))" \
 "       AND (SELECT state FROM %1$s.tenant_settings) = 'active'" \
-"     ORDER BY t.priority DESC, t.ready_at, t.id" \
+"     ORDER BY " order \
 "     LIMIT $3" \
 "     FOR UPDATE SKIP LOCKED)," \
 " claimed AS (" \
@@ -52,15 +57,24 @@ PG_FUNCTION_INFO_V1(cloacina_claim_current);
 "   FROM claimed c" \
 "  ORDER BY c.priority DESC, c.ready_at, c.id"
 
-static const char *const claim_handler_tasks_sql = CLAIM_SQL("handler", "");
+#define CLAIM_ORDER "t.priority DESC, t.ready_at, t.id"
+static const char *const claim_handler_tasks_sql =
+CLAIM_SQL("handler", " AND (-t.priority, t.ready_at, t.id) >= ($6, $7, $8)",
+		  "-t.priority, t.ready_at, t.id", "");
+static const char *const claim_handler_tasks_layout1_sql = CLAIM_SQL("handler", "", CLAIM_ORDER, "");
 static const char *const claim_sql_tasks_sql =
-CLAIM_SQL("sql", ", c.sql, (SELECT st.role_name FROM %1$s.tenant_settings st), c.timeout_ms,"
+CLAIM_SQL("sql", "", CLAIM_ORDER,
+		  ", c.sql, (SELECT st.role_name FROM %1$s.tenant_settings st), c.timeout_ms,"
 		  " (SELECT e.deadline FROM %1$s.executions e WHERE e.id = c.execution_id)");
 
-/* Whether any handler task of the tenant is ready now (claimed or not by others meanwhile). */
+/*
+ * Whether any handler task of the tenant is ready now (claimed or not by others meanwhile), at
+ * or above the claim floor $1, $2, $3.
+ */
 static const char *const any_ready_sql =
 "SELECT EXISTS (SELECT 1 FROM %1$s.tasks t"
-"                WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now())";
+"                WHERE t.status = 'ready' AND t.kind = 'handler' AND t.ready_at <= now()"
+"                  AND (-t.priority, t.ready_at, t.id) >= ($1, $2, $3))";
 
 static const Interval no_time = {0};
 
@@ -96,14 +110,26 @@ SPITupleTable *
 cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum task_names,
 					 int32 max_tasks, Datum lease, TimestampTz now, uint64 *n_claimed)
 {
-	Oid			argtypes[5] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID, TIMESTAMPTZOID};
-	Datum		args[5] = {worker, task_names, Int32GetDatum(max_tasks), lease, TimestampTzGetDatum(now)};
-	char		nulls[5] = {' ', task_names == (Datum) 0 ? 'n' : ' ', ' ', ' ', ' '};
+	Oid			argtypes[8] = {TEXTOID, TEXTARRAYOID, INT4OID, INTERVALOID, TIMESTAMPTZOID,
+	INT4OID, TIMESTAMPTZOID, INT8OID};
+	Datum		args[8] = {worker, task_names, Int32GetDatum(max_tasks), lease, TimestampTzGetDatum(now)};
+	char		nulls[8] = {' ', task_names == (Datum) 0 ? 'n' : ' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	TimestampTz first_deadline = DT_NOEND;
 	SPITupleTable *claimed;
+	Oid			tenant = get_namespace_oid(schema, false);
+	bool		by_key = kind == CLAIM_HANDLER_TASKS &&
+		OidIsValid(get_relname_relid("tasks_claim_key", tenant));
+	ClaimKey	from = by_key ? cloacina_claim_floor(schema, tenant) : cloacina_least_claim_key;
 
-	cloacina_execute_tenant(kind == CLAIM_SQL_TASK ? claim_sql_tasks_sql : claim_handler_tasks_sql,
-							schema, 5, argtypes, args, nulls);
+	args[5] = Int32GetDatum(from.neg_priority);
+	args[6] = TimestampTzGetDatum(from.ready_at);
+	args[7] = Int64GetDatum(from.id);
+	if (kind == CLAIM_SQL_TASK)
+		cloacina_execute_tenant(claim_sql_tasks_sql, schema, 5, argtypes, args, nulls);
+	else if (by_key)
+		cloacina_execute_tenant(claim_handler_tasks_sql, schema, 8, argtypes, args, nulls);
+	else
+		cloacina_execute_tenant(claim_handler_tasks_layout1_sql, schema, 5, argtypes, args, nulls);
 	claimed = SPI_tuptable;
 	*n_claimed = SPI_processed;
 	for (uint64 r = 0; r < *n_claimed; r++)
@@ -129,7 +155,7 @@ cloacina_claim_tasks(const char *schema, ClaimKind kind, Datum worker, Datum tas
 	{
 		bool		isnull;
 
-		cloacina_execute_tenant(any_ready_sql, schema, 0, argtypes, NULL, NULL);
+		cloacina_execute_tenant(any_ready_sql, schema, 3, &argtypes[5], &args[5], NULL);
 		if (!DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull)))
 			cloacina_withdraw_hint_ready(schema);
 	}

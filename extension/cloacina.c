@@ -49,6 +49,7 @@ cloacina_shmem_request(void)
 	cloacina_wait_shmem_request();
 	cloacina_due_shmem_request();
 	cloacina_sqlslot_shmem_request();
+	cloacina_claim_floor_shmem_request();
 }
 
 static void
@@ -59,6 +60,7 @@ cloacina_shmem_startup(void)
 	cloacina_wait_shmem_startup();
 	cloacina_due_shmem_startup();
 	cloacina_sqlslot_shmem_startup();
+	cloacina_claim_floor_shmem_startup();
 }
 
 /*
@@ -135,6 +137,7 @@ define_session_settings(void)
 							GUC_UNIT_S, NULL, NULL, NULL);
 	cloacina_define_event_log_level();
 	cloacina_define_history_level();
+	cloacina_define_claim_floors();
 	define_limits();
 }
 

@@ -113,6 +113,23 @@ extern void cloacina_history_add(History *h, const NullableDatum event[HISTORY_C
 #define HISTORY_NULL ((NullableDatum) {(Datum) 0, true})
 extern void cloacina_history_write(const char *schema, History *h);
 
+/* claim_floor.c: where a tenant's claims start in its queue of ready handler tasks */
+typedef struct ClaimKey
+{
+	int32		neg_priority;	/* the order of tasks_claim_key: -priority,
+								 * ready_at, id */
+	TimestampTz ready_at;
+	int64		id;
+} ClaimKey;
+extern bool cloacina_claim_floors;
+extern const ClaimKey cloacina_least_claim_key;
+extern void cloacina_claim_floor_shmem_request(void);
+extern void cloacina_claim_floor_shmem_startup(void);
+extern void cloacina_define_claim_floors(void);
+extern int	cloacina_compare_claim_keys(const ClaimKey *a, const ClaimKey *b);
+extern void cloacina_claim_floor_lower(const char *schema, const ClaimKey *key);
+extern ClaimKey cloacina_claim_floor(const char *schema, Oid tenant);
+
 /* prepared.c: statements prepared once per backend */
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);

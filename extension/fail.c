@@ -60,7 +60,7 @@ static const char *const fail_sql =
 "      FROM input i"
 "     WHERE t.id = i.id AND t.fence = i.fence AND t.status = $7"
 "       AND (i.lease_until IS NULL OR t.lease_until = i.lease_until)"
-"    RETURNING t.id, t.execution_id, t.task, t.attempt, t.status, t.ready_at, t.kind, t.error),"
+"    RETURNING t.id, t.execution_id, t.task, t.attempt, t.status, t.ready_at, t.kind, t.error, t.priority),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 "    SELECT execution_id, task, attempt, 'running', status,"
@@ -68,7 +68,7 @@ static const char *const fail_sql =
 "                THEN format('attempt %%s failed, retry at %%s: %%s', attempt, ready_at, error)"
 "                ELSE error END"
 "      FROM failed ORDER BY id)"
-" SELECT id, execution_id, task, status = 'ready', ready_at, kind = 'sql' FROM failed";
+" SELECT id, execution_id, task, status = 'ready', ready_at, kind = 'sql', -priority FROM failed";
 
 /* n random numbers in [0, 1), as a float8[] */
 static Datum
@@ -127,6 +127,7 @@ cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int
 	ArrayBuildState *task_names = initArrayResult(TEXTOID, CurrentMemoryContext, false);
 	TimestampTz now = GetCurrentTransactionStartTimestamp();
 	bool		retried_now = false;
+	ClaimKey	least_retried = {PG_INT32_MAX, DT_NOEND, PG_INT64_MAX};
 
 	*n_accepted = 0;
 	SPI_connect();
@@ -151,11 +152,21 @@ cloacina_fail_tasks(const char *schema, const TaskFailures *failures, int n, int
 		}
 		retry_at = DatumGetTimestampTz(SPI_getbinval(row, desc, 5, &isnull));
 		sql_task = DatumGetBool(SPI_getbinval(row, desc, 6, &isnull));
+		if (!sql_task)
+		{
+			ClaimKey	key = {DatumGetInt32(SPI_getbinval(row, desc, 7, &isnull)), retry_at,
+			accepted[*n_accepted - 1]};
+
+			if (cloacina_compare_claim_keys(&key, &least_retried) < 0)
+				least_retried = key;
+		}
 		if (retry_at <= now && !sql_task)
 			retried_now = true;
 		else
 			cloacina_due_push(schema, retry_at, sql_task && retry_at <= now);
 	}
+	if (least_retried.id != PG_INT64_MAX)
+		cloacina_claim_floor_lower(schema, &least_retried);
 	if (retried_now)
 		cloacina_hint_ready(schema);
 	/* The tasks that failed for good: their dependents, all runs at once. */

@@ -93,7 +93,11 @@ cloacina_hint(const char *schema, const char *payload)
 	if (channel != NULL)
 		Async_Notify(channel, payload);
 	if (strcmp(payload, "ready") == 0)
+	{
+		/* the SQL paths that make tasks ready do not say which: any key */
+		cloacina_claim_floor_lower(schema, &cloacina_least_claim_key);
 		cloacina_wake_claimers_at_commit(schema);
+	}
 }
 
 /* Inside an SPI connection: tells the tenant's workers that handler tasks are ready. */

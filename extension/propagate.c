@@ -88,7 +88,7 @@ static const char *const propagate_sql =
 "           finished_at = CASE WHEN w.status = 'skipped' THEN $3 ELSE t.finished_at END"
 "      FROM writes w"
 "     WHERE t.id = w.id"
-"    RETURNING t.id, t.execution_id, t.task, t.kind, w.status, w.detail),"
+"    RETURNING t.id, t.execution_id, t.task, t.kind, w.status, w.detail, t.priority),"
 " logged AS ("
 "    INSERT INTO %1$s.execution_events (execution_id, task, attempt, from_status, to_status, detail)"
 "    SELECT execution_id, task, 0, 'waiting', status, detail FROM changed"
@@ -96,7 +96,9 @@ static const char *const propagate_sql =
 " SELECT array_agg(execution_id ORDER BY id) FILTER (WHERE status = 'skipped'),"
 "        array_agg(task ORDER BY id) FILTER (WHERE status = 'skipped'),"
 "        coalesce(bool_or(status = 'ready' AND kind = 'handler'), false),"
-"        coalesce(bool_or(status = 'ready' AND kind = 'sql'), false)"
+"        coalesce(bool_or(status = 'ready' AND kind = 'sql'), false),"
+"        min(-priority) FILTER (WHERE status = 'ready' AND kind = 'handler'),"
+"        min(id) FILTER (WHERE status = 'ready' AND kind = 'handler')"
 "   FROM changed";
 
 /*
@@ -137,7 +139,17 @@ cloacina_propagate_runs(const char *schema, Datum run_ids, Datum task_names)
 
 		cloacina_execute_tenant(propagate_sql, schema, 4, argtypes, args, NULL);
 		skipped_runs = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		any_ready |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull));
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 3, &isnull)))
+		{
+			/* the tasks made ready are ready from $3 */
+			ClaimKey	least = {
+				DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull)),
+				DatumGetTimestampTz(args[2]),
+			DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 6, &isnull))};
+
+			cloacina_claim_floor_lower(schema, &least);
+			any_ready = true;
+		}
 		any_sql |= DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 4, &isnull));
 		if (DatumGetPointer(skipped_runs) == NULL)
 			break;

@@ -72,12 +72,14 @@ static const char *const start_sql =
 "                                WHEN t -> 'when' = 'null' OR cloacina._condition_holds(t -> 'when', r.ctx) THEN 'ready'"
 "                                ELSE 'skipped' END AS status"
 "                      FROM (SELECT jsonb_array_length(t -> 'dependencies') = 0 AS root) x) st"
-"    RETURNING execution_id, task, kind, status)"
+"    RETURNING id, execution_id, task, kind, status, priority)"
 " SELECT (SELECT array_agg(id ORDER BY ord) FROM new_runs),"
 "        (SELECT array_agg(execution_id ORDER BY execution_id) FROM"
 "            (SELECT DISTINCT execution_id FROM new_tasks WHERE status = 'skipped') sk),"
-"        (SELECT coalesce(bool_or(status = 'ready' AND kind = 'handler'), false) FROM new_tasks),"
-"        (SELECT coalesce(bool_or(status = 'ready' AND kind = 'sql'), false) FROM new_tasks)";
+"        h.any_ready, (SELECT coalesce(bool_or(status = 'ready' AND kind = 'sql'), false) FROM new_tasks),"
+"        h.neg_priority, h.id"
+"   FROM (SELECT count(*) > 0 AS any_ready, min(-priority) AS neg_priority, min(id) AS id FROM new_tasks"
+"          WHERE status = 'ready' AND kind = 'handler') h";
 
 /* $1 run id: logs its roots skipped at creation and returns them. */
 static const char *const skipped_roots_sql =
@@ -147,6 +149,14 @@ start(const char *schema, ArrayType *contexts, Datum *run_args, Oid *run_types, 
 	with_skipped_roots = get_column(2, &isnull);
 	any_ready = DatumGetBool(get_column(3, &isnull));
 	any_sql = DatumGetBool(get_column(4, &isnull));
+	if (any_ready)
+	{
+		/* the ready roots are ready from start_at ($6) */
+		ClaimKey	least = {DatumGetInt32(get_column(5, &isnull)), start_at,
+		DatumGetInt64(get_column(6, &isnull))};
+
+		cloacina_claim_floor_lower(schema, &least);
+	}
 
 	/* Roots skipped by their condition: log them and let the skips propagate. */
 	if (DatumGetPointer(with_skipped_roots) != NULL)

@@ -61,6 +61,12 @@ BEGIN
                     CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled'));
             ALTER TABLE %1$I.schedules
                 ADD CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all'))$m$, s);
+        -- The claim's index by claim key, so that a claim can start at the tenant's claim floor
+        -- (extension/claim_floor.c); the engine claims in the old index's order until then.
+        EXECUTE format($m$
+            CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
+                WHERE status = 'ready' AND kind = 'handler';
+            DROP INDEX %1$I.tasks_claim_order$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
@@ -198,8 +204,9 @@ BEGIN
             started_at    timestamptz,
             finished_at   timestamptz,
             UNIQUE (execution_id, task)) WITH (fillfactor = 80);
-        -- The claim walks this index in claim order; only claimable rows are in it.
-        CREATE INDEX tasks_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+        -- The claim walks this index in claim order (the greatest priority first), from the
+        -- tenant's claim floor (extension/claim_floor.c); only claimable rows are in it.
+        CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
             WHERE status = 'ready' AND kind = 'handler';
         CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
             WHERE status = 'ready' AND kind = 'sql';
@@ -1534,3 +1541,16 @@ COMMENT ON FUNCTION cloacina.scheduler_status() IS
     'The tenants the scheduler tracks, how many are due now and how long the most overdue has waited: a wait of more than a few seconds says it cannot keep up';
 REVOKE ALL ON FUNCTION cloacina.scheduler_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cloacina.scheduler_status() TO cloacina_admin;
+
+-- Where a tenant's claims start in its queue (extension/claim_floor.c), for an operator who asks
+-- why a claim reads more than it takes, or when a task its tables say is ready will be claimed.
+-- Admins only: it names keys of any tenant.
+CREATE FUNCTION cloacina.claim_floor(schema_name text, OUT state text, OUT priority int,
+                                     OUT ready_at timestamptz, OUT task_id bigint,
+                                     OUT refreshed_seconds_ago double precision,
+                                     OUT rescanned_seconds_ago double precision)
+    AS 'MODULE_PATHNAME', 'cloacina_claim_floor_status' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cloacina.claim_floor(text) IS
+    'Where the tenant''s claims start: "start" (the first entry of its queue), "key" (from priority, ready_at, task_id) or "end" (no ready task when last looked); raised every few milliseconds, found again from the start every second';
+REVOKE ALL ON FUNCTION cloacina.claim_floor(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cloacina.claim_floor(text) TO cloacina_admin;

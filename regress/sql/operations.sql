@@ -138,10 +138,14 @@ SELECT cloacina.unschedule('hourly'), cloacina.unschedule('yearly');
 -- window (two of chain, one of flaky, one of gated completed; one of gated cancelled).
 SELECT cloacina.execute('gated') AS g1 \gset
 SELECT cloacina.execute('gated') AS g2 \gset
--- the claim takes the oldest (g1's); g2's has waited a minute
+-- the claim takes the oldest (g1's); g2's has waited a minute. An UPDATE of the tenant's own
+-- tables moves the tasks below the tenant's claim floor, where claims find them at the floor's
+-- next rescan (within a second, extension/claim_floor.c); this claim reads from the start.
+SET cloacina.claim_floors = off;
 UPDATE tenant_ops.tasks SET ready_at = now() - CASE execution_id WHEN :g1 THEN interval '120 seconds' ELSE interval '60 seconds' END
  WHERE execution_id IN (:g1, :g2) AND task = 'go';
 SELECT count(*) AS claimed FROM cloacina.claim('w', ARRAY['gated.go'], 1);
+RESET cloacina.claim_floors;
 SELECT workflow, ready_tasks, round(oldest_ready_seconds) >= 60 AS oldest_a_minute, running_tasks, active_runs,
        completed_runs, failed_runs, cancelled_runs, task_p50_ms >= 0 AS has_p50, task_p99_ms >= task_p50_ms AS p99_ge_p50
   FROM cloacina.workflow_stats() WHERE schema_name = 'tenant_ops' ORDER BY workflow;

@@ -240,6 +240,7 @@ for my $x (@tenants) {
             _cancel_matching      => "SELECT cloacina._cancel_matching('$y', NULL, ARRAY['running'])",
             remove_all_tenants    => 'CALL cloacina.remove_all_tenants()',
             scheduler_status      => 'SELECT * FROM cloacina.scheduler_status()',
+            claim_floor           => "SELECT * FROM cloacina.claim_floor('$y')",
             _tenants_to_migrate   => 'SELECT * FROM cloacina._tenants_to_migrate(10)',
             migrate_tenants       => 'CALL cloacina.migrate_tenants()',
             create_tenant         => "SELECT * FROM cloacina.create_tenant('evil_$x')",

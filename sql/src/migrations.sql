@@ -9,7 +9,8 @@
 -- the same before and after its migration (each step says how).
 --
 -- Layouts: 1 = the tables of 0.1.0; 2 = tenant_settings.layout_version, schedules.overlap and
--- schedules.paused, CHECK constraints on every state and kind column (0.2.0).
+-- schedules.paused, CHECK constraints on every state and kind column, the claim's index by
+-- claim key (0.2.0).
 
 -- The layout create_tenant makes and every tenant migrates to.
 CREATE FUNCTION cloacina._tenant_layout() RETURNS int
@@ -53,6 +54,12 @@ BEGIN
                     CHECK (status IN ('waiting', 'ready', 'running', 'completed', 'failed', 'skipped', 'cancelled'));
             ALTER TABLE %1$I.schedules
                 ADD CONSTRAINT schedules_catchup_check CHECK (catchup IN ('skip', 'run_all'))$m$, s);
+        -- The claim's index by claim key, so that a claim can start at the tenant's claim floor
+        -- (extension/claim_floor.c); the engine claims in the old index's order until then.
+        EXECUTE format($m$
+            CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
+                WHERE status = 'ready' AND kind = 'handler';
+            DROP INDEX %1$I.tasks_claim_order$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();

@@ -117,6 +117,19 @@ COMMENT ON FUNCTION cloacina.scheduler_status() IS
 REVOKE ALL ON FUNCTION cloacina.scheduler_status() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cloacina.scheduler_status() TO cloacina_admin;
 
+-- Where a tenant's claims start in its queue (extension/claim_floor.c), for an operator who asks
+-- why a claim reads more than it takes, or when a task its tables say is ready will be claimed.
+-- Admins only: it names keys of any tenant.
+CREATE FUNCTION cloacina.claim_floor(schema_name text, OUT state text, OUT priority int,
+                                     OUT ready_at timestamptz, OUT task_id bigint,
+                                     OUT refreshed_seconds_ago double precision,
+                                     OUT rescanned_seconds_ago double precision)
+    AS 'MODULE_PATHNAME', 'cloacina_claim_floor_status' LANGUAGE C VOLATILE STRICT;
+COMMENT ON FUNCTION cloacina.claim_floor(text) IS
+    'Where the tenant''s claims start: "start" (the first entry of its queue), "key" (from priority, ready_at, task_id) or "end" (no ready task when last looked); raised every few milliseconds, found again from the start every second';
+REVOKE ALL ON FUNCTION cloacina.claim_floor(text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION cloacina.claim_floor(text) TO cloacina_admin;
+
 -- Graphviz DOT. Task and workflow names are identifiers (letters, digits, "_", "-"), so they
 -- need no escaping inside quotes.
 CREATE FUNCTION cloacina._dot_graph(title text, nodes text[], edges text[]) RETURNS text

@@ -89,8 +89,9 @@ BEGIN
             started_at    timestamptz,
             finished_at   timestamptz,
             UNIQUE (execution_id, task)) WITH (fillfactor = 80);
-        -- The claim walks this index in claim order; only claimable rows are in it.
-        CREATE INDEX tasks_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
+        -- The claim walks this index in claim order (the greatest priority first), from the
+        -- tenant's claim floor (extension/claim_floor.c); only claimable rows are in it.
+        CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
             WHERE status = 'ready' AND kind = 'handler';
         CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
             WHERE status = 'ready' AND kind = 'sql';
