@@ -1551,6 +1551,6 @@ CREATE FUNCTION cloacina.claim_floor(schema_name text, OUT state text, OUT prior
                                      OUT rescanned_seconds_ago double precision)
     AS 'MODULE_PATHNAME', 'cloacina_claim_floor_status' LANGUAGE C VOLATILE STRICT;
 COMMENT ON FUNCTION cloacina.claim_floor(text) IS
-    'Where the tenant''s claims start: "start" (the first entry of its queue), "key" (from priority, ready_at, task_id) or "end" (no ready task when last looked); raised every few milliseconds, found again from the start every second';
+    'Where the tenant''s claims start: "start" (the first entry of its queue), "key" (from priority, ready_at, task_id) or "end" (no ready task when last looked); raised every few milliseconds, found again from the start every second (up to ten while that reads a long run of claimed tasks)';
 REVOKE ALL ON FUNCTION cloacina.claim_floor(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION cloacina.claim_floor(text) TO cloacina_admin;

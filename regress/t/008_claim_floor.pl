@@ -6,6 +6,7 @@
 #   (the execute lowers the floor), a resumed run whose task had been ready before the floor
 #   rose past it (resume lowers it to the start), and a claim that rolled back while another
 #   session raised the floor (a floor never rises past a task that is claimed but not committed).
+# - A task the tenant's own UPDATE moves below the floor is found by the rescan from the start.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -113,6 +114,22 @@ is($node->safe_psql('postgres', q{SELECT task_id FROM cloacina.claim_floor('cf')
 $holder->query_safe(q{ROLLBACK});
 $holder->quit;
 is(in_tenant(q{SELECT task_id FROM cloacina.claim('w', NULL, 1)}), $held_task, 'after the rollback it is claimed first');
+
+# A task made ready outside the engine (here the tenant's own UPDATE moves a ready task to the
+# front of the order, below the floor) is found by the floor's rescan from the start, which comes
+# every second (up to ten while a rescan reads a long run of dead entries).
+my ($moved) = in_tenant(q{SELECT id FROM tasks WHERE status = 'ready' ORDER BY -priority, ready_at, id DESC LIMIT 1});
+in_tenant(qq{UPDATE tasks SET ready_at = ready_at - interval '1 hour' WHERE id = $moved});
+my $started = Time::HiRes::time();
+my $claimed_moved = 0;
+while (!$claimed_moved && Time::HiRes::time() - $started < 30) {
+    my ($id, $fence) = split /\|/, in_tenant(q{SELECT task_id, fence FROM cloacina.claim('w', NULL, 1)});
+    $claimed_moved = defined $id && $id == $moved;
+    in_tenant(qq{SELECT count(*) FROM cloacina.complete($id, $fence, '{}')}) if defined $id;
+}
+my $took = Time::HiRes::time() - $started;
+diag(sprintf('the task moved below the floor was claimed after %.2f s', $took));
+ok($claimed_moved && $took < 15, 'a task moved below the floor by an UPDATE is claimed after the next rescan');
 
 # Nothing was lost: every task is accounted for (40,001 runs: the 30,000 completed, the urgent
 # run, and the rest ready or claimed above).
