@@ -58,8 +58,7 @@
 /*
  * How often a tenant's floor is raised, and how often it is found again from the least key:
  * every second, or less often when a rescan reads a long run of dead entries, so that rescans
- * take at most a twentieth of the time (measured: a rescan every second took 17 % of a core in a
- * 19-million-run burn-down), but at least every ten seconds.
+ * take at most a twentieth of the time, but at least every ten seconds.
  */
 #define REFRESH_INTERVAL_US 5000
 #define RESCAN_INTERVAL_US 1000000
@@ -107,7 +106,7 @@ static int	citus_installed = -1;
 const ClaimKey cloacina_least_claim_key = {PG_INT32_MIN, DT_NOBEGIN, PG_INT64_MIN};
 static const ClaimKey greatest_key = {PG_INT32_MAX, DT_NOEND, PG_INT64_MAX};
 
-/* The first element of the claim key: the greatest priority first. */
+/* The first ready handler task at or above a key: of any name, claimed or not, due or not. */
 static const char *const head_sql =
 "SELECT -t.priority, t.ready_at, t.id FROM %1$s.tasks t"
 " WHERE t.status = 'ready' AND t.kind = 'handler'"
