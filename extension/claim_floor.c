@@ -16,9 +16,9 @@
  *   and the least pending key, then, in a new snapshot, finds the first ready task at or above
  *   the floor, of any name, claimed by an uncommitted claim or not, due or not. If the version
  *   has not moved it sets the floor to the lesser of that task's key and the pending key (if it
- *   moved, it may only lower the floor). A ready task it could not see was made ready by a
- *   transaction that had registered before it read (its pending key counts) or after (the
- *   version moved, and that transaction lowered the floor to its own key).
+ *   moved, it may only lower the floor), and bumps the version. A ready task it could not see
+ *   was made ready by a transaction that had registered before it read (its pending key counts)
+ *   or after (the version moved, and that transaction lowered the floor to its own key).
  * - What makes tasks ready without a key (the SQL functions that hint "ready") lowers the floor
  *   to the least key. What makes them ready and does not come through here at all (a tenant's
  *   own UPDATE of its tasks, COMMIT PREPARED after the pending key went at PREPARE) is found by
@@ -71,7 +71,7 @@ typedef struct FloorSlot
 {
 	Oid			tenant;			/* InvalidOid: no tenant's */
 	ClaimKey	floor;
-	uint64		version;		/* bumped by every lowering and takeover */
+	uint64		version;		/* bumped by every change of the floor */
 	TimestampTz refreshed_at;
 	TimestampTz rescanned_at;
 	int64		rescan_usecs;	/* how long the last rescan took */
@@ -330,13 +330,17 @@ claim_floor_refresh(const char *schema, Oid tenant)
 	if (slot->tenant == tenant)
 	{
 		/*
-		 * A transaction that lowered the floor since it was read lowered it
-		 * to its own key: the lesser of the two is safe, and a rescan that
-		 * found a task below the floor must not be lost to a busy tenant's
-		 * stream of lowerings.
+		 * If the floor changed since it was read (a transaction lowered it to
+		 * its own key, or another refresh set it), only the lesser of the two
+		 * is safe. A rescan that found a task below the floor still lowers
+		 * it: a busy tenant's stream of lowerings, or a refresh that ended
+		 * after it, must not keep the task hidden.
 		 */
 		if (slot->version == version || cloacina_compare_claim_keys(&head, &slot->floor) < 0)
+		{
 			slot->floor = head;
+			slot->version++;
+		}
 		if (rescan)
 		{
 			slot->rescanned_at = now;
