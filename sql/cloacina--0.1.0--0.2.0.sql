@@ -1352,12 +1352,68 @@ LANGUAGE sql IMMUTABLE SET search_path = pg_catalog, pg_temp AS $$
                        END) AS d) x
 $$;
 
+-- The tenant's ready queues around time t: the first ready time still to come (a retry or a
+-- delayed run), whether a handler task came due in the 10 seconds up to t (its workers are
+-- woken), and whether a SQL task is due. Read one priority at a time, a few index descents per
+-- priority, never by reading the queue: a backlog of millions of ready tasks must not hold the
+-- background worker, which serves every tenant (a scan of the queue took seconds per tick in a
+-- 19-million-run burn-down). Past max_levels priorities the answer is "look again in a second".
+CREATE FUNCTION cloacina._ready_queue_times(s text, t timestamptz, max_levels int DEFAULT 100,
+                                            OUT next_ready timestamptz, OUT came_due boolean,
+                                            OUT sql_due boolean)
+LANGUAGE plpgsql STABLE SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- One kind's queue, in its claim index: %2$s is the index's priority key, %4$s the order
+    -- that reads the index backward, %5$s the step to the next level that way. Each level is
+    -- one backward step from the level before (where it lands, a level's newest entries, are
+    -- rarely claimed ones); within a level, (key, $1) is where a descent starts. The LIMITs
+    -- keep each lookup a descent per level, never a join over the whole index.
+    walk constant text := $q$
+        WITH RECURSIVE levels(k, n) AS (
+            (SELECT %2$s, 1 FROM %1$I.tasks WHERE status = 'ready' AND kind = %3$L
+              ORDER BY %2$s %4$s LIMIT 1)
+          UNION ALL
+            SELECT x.k, l.n + 1 FROM levels l, LATERAL (
+                SELECT %2$s AS k FROM %1$I.tasks
+                 WHERE status = 'ready' AND kind = %3$L AND %2$s %5$s l.k
+                 ORDER BY %2$s %4$s LIMIT 1) x
+             WHERE l.n < $3)
+        SELECT (SELECT min((SELECT ready_at FROM %1$I.tasks
+                             WHERE status = 'ready' AND kind = %3$L AND %2$s = l.k AND ready_at > $1
+                             ORDER BY ready_at LIMIT 1)) FROM levels l),
+               coalesce((SELECT max(n) >= $3 FROM levels), false),
+               EXISTS (SELECT FROM levels l, LATERAL (
+                   SELECT FROM %1$I.tasks WHERE status = 'ready' AND kind = %3$L AND %2$s = l.k
+                      AND ready_at <= $1 AND ready_at > $2 LIMIT 1) x)$q$;
+    layout int;
+    handler_next timestamptz;
+    handler_capped boolean;
+    sql_next timestamptz;
+    sql_capped boolean;
+BEGIN
+    SELECT tn.layout_version INTO layout FROM cloacina.tenant tn WHERE tn.schema_name = s;
+    IF layout >= 2 THEN  -- tasks_claim_key
+        EXECUTE format(walk, s, '(-priority)', 'handler', 'DESC', '<')
+            INTO handler_next, handler_capped, came_due USING t, t - interval '10 seconds', max_levels;
+    ELSE                 -- tasks_claim_order (priority DESC), until the tenant is migrated
+        EXECUTE format(walk, s, 'priority', 'handler', 'ASC', '>')
+            INTO handler_next, handler_capped, came_due USING t, t - interval '10 seconds', max_levels;
+    END IF;
+    EXECUTE format(walk, s, 'priority', 'sql', 'ASC', '>')  -- tasks_sql_claim_order (priority DESC)
+        INTO sql_next, sql_capped, sql_due USING t, '-infinity'::timestamptz, max_levels;
+    next_ready := least(handler_next, sql_next,
+                        CASE WHEN handler_capped OR sql_capped THEN t + interval '1 second' END);
+END
+$$;
+
+REVOKE ALL ON FUNCTION cloacina._ready_queue_times(text, timestamptz, int) FROM PUBLIC;
+
 -- docs/citus.md rule 3: the tick reads, then hints.
 CREATE OR REPLACE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
 RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
-    came_due boolean;
+    queue record;
 BEGIN
     IF NOT EXISTS (SELECT FROM cloacina.tenant t WHERE t.schema_name = s) THEN
         RETURN;  -- removed: no row tells the worker to forget it
@@ -1367,10 +1423,8 @@ BEGIN
     PERFORM cloacina._fire_schedules(s, startup);
     -- Retries (and delayed runs) that came due since the last pass: wake the tenant's workers.
     -- (Read, then hinted: a query over tenant tables calls no cloacina function, docs/citus.md.)
-    EXECUTE format($q$SELECT EXISTS (
-        SELECT FROM %I.tasks WHERE status = 'ready' AND kind = 'handler'
-           AND ready_at <= now() AND ready_at > now() - interval '10 seconds')$q$, s) INTO came_due;
-    IF came_due THEN
+    queue := cloacina._ready_queue_times(s, now());
+    IF queue.came_due THEN
         PERFORM cloacina._hint(s, 'ready');
     END IF;
     IF retention IS NOT NULL THEN
@@ -1380,13 +1434,12 @@ BEGIN
         SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
                      (SELECT min(started_at + timeout_ms * interval '1 millisecond') FROM %1$I.tasks
                        WHERE status = 'running' AND timeout_ms IS NOT NULL),
-                     (SELECT min(ready_at) FROM %1$I.tasks WHERE status = 'ready' AND ready_at > now()),
+                     $2,
                      (SELECT min(next_run_at) FROM %1$I.schedules),
                      (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),
                      (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
-               EXISTS (SELECT FROM %1$I.tasks WHERE status = 'ready' AND kind = 'sql' AND ready_at <= now()),
-               st.max_running, st.weight
-          FROM %1$I.tenant_settings st$q$, s) USING retention;
+               $3, st.max_running, st.weight
+          FROM %1$I.tenant_settings st$q$, s) USING retention, queue.next_ready, queue.sql_due;
 END
 $$;
 

@@ -219,5 +219,70 @@ SET ROLE ops_user;
 SELECT pg_temp.try('SET cloacina.cached_tenants = 0') AS tenant_sets_cached_tenants;
 RESET ROLE;
 
+-- The background worker's look at a tenant's ready queues (_ready_queue_times) reads a few
+-- index entries per priority; it must agree with reading the whole queue. 300 runs of a handler
+-- and a SQL task at 9 priorities, ready times spread over 200 s, some running; rolled back, so
+-- no worker sees them.
+SELECT schema_name FROM cloacina.create_tenant('tenant_queue', 'queue_user');
+SET search_path = tenant_queue;
+SELECT cloacina.register_workflow('{"name": "mixed", "tasks": [
+    {"id": "h"}, {"id": "q", "kind": "sql", "sql": "SELECT $1"}]}') IS NOT NULL AS registered;
+BEGIN;
+SELECT count(*) AS runs FROM cloacina.execute_batch('mixed', array_fill('{}'::jsonb, ARRAY[300]));
+SELECT setseed(0.16);
+UPDATE tenant_queue.tasks SET priority = floor(random() * 9)::int - 4,
+                              ready_at = now() + (random() * 200 - 100) * interval '1 second';
+UPDATE tenant_queue.tasks SET status = 'running' WHERE id % 7 = 0;
+CREATE TEMP VIEW queue_truth AS
+    SELECT o AS offset_s,
+           (SELECT min(ready_at) FROM tenant_queue.tasks
+             WHERE status = 'ready' AND ready_at > now() + o * interval '1 second') AS next_ready,
+           EXISTS (SELECT FROM tenant_queue.tasks WHERE status = 'ready' AND kind = 'handler'
+                     AND ready_at <= now() + o * interval '1 second'
+                     AND ready_at > now() + (o - 10) * interval '1 second') AS came_due,
+           EXISTS (SELECT FROM tenant_queue.tasks WHERE status = 'ready' AND kind = 'sql'
+                     AND ready_at <= now() + o * interval '1 second') AS sql_due
+      FROM generate_series(-110, 110, 10) o;
+SELECT count(*) AS instants,
+       count(*) FILTER (WHERE q.next_ready IS NOT DISTINCT FROM t.next_ready) AS next_ready_agrees,
+       count(*) FILTER (WHERE q.came_due = t.came_due) AS came_due_agrees,
+       count(*) FILTER (WHERE q.sql_due = t.sql_due) AS sql_due_agrees,
+       count(*) FILTER (WHERE t.next_ready IS NULL) AS none_to_come,
+       count(*) FILTER (WHERE t.came_due) AS came_due_true, count(*) FILTER (WHERE t.sql_due) AS sql_due_true
+  FROM queue_truth t, cloacina._ready_queue_times('tenant_queue', now() + t.offset_s * interval '1 second') q;
+-- Past max_levels priorities (here 3 of 9) the answer is at most a second away: a retry at a
+-- priority not looked at is hinted at most a second late.
+SELECT count(*) AS instants,
+       count(*) FILTER (WHERE q.next_ready > now() + t.offset_s * interval '1 second'
+                          AND q.next_ready <= now() + (t.offset_s + 1) * interval '1 second') AS within_a_second
+  FROM queue_truth t, cloacina._ready_queue_times('tenant_queue', now() + t.offset_s * interval '1 second', 3) q;
+-- A tenant still at layout 1 is walked by its old index's key: the same answers.
+UPDATE cloacina.tenant SET layout_version = 1 WHERE schema_name = 'tenant_queue';
+SELECT count(*) AS instants,
+       count(*) FILTER (WHERE q.next_ready IS NOT DISTINCT FROM t.next_ready AND q.came_due = t.came_due
+                          AND q.sql_due = t.sql_due) AS layout_1_agrees
+  FROM queue_truth t, cloacina._ready_queue_times('tenant_queue', now() + t.offset_s * interval '1 second') q;
+ROLLBACK;
+RESET search_path;
+SELECT cloacina.remove_tenant('tenant_queue');
+-- With 20,000 runs waiting, the look reads a few dozen pages of the tasks table and its
+-- indexes, where reading the queue reads them all (the blocks this transaction fetched).
+SELECT schema_name FROM cloacina.create_tenant('tenant_backlog');
+SET search_path = tenant_backlog;
+SELECT cloacina.register_workflow('{"name": "single", "tasks": [{"id": "h"}]}') IS NOT NULL AS registered;
+SELECT count(*) AS runs FROM cloacina.execute_batch('single', array_fill('{}'::jsonb, ARRAY[20000]));
+CREATE TEMP VIEW tasks_blocks AS
+    SELECT sum(pg_stat_get_xact_blocks_fetched(r)) AS fetched
+      FROM (SELECT 'tenant_backlog.tasks'::regclass::oid AS r
+            UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = 'tenant_backlog.tasks'::regclass) x;
+BEGIN;
+SELECT fetched AS before FROM tasks_blocks \gset
+SELECT next_ready IS NULL AS nothing_to_come, sql_due FROM cloacina._ready_queue_times('tenant_backlog', now());
+SELECT fetched - :before < 50 AS few_pages, pg_relation_size('tenant_backlog.tasks') / 8192 > 300 AS of_many
+  FROM tasks_blocks;
+COMMIT;
+RESET search_path;
+SELECT cloacina.remove_tenant('tenant_backlog', cancel_unfinished => true);
+
 SELECT cloacina.remove_tenant('tenant_ops', cancel_unfinished => true);
 SELECT cloacina.remove_tenant('tenant_ops_other');
