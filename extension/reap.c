@@ -25,7 +25,9 @@ PG_FUNCTION_INFO_V1(cloacina_reap);
 /*
  * $1 max tasks. The running tasks that may be over, in run order (the locking order), with the
  * error their attempt ends with. A SQL task whose lease has not run out is over only when no
- * pool worker runs it ("check_alive"), which only shared memory knows.
+ * pool worker runs it ("check_alive"), which only shared memory knows. Each kind of candidate
+ * comes from its own index (tasks_lease_expiry, tasks_sql_running, tasks_timeout_at): a tenant
+ * that holds millions of claimed tasks must not make every tick read them all.
  */
 static const char *const reapable_sql =
 "SELECT t.id, t.fence, t.lease_until, t.kind = 'sql' AND t.lease_until >= now() AS check_alive,"
@@ -40,9 +42,17 @@ static const char *const reapable_sql =
 "       END || CASE WHEN t.attempt < t.max_attempts THEN '' ELSE ' (no attempts left)' END,"
 "       t.execution_id, t.task"
 "  FROM %1$s.tasks t"
-" WHERE t.status = 'running'"
-"   AND (t.lease_until < now() OR t.kind = 'sql'"
-"        OR (t.timeout_ms IS NOT NULL AND t.started_at + t.timeout_ms * interval '1 millisecond' < now()))"
+" WHERE t.id = ANY (ARRAY("
+"        (SELECT id FROM %1$s.tasks WHERE status = 'running' AND lease_until < now()"
+"          ORDER BY lease_until LIMIT $1)"
+"        UNION ALL"
+"        (SELECT id FROM %1$s.tasks WHERE status = 'running' AND kind = 'sql' LIMIT $1)"
+"        UNION ALL"
+"        (SELECT id FROM %1$s.tasks WHERE status = 'running' AND timeout_ms IS NOT NULL"
+"            AND (started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'"
+"                < (now() AT TIME ZONE 'UTC')"
+"          ORDER BY (started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond' LIMIT $1)))"
+"   AND t.status = 'running'"
 " ORDER BY t.execution_id, t.id"
 " LIMIT $1";
 

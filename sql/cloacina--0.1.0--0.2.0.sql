@@ -67,6 +67,12 @@ BEGIN
             CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
                 WHERE status = 'ready' AND kind = 'handler';
             DROP INDEX %1$I.tasks_claim_order$m$, s);
+        -- The reaper's and the tick's ways to timed-out and running SQL tasks (tenant_ddl.sql).
+        EXECUTE format($m$
+            CREATE INDEX tasks_timeout_at ON %1$I.tasks
+                (((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'))
+                WHERE status = 'running' AND timeout_ms IS NOT NULL;
+            CREATE INDEX tasks_sql_running ON %1$I.tasks (id) WHERE status = 'running' AND kind = 'sql'$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();
@@ -211,6 +217,13 @@ BEGIN
         CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
             WHERE status = 'ready' AND kind = 'sql';
         CREATE INDEX tasks_lease_expiry ON %1$I.tasks (lease_until) WHERE status = 'running';
+        -- The reaper and the tick find timed-out and running SQL tasks without reading every
+        -- running task (a tenant may hold millions): a running task is in the first only with a
+        -- timeout, in the second only as a SQL task. The expression is in UTC, to be immutable.
+        CREATE INDEX tasks_timeout_at ON %1$I.tasks
+            (((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'))
+            WHERE status = 'running' AND timeout_ms IS NOT NULL;
+        CREATE INDEX tasks_sql_running ON %1$I.tasks (id) WHERE status = 'running' AND kind = 'sql';
 
         -- One index: a run's history is read (and pruned) by run, in id order; a run's
         -- lifecycle writes several events, so a second index on id alone would cost as many
@@ -1432,8 +1445,8 @@ BEGIN
     END IF;
     RETURN QUERY EXECUTE format($q$
         SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
-                     (SELECT min(started_at + timeout_ms * interval '1 millisecond') FROM %1$I.tasks
-                       WHERE status = 'running' AND timeout_ms IS NOT NULL),
+                     (SELECT min((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond')
+                        FROM %1$I.tasks WHERE status = 'running' AND timeout_ms IS NOT NULL) AT TIME ZONE 'UTC',
                      $2,
                      (SELECT min(next_run_at) FROM %1$I.schedules),
                      (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),

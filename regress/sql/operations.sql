@@ -284,5 +284,39 @@ COMMIT;
 RESET search_path;
 SELECT cloacina.remove_tenant('tenant_backlog', cancel_unfinished => true);
 
+-- A tenant holding 20,000 claimed tasks (half with a timeout): the reaper and the tick find
+-- what may be over in their own indexes and read a few dozen pages, where reading the running
+-- tasks reads them all. Then the ones that are over are found: an expired lease, a timeout.
+SELECT schema_name FROM cloacina.create_tenant('tenant_held');
+SET search_path = tenant_held;
+SELECT cloacina.register_workflow('{"name": "guarded", "tasks": [{"id": "g", "timeout_ms": 3600000}]}') IS NOT NULL AS registered;
+SELECT cloacina.register_workflow('{"name": "plain", "tasks": [{"id": "p"}]}') IS NOT NULL AS registered;
+SELECT count(*) AS runs FROM cloacina.execute_batch('guarded', array_fill('{}'::jsonb, ARRAY[10000]));
+SELECT count(*) AS runs FROM cloacina.execute_batch('plain', array_fill('{}'::jsonb, ARRAY[10000]));
+DO $$ BEGIN FOR i IN 1 .. 20 LOOP PERFORM cloacina.claim('holder', NULL, 1000, '1 hour'); END LOOP; END $$;
+SELECT count(*) AS held FROM tenant_held.tasks WHERE status = 'running';
+-- (Without the claimed tasks' old entries in the claim index, which the tick's look at the ready
+-- queue reads once after the queue drained, then in index pages only until vacuum removes them.)
+VACUUM tenant_held.tasks;
+CREATE TEMP VIEW held_blocks AS
+    SELECT sum(pg_stat_get_xact_blocks_fetched(r)) AS fetched
+      FROM (SELECT 'tenant_held.tasks'::regclass::oid AS r
+            UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = 'tenant_held.tasks'::regclass) x;
+BEGIN;
+SELECT fetched AS before FROM held_blocks \gset
+SELECT cloacina._reap('tenant_held') AS reaped;
+SELECT next_due > now() + interval '50 minutes' AS next_due_is_a_lease FROM cloacina._tenant_tick('tenant_held', false, NULL);
+SELECT fetched - :before < 100 AS few_pages, pg_relation_size('tenant_held.tasks') / 8192 > 300 AS of_many
+  FROM held_blocks;
+COMMIT;
+UPDATE tenant_held.tasks SET lease_until = now() - interval '1 second'
+ WHERE id = (SELECT min(id) FROM tenant_held.tasks WHERE task = 'p');
+UPDATE tenant_held.tasks SET started_at = now() - interval '2 hours'
+ WHERE id = (SELECT min(id) FROM tenant_held.tasks WHERE task = 'g');
+SELECT cloacina._reap('tenant_held') AS reaped;
+SELECT task, status, error FROM tenant_held.tasks WHERE status <> 'running' ORDER BY task;
+RESET search_path;
+SELECT cloacina.remove_tenant('tenant_held', cancel_unfinished => true);
+
 SELECT cloacina.remove_tenant('tenant_ops', cancel_unfinished => true);
 SELECT cloacina.remove_tenant('tenant_ops_other');

@@ -86,8 +86,8 @@ BEGIN
     END IF;
     RETURN QUERY EXECUTE format($q$
         SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
-                     (SELECT min(started_at + timeout_ms * interval '1 millisecond') FROM %1$I.tasks
-                       WHERE status = 'running' AND timeout_ms IS NOT NULL),
+                     (SELECT min((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond')
+                        FROM %1$I.tasks WHERE status = 'running' AND timeout_ms IS NOT NULL) AT TIME ZONE 'UTC',
                      $2,
                      (SELECT min(next_run_at) FROM %1$I.schedules),
                      (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),

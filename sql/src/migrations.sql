@@ -60,6 +60,12 @@ BEGIN
             CREATE INDEX tasks_claim_key ON %1$I.tasks ((-priority), ready_at, id)
                 WHERE status = 'ready' AND kind = 'handler';
             DROP INDEX %1$I.tasks_claim_order$m$, s);
+        -- The reaper's and the tick's ways to timed-out and running SQL tasks (tenant_ddl.sql).
+        EXECUTE format($m$
+            CREATE INDEX tasks_timeout_at ON %1$I.tasks
+                (((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'))
+                WHERE status = 'running' AND timeout_ms IS NOT NULL;
+            CREATE INDEX tasks_sql_running ON %1$I.tasks (id) WHERE status = 'running' AND kind = 'sql'$m$, s);
     END IF;
     IF was < cloacina._tenant_layout() THEN
         EXECUTE format('UPDATE %I.tenant_settings SET layout_version = $1', s) USING cloacina._tenant_layout();

@@ -96,6 +96,13 @@ BEGIN
         CREATE INDEX tasks_sql_claim_order ON %1$I.tasks (priority DESC, ready_at, id)
             WHERE status = 'ready' AND kind = 'sql';
         CREATE INDEX tasks_lease_expiry ON %1$I.tasks (lease_until) WHERE status = 'running';
+        -- The reaper and the tick find timed-out and running SQL tasks without reading every
+        -- running task (a tenant may hold millions): a running task is in the first only with a
+        -- timeout, in the second only as a SQL task. The expression is in UTC, to be immutable.
+        CREATE INDEX tasks_timeout_at ON %1$I.tasks
+            (((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'))
+            WHERE status = 'running' AND timeout_ms IS NOT NULL;
+        CREATE INDEX tasks_sql_running ON %1$I.tasks (id) WHERE status = 'running' AND kind = 'sql';
 
         -- One index: a run's history is read (and pruned) by run, in id order; a run's
         -- lifecycle writes several events, so a second index on id alone would cost as many
