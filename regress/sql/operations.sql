@@ -204,7 +204,7 @@ RESET search_path;
 UPDATE cloacina.tenant SET layout_version = cloacina._tenant_layout() WHERE schema_name = 'tenant_ops';
 
 -- A backend's caches keep the tables of at most cloacina.cached_tenants tenants (each holds
--- 11 indexes): reading 40 tenants with a bound of 5 keeps few, without a bound all of them.
+-- a dozen indexes): reading 40 tenants with a bound of 5 keeps few, without a bound all of them.
 SELECT count(*) AS probe_tenants FROM generate_series(1, 40) g, cloacina.create_tenant('cache_probe_' || g);
 SET cloacina.cached_tenants = 5;
 SELECT count(*) AS read FROM cloacina.tenant_stats() WHERE schema_name LIKE 'cache_probe%';
