@@ -32,7 +32,8 @@ PG_FUNCTION_INFO_V1(cloacina_reap);
 static const char *const reapable_sql =
 "SELECT t.id, t.fence, t.lease_until, t.kind = 'sql' AND t.lease_until >= now() AS check_alive,"
 "       CASE WHEN t.kind = 'handler' AND t.timeout_ms IS NOT NULL"
-"                 AND t.started_at + t.timeout_ms * interval '1 millisecond' < now()"
+"                 AND (t.started_at AT TIME ZONE 'UTC') + t.timeout_ms * interval '1 millisecond'"
+"                     < (now() AT TIME ZONE 'UTC')"
 "            THEN format('attempt %%s timed out after %%s ms', t.attempt, t.timeout_ms)"
 "            WHEN t.kind = 'sql' AND t.lease_until >= now()"
 "            THEN format('attempt %%s abandoned: its worker %%s stopped while running it',"

@@ -1421,6 +1421,14 @@ $$;
 
 REVOKE ALL ON FUNCTION cloacina._ready_queue_times(text, timestamptz, int) FROM PUBLIC;
 
+-- When the first lease of the tenant's running tasks runs out (extension/earliest_lease.c), or a
+-- time no later than that: past max_dead entries of finished tasks in tasks_lease_expiry, where
+-- it stopped reading (the worker ticks the tenant then and reads on). A busy tenant's lease
+-- index holds a lease's worth of finished claims before its live ones until vacuum.
+CREATE FUNCTION cloacina._earliest_lease(s text, max_dead int DEFAULT 20000) RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'cloacina_earliest_lease' LANGUAGE C;
+REVOKE ALL ON FUNCTION cloacina._earliest_lease(text, int) FROM PUBLIC;
+
 -- docs/citus.md rule 3: the tick reads, then hints.
 CREATE OR REPLACE FUNCTION cloacina._tenant_tick(s text, startup boolean, retention interval)
 RETURNS TABLE(next_due timestamptz, sql_ready boolean, max_running int, weight int)
@@ -1444,7 +1452,7 @@ BEGIN
         PERFORM cloacina._prune(s, retention);
     END IF;
     RETURN QUERY EXECUTE format($q$
-        SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
+        SELECT least($4,
                      (SELECT min((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond')
                         FROM %1$I.tasks WHERE status = 'running' AND timeout_ms IS NOT NULL) AT TIME ZONE 'UTC',
                      $2,
@@ -1452,7 +1460,8 @@ BEGIN
                      (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),
                      (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
                $3, st.max_running, st.weight
-          FROM %1$I.tenant_settings st$q$, s) USING retention, queue.next_ready, queue.sql_due;
+          FROM %1$I.tenant_settings st$q$, s)
+        USING retention, queue.next_ready, queue.sql_due, cloacina._earliest_lease(s);
 END
 $$;
 

@@ -271,15 +271,15 @@ SELECT schema_name FROM cloacina.create_tenant('tenant_backlog');
 SET search_path = tenant_backlog;
 SELECT cloacina.register_workflow('{"name": "single", "tasks": [{"id": "h"}]}') IS NOT NULL AS registered;
 SELECT count(*) AS runs FROM cloacina.execute_batch('single', array_fill('{}'::jsonb, ARRAY[20000]));
-CREATE TEMP VIEW tasks_blocks AS
-    SELECT sum(pg_stat_get_xact_blocks_fetched(r)) AS fetched
-      FROM (SELECT 'tenant_backlog.tasks'::regclass::oid AS r
-            UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = 'tenant_backlog.tasks'::regclass) x;
+-- The blocks this transaction fetched from a table and its indexes.
+CREATE FUNCTION pg_temp.blocks_fetched(t regclass) RETURNS bigint LANGUAGE sql AS $$
+    SELECT sum(pg_stat_get_xact_blocks_fetched(r))::bigint
+      FROM (SELECT t::oid AS r UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = t) x $$;
 BEGIN;
-SELECT fetched AS before FROM tasks_blocks \gset
+SELECT pg_temp.blocks_fetched('tenant_backlog.tasks') AS before \gset
 SELECT next_ready IS NULL AS nothing_to_come, sql_due FROM cloacina._ready_queue_times('tenant_backlog', now());
-SELECT fetched - :before < 50 AS few_pages, pg_relation_size('tenant_backlog.tasks') / 8192 > 300 AS of_many
-  FROM tasks_blocks;
+SELECT pg_temp.blocks_fetched('tenant_backlog.tasks') - :before < 50 AS few_pages,
+       pg_relation_size('tenant_backlog.tasks') / 8192 > 300 AS of_many;
 COMMIT;
 RESET search_path;
 SELECT cloacina.remove_tenant('tenant_backlog', cancel_unfinished => true);
@@ -298,16 +298,12 @@ SELECT count(*) AS held FROM tenant_held.tasks WHERE status = 'running';
 -- (Without the claimed tasks' old entries in the claim index, which the tick's look at the ready
 -- queue reads once after the queue drained, then in index pages only until vacuum removes them.)
 VACUUM tenant_held.tasks;
-CREATE TEMP VIEW held_blocks AS
-    SELECT sum(pg_stat_get_xact_blocks_fetched(r)) AS fetched
-      FROM (SELECT 'tenant_held.tasks'::regclass::oid AS r
-            UNION ALL SELECT indexrelid FROM pg_index WHERE indrelid = 'tenant_held.tasks'::regclass) x;
 BEGIN;
-SELECT fetched AS before FROM held_blocks \gset
+SELECT pg_temp.blocks_fetched('tenant_held.tasks') AS before \gset
 SELECT cloacina._reap('tenant_held') AS reaped;
 SELECT next_due > now() + interval '50 minutes' AS next_due_is_a_lease FROM cloacina._tenant_tick('tenant_held', false, NULL);
-SELECT fetched - :before < 100 AS few_pages, pg_relation_size('tenant_held.tasks') / 8192 > 300 AS of_many
-  FROM held_blocks;
+SELECT pg_temp.blocks_fetched('tenant_held.tasks') - :before < 100 AS few_pages,
+       pg_relation_size('tenant_held.tasks') / 8192 > 300 AS of_many;
 COMMIT;
 UPDATE tenant_held.tasks SET lease_until = now() - interval '1 second'
  WHERE id = (SELECT min(id) FROM tenant_held.tasks WHERE task = 'p');
@@ -317,6 +313,59 @@ SELECT cloacina._reap('tenant_held') AS reaped;
 SELECT task, status, error FROM tenant_held.tasks WHERE status <> 'running' ORDER BY task;
 RESET search_path;
 SELECT cloacina.remove_tenant('tenant_held', cancel_unfinished => true);
+
+-- The tick's next lease. tasks_lease_expiry keeps the entries of finished tasks until vacuum,
+-- before the live ones (a lease's worth of claims in a busy tenant). _earliest_lease reads at
+-- most max_dead of them per call: until it reaches a live lease it answers where it stopped,
+-- a time no later than the first live lease, and the next call reads on from there.
+SELECT schema_name FROM cloacina.create_tenant('tenant_leases');
+SET search_path = tenant_leases;
+SELECT cloacina.register_workflow('{"name": "single", "tasks": [{"id": "h"}]}') IS NOT NULL AS registered;
+SELECT count(*) AS runs FROM cloacina.execute_batch('single', array_fill('{}'::jsonb, ARRAY[20050]));
+DO $$
+DECLARE
+    ids bigint[];
+    fences bigint[];
+BEGIN
+    FOR i IN 1 .. 20 LOOP
+        SELECT array_agg(task_id), array_agg(fence) INTO ids, fences
+          FROM cloacina.claim('finisher', NULL, 1000, '1 minute');
+        PERFORM count(*) FROM cloacina.complete_batch(ids, fences, array_fill('{}'::jsonb, ARRAY[1000]));
+    END LOOP;
+END $$;
+SELECT count(*) AS held FROM cloacina.claim('holder', NULL, 50, '1 hour');
+SELECT count(*) FILTER (WHERE status = 'completed') AS finished, count(*) FILTER (WHERE status = 'running') AS running
+  FROM tenant_leases.tasks;
+BEGIN;
+SELECT pg_temp.blocks_fetched('tenant_leases.tasks') AS before \gset
+SELECT cloacina._earliest_lease('tenant_leases', 1000) AS bound \gset
+SELECT :'bound'::timestamptz BETWEEN now() AND now() + interval '2 minutes' AS a_finished_lease,
+       pg_temp.blocks_fetched('tenant_leases.tasks') - :before < 300 AS few_pages,
+       pg_relation_size('tenant_leases.tasks') / 8192 > 1000 AS of_many;
+COMMIT;
+-- Read on, as the worker would: each answer no earlier than the last, the 20,000 entries read
+-- once (21 calls; fewer if the background worker read some of them meanwhile).
+CREATE TEMP TABLE lease_answers AS
+    WITH RECURSIVE calls(n, answer) AS (
+        SELECT 1, :'bound'::timestamptz
+      UNION ALL
+        SELECT n + 1, cloacina._earliest_lease('tenant_leases', 1000) FROM calls
+         WHERE answer < now() + interval '30 minutes' AND n < 100)
+    SELECT * FROM calls;
+SELECT max(n) <= 25 AS calls,
+       bool_and(answer >= prev) AS never_earlier,
+       max(answer) = (SELECT min(lease_until) FROM tenant_leases.tasks WHERE status = 'running') AS first_live_lease
+  FROM (SELECT n, answer, lag(answer, 1, '-infinity') OVER (ORDER BY n) AS prev FROM lease_answers) x;
+-- A lease that ran out (the reaper left it) comes first: tick again at once. With no running
+-- task there is no lease.
+UPDATE tenant_leases.tasks SET lease_until = '2026-01-01 00:00 UTC'
+ WHERE id = (SELECT max(id) FROM tenant_leases.tasks WHERE status = 'running');
+SELECT cloacina._earliest_lease('tenant_leases') = '2026-01-01 00:00 UTC' AS expired_first;
+SELECT count(*) FILTER (WHERE cloacina.fail(id, fence, 'released')) AS released
+  FROM tenant_leases.tasks WHERE status = 'running';
+SELECT cloacina._earliest_lease('tenant_leases') IS NULL AS none_running;
+RESET search_path;
+SELECT cloacina.remove_tenant('tenant_leases', cancel_unfinished => true);
 
 SELECT cloacina.remove_tenant('tenant_ops', cancel_unfinished => true);
 SELECT cloacina.remove_tenant('tenant_ops_other');

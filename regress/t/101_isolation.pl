@@ -201,6 +201,7 @@ for my $x (@tenants) {
             _prune                => "SELECT cloacina._prune('$y', '0 seconds')",
             _tenant_tick          => "SELECT * FROM cloacina._tenant_tick('$y', false, '0 seconds')",
             _ready_queue_times    => "SELECT * FROM cloacina._ready_queue_times('$y', now())",
+            _earliest_lease       => "SELECT cloacina._earliest_lease('$y')",
             _fire_schedules       => "SELECT cloacina._fire_schedules('$y', true)",
             _schedule             => "SELECT cloacina._schedule('$y', 'nightly', 'secret_work', '* * * * *', 'UTC', '{}', 'skip', 'allow')",
             _set_schedule_paused  => "SELECT cloacina._set_schedule_paused('$y', 'nightly', true)",

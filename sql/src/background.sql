@@ -59,6 +59,13 @@ BEGIN
 END
 $$;
 
+-- When the first lease of the tenant's running tasks runs out (extension/earliest_lease.c), or a
+-- time no later than that: past max_dead entries of finished tasks in tasks_lease_expiry, where
+-- it stopped reading (the worker ticks the tenant then and reads on). A busy tenant's lease
+-- index holds a lease's worth of finished claims before its live ones until vacuum.
+CREATE FUNCTION cloacina._earliest_lease(s text, max_dead int DEFAULT 20000) RETURNS timestamptz
+AS 'MODULE_PATHNAME', 'cloacina_earliest_lease' LANGUAGE C;
+
 -- One pass over a tenant: expired leases and timeouts, due schedules, a ready-hint for retries
 -- that came due, and retention. Returns the next time something is due in this tenant (NULL:
 -- nothing), which the worker keeps in shared memory so that idle tenants cost nothing; no row at
@@ -85,7 +92,7 @@ BEGIN
         PERFORM cloacina._prune(s, retention);
     END IF;
     RETURN QUERY EXECUTE format($q$
-        SELECT least((SELECT min(lease_until) FROM %1$I.tasks WHERE status = 'running'),
+        SELECT least($4,
                      (SELECT min((started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond')
                         FROM %1$I.tasks WHERE status = 'running' AND timeout_ms IS NOT NULL) AT TIME ZONE 'UTC',
                      $2,
@@ -93,7 +100,8 @@ BEGIN
                      (SELECT min(deadline) FROM %1$I.executions WHERE deadline IS NOT NULL AND status IN ('running', 'paused')),
                      (SELECT min(finished_at) + $1 FROM %1$I.executions WHERE finished_at IS NOT NULL)),
                $3, st.max_running, st.weight
-          FROM %1$I.tenant_settings st$q$, s) USING retention, queue.next_ready, queue.sql_due;
+          FROM %1$I.tenant_settings st$q$, s)
+        USING retention, queue.next_ready, queue.sql_due, cloacina._earliest_lease(s);
 END
 $$;
 
@@ -144,7 +152,7 @@ AS $$ SELECT schema_name FROM cloacina.tenant ORDER BY schema_name $$;
 
 -- The background duties are the background worker's alone (an admin may run them by hand).
 REVOKE ALL ON FUNCTION cloacina._tenant_tick(text, boolean, interval), cloacina._prune(text, interval, int),
-    cloacina._ready_queue_times(text, timestamptz, int),
+    cloacina._ready_queue_times(text, timestamptz, int), cloacina._earliest_lease(text, int),
     cloacina._tenant_schemas(),
     cloacina._fire_schedules(text, boolean, int), cloacina._reap(text, int), cloacina._expire_runs(text),
     cloacina._sql_task_alive(text, bigint) FROM PUBLIC;
