@@ -25,7 +25,9 @@
 #include "executor/spi.h"
 #include "executor/tuptable.h"
 #include "utils/builtins.h"
+#include "nodes/pg_list.h"
 #include "utils/lsyscache.h"
+#include "utils/relcache.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -88,17 +90,27 @@ cloacina_earliest_lease(PG_FUNCTION_ARGS)
 	Oid			index_oid = get_relname_relid("tasks_lease_expiry", tenant);
 	TimestampTz lease = 0;
 	bool		found = false;
+	bool		read_index = false;
 
-	if (OidIsValid(index_oid) && !cloacina_citus_installed())
+	if (!cloacina_citus_installed())
 	{
 		Relation	tasks = table_open(get_relname_relid("tasks", tenant), AccessShareLock);
-		Relation	index = index_open(index_oid, AccessShareLock);
 
-		found = read_lease_index(tasks, index, Max(max_dead, 0), &lease);
-		index_close(index, AccessShareLock);
+		/*
+		 * The engine's own index on tasks (no tenant can add one), or the
+		 * statement.
+		 */
+		if (OidIsValid(index_oid) && list_member_oid(RelationGetIndexList(tasks), index_oid))
+		{
+			Relation	index = index_open(index_oid, AccessShareLock);
+
+			found = read_lease_index(tasks, index, Max(max_dead, 0), &lease);
+			index_close(index, AccessShareLock);
+			read_index = true;
+		}
 		table_close(tasks, AccessShareLock);
 	}
-	else
+	if (!read_index)
 	{
 		bool		isnull;
 

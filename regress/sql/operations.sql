@@ -361,6 +361,9 @@ SELECT max(n) <= 25 AS calls,
 UPDATE tenant_leases.tasks SET lease_until = '2026-01-01 00:00 UTC'
  WHERE id = (SELECT max(id) FROM tenant_leases.tasks WHERE status = 'running');
 SELECT cloacina._earliest_lease('tenant_leases') = '2026-01-01 00:00 UTC' AS expired_first;
+-- Without the engine's index (a superuser dropped it) the statement answers the same.
+DROP INDEX tenant_leases.tasks_lease_expiry;
+SELECT cloacina._earliest_lease('tenant_leases') = '2026-01-01 00:00 UTC' AS without_the_index;
 SELECT count(*) FILTER (WHERE cloacina.fail(id, fence, 'released')) AS released
   FROM tenant_leases.tasks WHERE status = 'running';
 SELECT cloacina._earliest_lease('tenant_leases') IS NULL AS none_running;
