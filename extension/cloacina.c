@@ -95,6 +95,12 @@ define_limits(void)
 							"A tenant whose lock cannot be had is looked at again later, with backoff.",
 							&cloacina_worker_lock_timeout_ms, 200, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.tenant_transaction_timeout",
+							"Longest time a session of a tenant's role may keep a transaction open; 0 is no limit.",
+							"The scheduler ends such a session: an open transaction holds back vacuum in "
+							"every tenant's tables.",
+							&cloacina_tenant_transaction_timeout_ms, 15 * 60 * 1000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	DefineCustomIntVariable("cloacina.worker_statement_timeout",
 							"Longest time one unit of the background workers' own work for a tenant may take.",
 							NULL, &cloacina_worker_statement_timeout_ms, 30 * 1000, 100, INT_MAX,

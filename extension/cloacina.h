@@ -130,6 +130,10 @@ extern int	cloacina_compare_claim_keys(const ClaimKey *a, const ClaimKey *b);
 extern void cloacina_claim_floor_lower(const char *schema, const ClaimKey *key);
 extern ClaimKey cloacina_claim_floor(const char *schema, Oid tenant);
 
+/* transaction_guard.c: the scheduler ends tenant transactions open past their limit */
+extern int	cloacina_tenant_transaction_timeout_ms;
+extern TimestampTz cloacina_end_long_tenant_transactions(TimestampTz latest);
+
 /* prepared.c: statements prepared once per backend */
 extern void cloacina_execute_tenant(const char *template, const char *schema, int nargs,
 									Oid *argtypes, Datum *values, const char *nulls);

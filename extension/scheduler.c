@@ -6,9 +6,11 @@
  * due cron slots, wake-up hints for retries, retention. At start it looks at every tenant once
  * (the "startup" pass, in which overdue cron slots count as missed). After an update that changed
  * the tenants' tables, it also migrates a batch of tenants every naptime, one per transaction.
- * Between passes it sleeps on its latch until the next due time, at most cloacina.naptime. One
- * tenant's error is logged and does not stop the others; every wait on a tenant's locks is
- * bounded (unit.c), and a tenant whose tick fails is looked at again with backoff.
+ * It also ends the sessions of tenant roles whose transaction stays open past
+ * cloacina.tenant_transaction_timeout (transaction_guard.c). Between passes it sleeps on its
+ * latch until the next due time, at most cloacina.naptime. One tenant's error is logged and does
+ * not stop the others; every wait on a tenant's locks is bounded (unit.c), and a tenant whose
+ * tick fails is looked at again with backoff.
  *
  * On a worker node of a Citus cluster the scheduler serves no tenant: it relays what this node's
  * backends push to the coordinator's scheduler (relay.c).
@@ -272,6 +274,27 @@ migrate_some_tenants(MemoryContext scratch)
 	list_free_deep(schemas);
 }
 
+/* Ends tenant transactions open past their limit; returns when to look again (transaction_guard.c). */
+static TimestampTz
+guard_tenant_transactions(TimestampTz latest, MemoryContext scratch)
+{
+	MemoryContext old = MemoryContextSwitchTo(scratch);
+	volatile TimestampTz next = latest;
+
+	PG_TRY();
+	{
+		next = cloacina_end_long_tenant_transactions(latest);
+	}
+	PG_CATCH();
+	{
+		cloacina_unit_recover(scratch);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(scratch);
+	return next;
+}
+
 /* Whether this node relays (a Citus worker node); a node that stops relaying serves everyone. */
 static bool
 update_relaying(bool relaying, MemoryContext scratch)
@@ -323,6 +346,7 @@ cloacina_scheduler_main(Datum main_arg)
 	TimestampTz relay_retry_at = 0;
 	char		(*due)[NAMEDATALEN];
 	TimestampTz next_migration_pass = 0;
+	TimestampTz next_transaction_guard = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -352,6 +376,7 @@ cloacina_scheduler_main(Datum main_arg)
 			ereport(LOG,
 					(errmsg("cloacina scheduler reloaded its settings: naptime %d ms, retention %d s",
 							cloacina_naptime_ms, cloacina_retention_s)));
+			next_transaction_guard = 0; /* the limit may have changed */
 			/* due times depend on the retention: look at every tenant again */
 			if (started && !relaying)
 				tick_all_tenants(false, scratch);
@@ -399,10 +424,14 @@ cloacina_scheduler_main(Datum main_arg)
 				migrate_some_tenants(scratch);
 			next_migration_pass = TimestampTzPlusMilliseconds(now, cloacina_naptime_ms);
 		}
+		if (started && !relaying && now >= next_transaction_guard)
+			next_transaction_guard =
+				guard_tenant_transactions(TimestampTzPlusMilliseconds(now, cloacina_naptime_ms), scratch);
 		if (relaying)
 			next = relay_pause(now, relay_retry_at);
 		else
-			next = cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms));
+			next = Min(cloacina_due_next_wakeup(now, TimestampTzPlusMilliseconds(now, cloacina_naptime_ms)),
+					   next_transaction_guard);
 		sleep_ms = (next <= now) ? 0 : (long) ((next - now + 999) / 1000);
 		if (sleep_ms > 0)
 		{
