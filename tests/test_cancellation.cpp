@@ -60,18 +60,23 @@ BOOST_AUTO_TEST_CASE(timeout_cancels_the_handler_and_fails_the_attempt) {
     const std::string url = database_url();
     TenantGuard tenant{unique_name("timeout"), ""};
     auto seen = std::make_shared<std::atomic<int>>(static_cast<int>(CancelReason::None));
+    auto handler_saw = std::make_shared<Gate>();
     auto registry = std::make_shared<Registry>();
     registry->add(
         Workflow::builder("slow")
             .task(Task("too_slow").timeout(milliseconds(300)).handler([=](Context&, const CancellationToken& token) {
                 token.wait_for(std::chrono::seconds(30));
                 seen->store(static_cast<int>(token.reason()));
+                handler_saw->open();
             }))
             .build());
     DefaultRunner runner = DefaultRunner::with_schema(url, tenant.schema, fast_config(registry).build());
     const auto begin = std::chrono::steady_clock::now();
     const WorkflowResult result = runner.execute("slow", Context());
     BOOST_TEST(result.status == WorkflowStatus::Failed);
+    // The attempt fails when the timeout passes; the handler's thread wakes from its token on its
+    // own schedule, so the run's result may come back first.
+    BOOST_REQUIRE(handler_saw->wait(std::chrono::seconds(10)));
     BOOST_TEST(seen->load() == static_cast<int>(CancelReason::Timeout));
     BOOST_TEST((std::chrono::steady_clock::now() - begin < std::chrono::seconds(15)));
     BOOST_REQUIRE(result.task("too_slow") != nullptr);
