@@ -36,6 +36,9 @@ int			cloacina_worker_statement_timeout_ms = 30 * 1000;
 int			cloacina_max_claim_wait_ms = 5 * 1000;
 int			cloacina_cached_tenants = 1000;
 
+/* read by create_tenant with current_setting() */
+static int	cloacina_tenant_connection_limit = 64;
+
 static char *connection_host = NULL;
 static int	connection_port = 0;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
@@ -95,6 +98,12 @@ define_limits(void)
 							"A tenant whose lock cannot be had is looked at again later, with backoff.",
 							&cloacina_worker_lock_timeout_ms, 200, 1, INT_MAX,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("cloacina.tenant_connection_limit",
+							"CONNECTION LIMIT of the login role create_tenant makes; -1 is no limit.",
+							"So that no tenant can take every connection of the server; ALTER ROLE changes "
+							"one tenant's.",
+							&cloacina_tenant_connection_limit, 64, -1, INT_MAX,
+							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("cloacina.tenant_transaction_timeout",
 							"Longest time a session of a tenant's role may keep a transaction open; 0 is no limit.",
 							"The scheduler ends such a session: an open transaction holds back vacuum in "

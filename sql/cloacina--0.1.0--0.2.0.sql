@@ -269,17 +269,22 @@ $$;
 
 -- Creates the login role of tenant s with a generated password when pw is empty, lands it in
 -- its schema, grants it what the tenant API needs and records it in the tenant's settings.
--- Returns the password.
+-- Its connections are limited (cloacina.tenant_connection_limit), so that no tenant can take
+-- every connection of the server. Returns the password.
 CREATE FUNCTION cloacina._create_tenant_role(s text, u text, pw text) RETURNS text
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    verifier text;
 BEGIN
     IF pw IS NULL OR pw = '' THEN
         pw := cloacina._generate_password();
     END IF;
     -- Only the SCRAM verifier is ever part of a statement, so the plaintext cannot reach the
     -- server log, an error context or pg_stat_statements.
+    verifier := cloacina._scram_verifier(pw);
     EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION '
-                   'NOBYPASSRLS INHERIT PASSWORD %L', u, cloacina._scram_verifier(pw));
+                   'NOBYPASSRLS INHERIT CONNECTION LIMIT %s PASSWORD %L', u,
+                   current_setting('cloacina.tenant_connection_limit')::int, verifier);
     EXECUTE format('ALTER ROLE %I SET search_path = %I', u, s);
     PERFORM cloacina._grant_tenant_role(s, u);
     EXECUTE format('UPDATE %I.tenant_settings SET role_name = $1', s) USING u;

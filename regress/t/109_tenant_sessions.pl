@@ -1,6 +1,9 @@
-# A tenant's transaction open past cloacina.tenant_transaction_timeout is ended by the
-# scheduler: an open transaction holds back vacuum in every tenant's tables, and the session
-# settings that would end it are the tenant's own to turn off. An operator's session is left alone.
+# A tenant's sessions have limits that only the operator sets:
+# - a transaction open past cloacina.tenant_transaction_timeout is ended by the scheduler: an
+#   open transaction holds back vacuum in every tenant's tables, and the session settings that
+#   would end it are the tenant's own to turn off. An operator's session is left alone.
+# - create_tenant gives the tenant's role cloacina.tenant_connection_limit connections, so that
+#   no tenant can take every connection of the server.
 use strict;
 use warnings;
 use PostgreSQL::Test::Cluster;
@@ -9,8 +12,10 @@ use PostgreSQL::Test::Utils;
 use Test::More;
 
 my $limit_s = 2;
-my $node = cloacina_node('tenant_transactions',
-    conf => "cloacina.naptime = '1s'\ncloacina.tenant_transaction_timeout = '${limit_s}s'\n");
+my $connections = 3;
+my $node = cloacina_node('tenant_sessions',
+    conf => "cloacina.naptime = '1s'\ncloacina.tenant_transaction_timeout = '${limit_s}s'\n"
+          . "cloacina.tenant_connection_limit = $connections\n");
 $node->safe_psql('postgres', q{SELECT cloacina.create_tenant('a', 'a_user')});
 
 # The tenant turns off what would end its transaction, and holds a snapshot.
@@ -46,6 +51,19 @@ my ($ret, $stdout, $stderr) = $node->psql('postgres', q{SET cloacina.tenant_tran
                                           extra_params => [ '-U', 'a_user' ]);
 like($stderr, qr/parameter "cloacina.tenant_transaction_timeout" cannot be changed now/,
      'a tenant cannot lift the limit for its session');
+
+# Connections: the role's limit, which the tenant cannot lift.
+is($node->safe_psql('postgres', q{SELECT rolconnlimit FROM pg_roles WHERE rolname = 'a_user'}), $connections,
+   "the tenant's role has the operator's connection limit");
+my @sessions = map { $node->background_psql('postgres', on_error_stop => 0, extra_params => [ '-U', 'a_user' ]) }
+  1 .. $connections;
+($ret, $stdout, $stderr) = $node->psql('postgres', q{SELECT 1}, extra_params => [ '-U', 'a_user' ]);
+like($stderr, qr/too many connections for role "a_user"/, "one connection more is refused ($connections open)");
+$sessions[0]->query(q{ALTER ROLE a_user CONNECTION LIMIT -1});
+like($sessions[0]->{stderr}, qr/permission denied/, 'a tenant cannot lift its connection limit');
+is($node->safe_psql('postgres', q{SELECT count(*) FROM pg_stat_activity WHERE usename = 'a_user'}), $connections,
+   "the operator still connects: the limit is the tenant role's alone");
+$_->quit for @sessions;
 
 $node->stop;
 done_testing();
