@@ -27,7 +27,10 @@ PG_FUNCTION_INFO_V1(cloacina_reap);
  * error their attempt ends with. A SQL task whose lease has not run out is over only when no
  * pool worker runs it ("check_alive"), which only shared memory knows. Each kind of candidate
  * comes from its own index (tasks_lease_expiry, tasks_sql_running, tasks_timeout_at): a tenant
- * that holds millions of claimed tasks must not make every tick read them all.
+ * that holds millions of claimed tasks must not make every tick read them all. The candidates
+ * are then read by primary key, behind OFFSET 0: with their status test beside it, the planner
+ * read every entry of tasks_lease_expiry instead (running tasks' and finished ones' alike,
+ * 800 ms a tick in a 19-million-run burn-down).
  */
 static const char *const reapable_sql =
 "SELECT t.id, t.fence, t.lease_until, t.kind = 'sql' AND t.lease_until >= now() AS check_alive,"
@@ -42,8 +45,8 @@ static const char *const reapable_sql =
 "                        t.attempt, quote_literal(t.worker))"
 "       END || CASE WHEN t.attempt < t.max_attempts THEN '' ELSE ' (no attempts left)' END,"
 "       t.execution_id, t.task"
-"  FROM %1$s.tasks t"
-" WHERE t.id = ANY (ARRAY("
+"  FROM (SELECT * FROM %1$s.tasks"
+"         WHERE id = ANY (ARRAY("
 "        (SELECT id FROM %1$s.tasks WHERE status = 'running' AND lease_until < now()"
 "          ORDER BY lease_until LIMIT $1)"
 "        UNION ALL"
@@ -53,7 +56,8 @@ static const char *const reapable_sql =
 "            AND (started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond'"
 "                < (now() AT TIME ZONE 'UTC')"
 "          ORDER BY (started_at AT TIME ZONE 'UTC') + timeout_ms * interval '1 millisecond' LIMIT $1)))"
-"   AND t.status = 'running'"
+"        OFFSET 0) t"
+" WHERE t.status = 'running'"
 " ORDER BY t.execution_id, t.id"
 " LIMIT $1";
 
